@@ -1,0 +1,67 @@
+"""The request context: which tenant and which call a piece of work belongs to.
+
+Bound by the server interceptor from gRPC metadata, read by logging, propagated by the client
+interceptor to the next hop. Context vars follow asyncio tasks, so every task a handler spawns
+inherits them.
+"""
+
+from __future__ import annotations
+
+import re
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+TENANT_HEADER = "x-tenant-id"
+CALL_HEADER = "x-call-id"
+AUTHORIZATION_HEADER = "authorization"
+TRACEPARENT_HEADER = "traceparent"
+
+# Ids are opaque, but bounded and printable so they are safe in logs and Redis keys.
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """Who a request is for: the tenant, the call, and the credential to forward."""
+
+    tenant_id: str
+    call_id: str = ""
+    authorization: str = ""
+    traceparent: str = ""
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """The gRPC metadata that carries this context to the next hop."""
+        md: list[tuple[str, str]] = [(TENANT_HEADER, self.tenant_id)]
+        if self.call_id:
+            md.append((CALL_HEADER, self.call_id))
+        if self.authorization:
+            md.append((AUTHORIZATION_HEADER, self.authorization))
+        if self.traceparent:
+            md.append((TRACEPARENT_HEADER, self.traceparent))
+        return tuple(md)
+
+
+_current: ContextVar[RequestContext | None] = ContextVar("voiceai_request", default=None)
+
+
+def current() -> RequestContext | None:
+    return _current.get()
+
+
+def bind(ctx: RequestContext) -> None:
+    """Bind ``ctx`` for the current task (and tasks it creates from now on)."""
+    _current.set(ctx)
+
+
+def tenant_id() -> str:
+    ctx = _current.get()
+    return ctx.tenant_id if ctx else ""
+
+
+def call_id() -> str:
+    ctx = _current.get()
+    return ctx.call_id if ctx else ""
+
+
+def valid_id(value: str) -> bool:
+    return bool(ID_PATTERN.match(value))

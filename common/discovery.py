@@ -1,0 +1,119 @@
+"""Service discovery and client-side balancing of long-lived streams.
+
+``Resolver`` answers "which instances serve X"; ``StaticResolver`` reads fixed addresses (the
+default when no Consul is configured; a Consul resolver implements the same Protocol).
+``ChannelPool`` keeps one channel per instance and opens each new stream on the instance with
+the fewest streams in flight (ties broken round-robin), so long calls spread evenly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+import grpc.aio
+
+from common.errors import Unavailable
+from common.interceptors import context_client_interceptors
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One instance of a service."""
+
+    address: str  # host:port
+    zone: str = ""
+    tags: tuple[str, ...] = ()
+
+
+class Resolver(Protocol):
+    """Which healthy instances serve a service, by logical name ("stt", "llm", "tts")."""
+
+    async def resolve(self, service: str) -> Sequence[Endpoint]: ...
+
+
+class StaticResolver:
+    """Fixed addresses from configuration."""
+
+    def __init__(self, addresses: dict[str, Sequence[str]]) -> None:
+        self._endpoints = {
+            name: tuple(Endpoint(a) for a in addrs) for name, addrs in addresses.items()
+        }
+
+    async def resolve(self, service: str) -> Sequence[Endpoint]:
+        return self._endpoints.get(service, ())
+
+
+def channel_options(max_message_bytes: int = 4 * 1024 * 1024) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 20_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+class _Instance:
+    __slots__ = ("channel", "endpoint", "in_flight")
+
+    def __init__(self, endpoint: Endpoint, channel: grpc.aio.Channel) -> None:
+        self.endpoint = endpoint
+        self.channel = channel
+        self.in_flight = 0
+
+
+class ChannelPool:
+    """Channels to every instance of one service; picks the least-loaded one per stream."""
+
+    def __init__(self, service: str, resolver: Resolver, *, propagate_context: bool = True) -> None:
+        self.service = service
+        self._resolver = resolver
+        self._instances: dict[str, _Instance] = {}
+        self._interceptors = context_client_interceptors() if propagate_context else []
+        self._rr = itertools.count()
+
+    async def _refresh(self) -> list[_Instance]:
+        endpoints = await self._resolver.resolve(self.service)
+        live: list[_Instance] = []
+        for ep in endpoints:
+            inst = self._instances.get(ep.address)
+            if inst is None:
+                channel = grpc.aio.insecure_channel(
+                    ep.address, options=channel_options(), interceptors=self._interceptors
+                )
+                inst = _Instance(ep, channel)
+                self._instances[ep.address] = inst
+            live.append(inst)
+        return live
+
+    async def pick(self) -> _Instance:
+        live = await self._refresh()
+        if not live:
+            raise Unavailable(f"no instance of the {self.service} service is known to discovery")
+        start = next(self._rr)
+        n = len(live)
+        return min((live[(start + i) % n] for i in range(n)), key=lambda inst: inst.in_flight)
+
+    @contextlib.asynccontextmanager
+    async def stream(self) -> AsyncIterator[grpc.aio.Channel]:
+        """A channel for one stream, counted as in flight until the block exits."""
+        inst = await self.pick()
+        inst.in_flight += 1
+        try:
+            yield inst.channel
+        finally:
+            inst.in_flight -= 1
+
+    def in_flight(self) -> dict[str, int]:
+        return {addr: inst.in_flight for addr, inst in self._instances.items()}
+
+    async def close(self) -> None:
+        for inst in self._instances.values():
+            await inst.channel.close()
+        self._instances.clear()

@@ -1,0 +1,61 @@
+"""One error hierarchy for the mesh, mapped to gRPC status codes at the server boundary.
+
+Domain code raises these; ``common.interceptors`` turns them into a status with the message as
+written, so messages must say what to fix and must not carry tenant data.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class VoiceAIError(Exception):
+    """Base class. ``code`` is the gRPC status; ``retryable`` says whether retrying may help."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    retryable: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(VoiceAIError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class FailedPrecondition(VoiceAIError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Unauthenticated(VoiceAIError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(VoiceAIError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class NotFound(VoiceAIError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class ResourceExhausted(VoiceAIError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    retryable = True
+
+
+class Unavailable(VoiceAIError):
+    code = grpc.StatusCode.UNAVAILABLE
+    retryable = True
+
+
+class DeadlineExceeded(VoiceAIError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    retryable = True
+
+
+class EngineError(VoiceAIError):
+    """A provider/engine failed while serving a request."""
+
+    code = grpc.StatusCode.INTERNAL

@@ -1,0 +1,212 @@
+"""Cross-cutting gRPC concerns: request context in and out, domain errors to status codes.
+
+``ContextServerInterceptor`` requires ``x-tenant-id`` (and, on internal hops, ``x-call-id``),
+binds them for the handler (logging reads them), and maps ``VoiceAIError`` to a status.
+``ContextClientInterceptor`` copies the bound context onto every outgoing call. Health and
+reflection are exempt: Kubernetes probes and Consul checks carry no tenant.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from common import context
+from common.errors import VoiceAIError
+
+log = logging.getLogger(__name__)
+
+EXEMPT_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
+def _metadata_dict(metadata: Sequence[Any] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in metadata or ():
+        key, value = item[0], item[1]
+        if isinstance(value, str):
+            out[key] = value
+    return out
+
+
+def _rebuild(handler: grpc.RpcMethodHandler, behavior: Callable[..., Any]) -> grpc.RpcMethodHandler:
+    kinds = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }
+    make = kinds[(handler.request_streaming, handler.response_streaming)]
+    return make(
+        behavior,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _inner(handler: grpc.RpcMethodHandler) -> Callable[..., Any]:
+    return (
+        handler.stream_stream
+        or handler.unary_stream
+        or handler.stream_unary
+        or handler.unary_unary
+    )
+
+
+async def _abort_for(error: BaseException, context_: grpc.aio.ServicerContext, method: str) -> None:
+    if isinstance(error, VoiceAIError):
+        await context_.abort(error.code, error.message)
+    log.exception("unhandled error in %s", method, exc_info=error)
+    await context_.abort(
+        grpc.StatusCode.INTERNAL,
+        f"internal error in {method} (call id {context.call_id() or 'unknown'}); it was logged",
+    )
+
+
+def _rejecting(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str):
+    if handler.response_streaming:
+
+        async def reject_stream(_request: Any, ctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            await ctx.abort(code, message)
+            yield  # pragma: no cover - abort raises
+
+        return _rebuild(handler, reject_stream)
+
+    async def reject(_request: Any, ctx: grpc.aio.ServicerContext) -> Any:
+        await ctx.abort(code, message)
+
+    return _rebuild(handler, reject)
+
+
+def _with_context(
+    handler: grpc.RpcMethodHandler, ctx: context.RequestContext, method: str
+) -> grpc.RpcMethodHandler:
+    inner = _inner(handler)
+    if inspect.isasyncgenfunction(inner):
+
+        async def stream_behavior(request: Any, sctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            context.bind(ctx)
+            try:
+                async for response in inner(request, sctx):
+                    yield response
+            except grpc.aio.AbortError:
+                raise
+            except Exception as error:
+                await _abort_for(error, sctx, method)
+
+        return _rebuild(handler, stream_behavior)
+
+    async def behavior(request: Any, sctx: grpc.aio.ServicerContext) -> Any:
+        context.bind(ctx)
+        try:
+            return await inner(request, sctx)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            await _abort_for(error, sctx, method)
+
+    return _rebuild(handler, behavior)
+
+
+class ContextServerInterceptor(grpc.aio.ServerInterceptor):
+    """Requires the tenant (and optionally call) id on every non-exempt RPC and binds them."""
+
+    def __init__(self, *, require_call_id: bool = True) -> None:
+        self._require_call_id = require_call_id
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(EXEMPT_PREFIXES):
+            return handler
+        md = _metadata_dict(handler_call_details.invocation_metadata)
+        tenant = md.get(context.TENANT_HEADER, "")
+        if not tenant:
+            return _rejecting(
+                handler,
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"missing '{context.TENANT_HEADER}' metadata: every call must name its tenant",
+            )
+        if not context.valid_id(tenant):
+            return _rejecting(
+                handler,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"'{context.TENANT_HEADER}' must be 1-128 characters of letters, digits, '.', '_',"
+                " ':' or '-'",
+            )
+        call = md.get(context.CALL_HEADER, "")
+        if call and not context.valid_id(call):
+            return _rejecting(
+                handler,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"'{context.CALL_HEADER}' must be 1-128 characters of letters, digits, '.', '_',"
+                " ':' or '-'",
+            )
+        if not call:
+            if self._require_call_id:
+                return _rejecting(
+                    handler,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"missing '{context.CALL_HEADER}' metadata: internal hops must name the call"
+                    " they serve",
+                )
+            call = uuid.uuid4().hex
+        ctx = context.RequestContext(
+            tenant_id=tenant,
+            call_id=call,
+            authorization=md.get(context.AUTHORIZATION_HEADER, ""),
+            traceparent=md.get(context.TRACEPARENT_HEADER, ""),
+        )
+        return _with_context(handler, ctx, method)
+
+
+def _details_with_context(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    ctx = context.current()
+    if ctx is None:
+        return details
+    present = {item[0] for item in details.metadata or ()}
+    extra = [(k, v) for k, v in ctx.metadata() if k not in present]
+    if not extra:
+        return details
+    metadata = grpc.aio.Metadata(*(details.metadata or ()), *extra)
+    return grpc.aio.ClientCallDetails(
+        details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+    )
+
+
+class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return await continuation(_details_with_context(client_call_details), request)
+
+
+class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return await continuation(_details_with_context(client_call_details), request)
+
+
+class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
+        return await continuation(_details_with_context(client_call_details), request_iterator)
+
+
+class _StreamStream(grpc.aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
+        return await continuation(_details_with_context(client_call_details), request_iterator)
+
+
+def context_client_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    """Interceptors that copy the bound request context (tenant, call, credential, trace) onto
+    every outgoing call. Metadata the caller set explicitly wins.
+
+    grpc.aio files each interceptor object under one call kind only, hence four objects.
+    """
+    return [_UnaryUnary(), _UnaryStream(), _StreamUnary(), _StreamStream()]

@@ -1,0 +1,164 @@
+"""Server bootstrap shared by every service.
+
+``ServiceHost`` owns one grpc.aio server and what every service exposes next to its own API:
+the standard health service, server reflection (grpcurl), Prometheus metrics, message-size
+limits, the context interceptor, and a graceful drain (NOT_SERVING -> stop accepting -> let
+open streams finish within the grace period -> cancel the rest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from common.interceptors import ContextServerInterceptor
+from common.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceBinding:
+    """One gRPC service to host: its full name and the generated ``add_*_to_server`` call."""
+
+    full_name: str
+    add: Callable[[grpc.aio.Server], None]
+
+
+def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_time_ms", 20_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+class ServiceHost:
+    """Runs one grpc.aio server with health, reflection, metrics and graceful drain."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        bindings: Sequence[ServiceBinding],
+        *,
+        require_call_id: bool = True,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    ) -> None:
+        self.settings = settings
+        self._bindings = list(bindings)
+        self._server = grpc.aio.server(
+            interceptors=[ContextServerInterceptor(require_call_id=require_call_id), *interceptors],
+            options=server_options(settings),
+        )
+        self.health = health.aio.HealthServicer()
+        self.port = 0
+        self.metrics_port = 0
+        self._metrics_server: object | None = None
+        self._stopped = asyncio.Event()
+        self.draining = False
+
+    @property
+    def service_names(self) -> list[str]:
+        return [b.full_name for b in self._bindings]
+
+    async def start(self) -> int:
+        for binding in self._bindings:
+            binding.add(self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        names = [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        reflection.enable_server_reflection(names, self._server)
+        address = f"{self.settings.host}:{self.settings.port}"
+        self.port = self._server.add_insecure_port(address)
+        if self.port == 0:
+            raise RuntimeError(f"could not bind {address}")
+        await self._server.start()
+        self._start_metrics()
+        await self.set_serving(True)
+        log.info(
+            "serving %s on %s:%d (metrics %s)",
+            ",".join(n.rsplit(".", 1)[-1] for n in self.service_names),
+            self.settings.host,
+            self.port,
+            self.metrics_port or "off",
+        )
+        return self.port
+
+    def _start_metrics(self) -> None:
+        if self.settings.metrics_port < 0:
+            return
+        from prometheus_client import start_http_server
+
+        server, _thread = start_http_server(self.settings.metrics_port, addr=self.settings.host)
+        self._metrics_server = server
+        self.metrics_port = server.server_port
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        await self.health.set("", status)
+        for name in self.service_names:
+            await self.health.set(name, status)
+
+    async def drain(self, grace: float | None = None) -> None:
+        """NOT_SERVING, refuse new RPCs, let open ones finish within ``grace``, then stop."""
+        if self.draining:
+            await self._stopped.wait()
+            return
+        self.draining = True
+        grace = self.settings.grace_period_s if grace is None else grace
+        log.info("draining: NOT_SERVING, open streams get %.0f s to finish", grace)
+        await self.set_serving(False)
+        try:
+            await self._server.stop(grace)
+        finally:
+            if self._metrics_server is not None:
+                with contextlib.suppress(Exception):
+                    self._metrics_server.shutdown()  # type: ignore[attr-defined]
+                    self._metrics_server.server_close()  # type: ignore[attr-defined]
+            self._stopped.set()
+            log.info("stopped")
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def serve_until_signal(self) -> None:
+        """Block until SIGTERM or SIGINT, then drain."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        await self.drain()
+
+
+def run(main: Callable[[], object], settings: ServiceSettings) -> None:
+    """Run an async entry point on uvloop when available (and wanted)."""
+    if settings.use_uvloop:
+        try:
+            import uvloop
+
+            uvloop.run(main())  # type: ignore[arg-type]
+            return
+        except ImportError:
+            pass
+    asyncio.run(main())  # type: ignore[arg-type]

@@ -1,0 +1,52 @@
+"""Env-first configuration shared by every service (pydantic-settings).
+
+Each service declares one settings class derived from ``ServiceSettings``; it is read once in
+``__main__`` and passed down. No other module reads the environment.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every gRPC service has: where it listens and how it drains and logs."""
+
+    model_config = SettingsConfigDict(env_prefix="VOICEAI_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    # Prometheus /metrics on this port; 0 picks a free port, -1 disables it.
+    metrics_port: int = -1
+    # How long open streams may run after SIGTERM before they are cancelled.
+    grace_period_s: float = 30.0
+    max_message_bytes: int = 4 * 1024 * 1024
+    log_level: str = "INFO"
+    # "console" for people, "json" for log pipelines.
+    log_format: str = "console"
+    # Threads for CPU-bound engine work (model inference); 0 = one per core.
+    engine_threads: int = 0
+    # Installs uvloop as the event loop when available.
+    use_uvloop: bool = True
+
+
+class DiscoverySettings(BaseSettings):
+    """Where the services are. Static addresses now; Consul plugs in behind the same resolver."""
+
+    model_config = SettingsConfigDict(env_prefix="VOICEAI_", extra="ignore")
+
+    # Comma-separated host:port lists per service.
+    stt_addresses: str = Field(default="127.0.0.1:50061")
+    llm_addresses: str = Field(default="127.0.0.1:50062")
+    tts_addresses: str = Field(default="127.0.0.1:50063")
+
+    def static_map(self) -> dict[str, list[str]]:
+        def split(value: str) -> list[str]:
+            return [a.strip() for a in value.split(",") if a.strip()]
+
+        return {
+            "stt": split(self.stt_addresses),
+            "llm": split(self.llm_addresses),
+            "tts": split(self.tts_addresses),
+        }
