@@ -6,6 +6,7 @@ couple of vectorised operations and no Python loops. PCM is always signed 16-bit
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,7 @@ LINEAR16 = audio_pb2.AUDIO_ENCODING_LINEAR16
 MULAW = audio_pb2.AUDIO_ENCODING_MULAW
 ALAW = audio_pb2.AUDIO_ENCODING_ALAW
 
-ENCODING_NAMES = {LINEAR16: "LINEAR16", MULAW: "MULAW", ALAW: "ALAW"}
+ENCODING_NAMES: dict[int, str] = {LINEAR16: "LINEAR16", MULAW: "MULAW", ALAW: "ALAW"}
 
 # ---------------------------------------------------------------------------- G.711 (ITU-T)
 
@@ -129,15 +130,15 @@ def validate_format(
     proto: audio_pb2.AudioFormat,
     *,
     field: str,
-    rates: dict[int, frozenset[int]],
+    rates: Mapping[int, frozenset[int]],
 ) -> Format:
     """Check ``proto`` against the (encoding -> allowed rates) the caller supports."""
     encoding = proto.encoding
     if encoding not in rates:
         allowed = ", ".join(ENCODING_NAMES[e] for e in rates)
         raise InvalidArgument(
-            f"{field}.encoding {audio_pb2.AudioEncoding.Name(encoding) if encoding in audio_pb2.AudioEncoding.values() else encoding}"
-            f" is not supported; use one of: {allowed}"
+            f"{field}.encoding {ENCODING_NAMES.get(encoding, encoding)} is not supported;"
+            f" use one of: {allowed}"
         )
     rate = proto.sample_rate_hertz
     if rate not in rates[encoding]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -39,10 +39,8 @@ class Resolver(Protocol):
 class StaticResolver:
     """Fixed addresses from configuration."""
 
-    def __init__(self, addresses: dict[str, Sequence[str]]) -> None:
-        self._endpoints = {
-            name: tuple(Endpoint(a) for a in addrs) for name, addrs in addresses.items()
-        }
+    def __init__(self, addresses: Mapping[str, Sequence[str]]) -> None:
+        self._endpoints = {name: tuple(Endpoint(a) for a in addrs) for name, addrs in addresses.items()}
 
     async def resolve(self, service: str) -> Sequence[Endpoint]:
         return self._endpoints.get(service, ())
@@ -56,6 +54,10 @@ def channel_options(max_message_bytes: int = 4 * 1024 * 1024) -> list[tuple[str,
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
+        # Reconnect fast after an instance restarts; the default backoff grows to minutes.
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.min_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
     ]
 
 

@@ -50,12 +50,7 @@ def _rebuild(handler: grpc.RpcMethodHandler, behavior: Callable[..., Any]) -> gr
 
 
 def _inner(handler: grpc.RpcMethodHandler) -> Callable[..., Any]:
-    return (
-        handler.stream_stream
-        or handler.unary_stream
-        or handler.stream_unary
-        or handler.unary_unary
-    )
+    return handler.stream_stream or handler.unary_stream or handler.stream_unary or handler.unary_unary
 
 
 async def _abort_for(error: BaseException, context_: grpc.aio.ServicerContext, method: str) -> None:
@@ -148,16 +143,14 @@ class ContextServerInterceptor(grpc.aio.ServerInterceptor):
             return _rejecting(
                 handler,
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"'{context.CALL_HEADER}' must be 1-128 characters of letters, digits, '.', '_',"
-                " ':' or '-'",
+                f"'{context.CALL_HEADER}' must be 1-128 characters of letters, digits, '.', '_', ':' or '-'",
             )
         if not call:
             if self._require_call_id:
                 return _rejecting(
                     handler,
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"missing '{context.CALL_HEADER}' metadata: internal hops must name the call"
-                    " they serve",
+                    f"missing '{context.CALL_HEADER}' metadata: internal hops must name the call they serve",
                 )
             call = uuid.uuid4().hex
         ctx = context.RequestContext(

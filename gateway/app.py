@@ -1,0 +1,82 @@
+"""Gateway settings and the factory that wires a ServiceHost for CallGatewayService."""
+
+from __future__ import annotations
+
+from common.discovery import Resolver, StaticResolver
+from common.gen.voiceai.gateway.v1 import gateway_pb2_grpc
+from common.server import ServiceBinding, ServiceHost
+from common.settings import DiscoverySettings, ServiceSettings
+from gateway.agents import AgentCatalog, BuiltinAgentCatalog
+from gateway.converse import CallGatewayServicer
+from gateway.session.call import SessionSettings
+from gateway.session.history import ConversationStore, InMemoryConversationStore
+from gateway.session.playout import Pacer
+from gateway.session.reply import PhraseCache
+from gateway.session.services import MeshClients
+
+DEFAULT_PORT = 50060
+
+
+class Settings(ServiceSettings):
+    """Gateway settings (env prefix VOICEAI_)."""
+
+    # Calls may run long: give open calls 10 minutes to finish on SIGTERM.
+    grace_period_s: float = 600.0
+    stt_chunk_ms: int = 60
+    max_call_s: float = 3600.0
+    # Responses buffered for a client that is not reading (500 = 10 s of 20 ms frames).
+    outbox_limit: int = 500
+
+
+class GatewayApp:
+    """Everything one gateway process shares across calls."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        resolver: Resolver | None = None,
+        catalog: AgentCatalog | None = None,
+        store: ConversationStore | None = None,
+    ) -> None:
+        self.settings = settings
+        resolver = resolver or StaticResolver(DiscoverySettings().static_map())
+        self.clients = MeshClients(resolver)
+        self.pacer = Pacer()
+        self.servicer = CallGatewayServicer(
+            clients=self.clients,
+            catalog=catalog or BuiltinAgentCatalog(),
+            store=store or InMemoryConversationStore(),
+            pacer=self.pacer,
+            phrases=PhraseCache(),
+            session_settings=SessionSettings(
+                stt_chunk_ms=settings.stt_chunk_ms, max_call_s=settings.max_call_s
+            ),
+            outbox_limit=settings.outbox_limit,
+        )
+        self.host = ServiceHost(
+            settings,
+            [
+                ServiceBinding(
+                    "voiceai.gateway.v1.CallGatewayService",
+                    lambda server: gateway_pb2_grpc.add_CallGatewayServiceServicer_to_server(
+                        self.servicer, server
+                    ),
+                )
+            ],
+            require_call_id=False,  # the gateway mints call ids for new calls
+        )
+
+    async def start(self) -> int:
+        return await self.host.start()
+
+    async def drain(self, grace: float | None = None) -> None:
+        self.servicer.draining = True
+        try:
+            await self.host.drain(grace)
+        finally:
+            await self.pacer.stop()
+            await self.clients.close()
+
+
+def build_app(settings: Settings, resolver: Resolver | None = None, **kwargs) -> GatewayApp:  # type: ignore[no-untyped-def]
+    return GatewayApp(settings, resolver, **kwargs)

@@ -1,0 +1,565 @@
+"""CallSession: one call from connect to hang-up, whatever transport carries it.
+
+It owns the call's single STT stream, decides when the caller's turn is over, runs one agent
+reply per turn (LLM tokens piped into TTS), pauses and cuts the agent off when the caller
+barges in, keeps the agent from ever going silent, and times every turn. Every task it starts
+is held here and cancelled in ``run``'s ``finally``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+import grpc.aio
+
+from common.audio import silence
+from common.errors import InvalidArgument, VoiceAIError
+from common.tasks import cancel_and_wait
+from gateway.agents import Agent
+from gateway.session import endpointing
+from gateway.session.clock import AudioClock, EnergyVad
+from gateway.session.events import (
+    AgentSpeech,
+    CallEnded,
+    CallerAudio,
+    CallerDtmf,
+    CallerHangup,
+    CallerTranscript,
+    CallStarted,
+    CallTransport,
+    ClearAudio,
+    EndReason,
+    Usage,
+)
+from gateway.session.history import ConversationStore, HistoryEntry
+from gateway.session.playout import Pacer, Playout, Segment
+from gateway.session.reply import PhraseCache, SpokenText, speak_reply
+from gateway.session.services import (
+    Final,
+    Interim,
+    MeshClients,
+    SpeechStarted,
+    SttStream,
+    UtteranceEnd,
+    describe_rpc_error,
+)
+from gateway.session.timing import FILLERS, INTERRUPTIONS, TurnTimer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """Process-wide knobs (per-agent behaviour lives in ``TurnTakingProfile``)."""
+
+    stt_chunk_ms: int = 60  # caller audio is batched toward STT, flushed early at speech end
+    max_call_s: float = 3600.0
+    stt_reopen_attempts: int = 2
+
+
+@dataclass(slots=True)
+class ActiveReply:
+    """The agent's current turn: what it is saying and the task producing it."""
+
+    turn: int
+    timer: TurnTimer | None
+    spoken: SpokenText = field(default_factory=SpokenText)
+    task: asyncio.Task[None] | None = None
+    record: bool = True
+
+
+class CallSession:
+    """One call: caller audio in, turn-taking, agent replies out (see module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        call_id: str,
+        agent: Agent,
+        transport: CallTransport,
+        clients: MeshClients,
+        pacer: Pacer,
+        store: ConversationStore,
+        phrases: PhraseCache,
+        settings: SessionSettings | None = None,
+    ) -> None:
+        self.call_id = call_id
+        self.agent = agent
+        self.profile = agent.turn_taking
+        self.transport = transport
+        self.fmt = transport.caller_format
+        self.clients = clients
+        self.store = store
+        self.phrases = phrases
+        self.settings = settings or SessionSettings()
+        self.usage = Usage()
+        self.turn = 0
+        self.clock = AudioClock(self.fmt)
+        self.vad = EnergyVad(self.fmt)
+        self.playout = Playout(
+            self.fmt.bytes_for_ms(20),
+            transport.send_audio,
+            self._on_segment_start,
+            self._on_reply_done,
+            pad=silence(self.fmt, 20)[:1],
+        )
+        self._pacer = pacer
+        pacer.attach(self.playout)
+        self._stt: SttStream | None = None
+        self._stt_buf = bytearray()
+        self._stt_chunk = self.fmt.bytes_for_ms(self.settings.stt_chunk_ms)
+        self._max_chunk = self.fmt.bytes_for_ms(1000)
+        self._was_voiced = False
+        self._pending: list[str] = []
+        self._caller_speaking = False
+        self._speech_started_at = 0.0
+        self._speech_end_at = 0.0
+        self._last_final_at = 0.0
+        self._active: ActiveReply | None = None
+        self._paused = False
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ended: asyncio.Future[CallEnded] | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+    async def run(self) -> CallEnded:
+        """Run the call to its end; returns why it ended. Raises VoiceAIError for bad input."""
+        loop = asyncio.get_running_loop()
+        self._ended = loop.create_future()
+        try:
+            await self._open_stt()
+            self.transport.send_event(CallStarted(self.call_id, self.agent.agent_id))
+            self._spawn(self._read_caller(), "caller-in")
+            self._spawn(self._read_stt(), "stt-in")
+            self._spawn(self._warm_phrases(), "warm-phrases")
+            if self.agent.greeting:
+                self._speak_phrase(self.agent.greeting, turn=0)
+            self._schedule("max-duration", self.settings.max_call_s, self._max_duration)
+            return await self._ended
+        finally:
+            # Stop every source of new work synchronously, before the first await below.
+            self._closed = True
+            self._pacer.forget(self.playout)
+            self.playout.pacer = None
+            self.playout.clear()
+            for handle in self._timers.values():
+                handle.cancel()
+            self._timers.clear()
+            active, self._active = self._active, None
+            await cancel_and_wait(*(self._tasks), active.task if active else None)
+            if self._stt is not None:
+                await self._stt.close()
+            await self.store.drop(self.call_id)
+
+    def abort(self, error: VoiceAIError) -> None:
+        """End the call with an error status (e.g. the transport cannot keep up)."""
+        self._fail(error)
+
+    def _end(self, reason: EndReason, message: str) -> None:
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_result(CallEnded(reason, message, self.usage, self.turn))
+
+    def _fail(self, error: BaseException) -> None:
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_exception(error)
+
+    def _spawn(self, coro, name: str) -> asyncio.Task[None] | None:  # type: ignore[no-untyped-def]
+        if self._closed:  # the call is over: late callbacks start nothing
+            coro.close()
+            return None
+        task = asyncio.get_running_loop().create_task(coro, name=f"{name}:{self.call_id[:8]}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            if isinstance(error, VoiceAIError):
+                self._fail(error)
+            else:
+                log.error("call task %s failed", task.get_name(), exc_info=error)
+                self._end(EndReason.SERVICE_ERROR, f"internal error in {task.get_name().split(':')[0]}")
+
+    def _schedule(self, key: str, delay_s: float, callback, *args) -> None:  # type: ignore[no-untyped-def]
+        self._cancel_timer(key)
+        self._timers[key] = asyncio.get_running_loop().call_later(max(0.0, delay_s), callback, *args)
+
+    def _cancel_timer(self, key: str) -> None:
+        handle = self._timers.pop(key, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _max_duration(self) -> None:
+        self._end(
+            EndReason.MAX_DURATION,
+            f"the call reached its maximum duration of {self.settings.max_call_s:.0f} s",
+        )
+
+    async def _warm_phrases(self) -> None:
+        for text in (self.profile.filler_phrase, self.profile.apology_phrase):
+            try:
+                await self.phrases.warm(self.clients, self.agent, self.fmt, text)
+            except (grpc.aio.AioRpcError, VoiceAIError) as e:
+                log.warning("could not pre-synthesize a fallback phrase: %s", describe_rpc_error("tts", e))
+
+    # ------------------------------------------------------------------ caller -> STT
+    async def _open_stt(self) -> None:
+        stt = SttStream(self.clients.stt)
+        endpointing_ms = max(200, self.profile.end_of_turn_silence_ms - 200)
+        await stt.open(self.fmt, self.agent.language_code, self.agent.keyterms, endpointing_ms)
+        self._stt = stt
+
+    async def _read_caller(self) -> None:
+        async for event in self.transport.inbound():
+            if isinstance(event, CallerAudio):
+                await self._on_audio(event.data)
+            elif isinstance(event, CallerDtmf):
+                self._on_dtmf(event.digits)
+            elif isinstance(event, CallerHangup):
+                break
+        self._end(EndReason.CALLER_HANGUP, "the caller hung up")
+
+    async def _on_audio(self, data: bytes) -> None:
+        n = len(data)
+        if n > self._max_chunk:
+            raise InvalidArgument(
+                f"audio message of {self.fmt.ms_for_bytes(n):.0f} ms is over the 1000 ms limit; send 20 ms frames"
+            )
+        if n % self.fmt.bytes_per_sample:
+            raise InvalidArgument(f"LINEAR16 audio must be whole 16-bit samples; got {n} bytes")
+        now = time.monotonic()
+        self.clock.on_audio(n, now)
+        voiced = self.vad.on_audio(data, now)
+        self.usage.stt_seconds += n / (self.fmt.sample_rate * self.fmt.bytes_per_sample)
+        buf = self._stt_buf
+        buf += data
+        # Batch toward STT (fewer messages) but flush at once when speech stops, so the
+        # recognizer's endpointing is not delayed by the batch.
+        if len(buf) >= self._stt_chunk or (self._was_voiced and not voiced):
+            chunk = bytes(buf)
+            buf.clear()
+            if self._stt is not None:
+                await self._stt.send(chunk)
+        self._was_voiced = voiced
+        if self._pending and not self._caller_speaking and "end-of-turn" not in self._timers:
+            # Backstop: the recognizer never closed the utterance but the line has gone quiet.
+            quiet_ms = (now - max(self.vad.last_voice_at, self._last_final_at)) * 1000.0
+            if quiet_ms > self.profile.incomplete_turn_silence_ms + 700 and self._active is None:
+                log.info("ending turn on the VAD backstop after %.0f ms of silence", quiet_ms)
+                self._speech_end_at = max(self.vad.last_voice_at, self._last_final_at)
+                self._end_of_turn()
+
+    def _on_dtmf(self, digits: str) -> None:
+        if not digits or any(d not in "0123456789*#ABCD" for d in digits):
+            raise InvalidArgument("dtmf must be digits 0-9, '*', '#' or 'A'-'D'")
+        self._pending.append(f"(the caller pressed {' '.join(digits)})")
+        self._speech_end_at = self._last_final_at = time.monotonic()
+        self._schedule("end-of-turn", self.profile.end_of_turn_silence_ms / 1000.0, self._end_of_turn)
+
+    async def _read_stt(self) -> None:
+        attempts = 0
+        while True:
+            assert self._stt is not None
+            try:
+                async for event in self._stt.events():
+                    attempts = 0
+                    self._on_stt(event)
+                return
+            except grpc.aio.AioRpcError as e:
+                attempts += 1
+                reason = describe_rpc_error("stt", e)
+                if attempts > self.settings.stt_reopen_attempts:
+                    self._end(EndReason.SERVICE_ERROR, reason)
+                    return
+                log.warning("%s; reopening the recognition stream", reason)
+                old, self._stt = self._stt, None
+                await old.close()
+                try:
+                    await self._open_stt()
+                except (grpc.aio.AioRpcError, VoiceAIError) as e2:
+                    self._end(EndReason.SERVICE_ERROR, describe_rpc_error("stt", e2))
+                    return
+
+    # ------------------------------------------------------------------ STT events
+    def _on_stt(self, event: object) -> None:
+        now = time.monotonic()
+        if isinstance(event, SpeechStarted):
+            self._caller_speaking = True
+            self._speech_started_at = now
+            self._cancel_timer("end-of-turn")
+            self._cancel_timer("resume")
+            if self._agent_active():
+                self._schedule(
+                    "barge-in", self.profile.min_interruption_ms / 1000.0, self._tentative_interrupt
+                )
+        elif isinstance(event, Interim):
+            if event.text:
+                self.transport.send_event(CallerTranscript(event.text, False, self.turn + 1))
+                if (
+                    self._agent_active()
+                    and self._long_enough(now)
+                    and endpointing.interrupts(event.text, self.profile)
+                ):
+                    self._confirm_interruption()
+        elif isinstance(event, Final):
+            self._on_final(event, now)
+        elif isinstance(event, UtteranceEnd):
+            self._on_speech_end(event.last_word_end_ms, now)
+
+    def _on_final(self, event: Final, now: float) -> None:
+        text = event.text
+        if text:
+            self.transport.send_event(CallerTranscript(text, True, self.turn + 1))
+            if self._agent_active():
+                if endpointing.interrupts(text, self.profile) and self._long_enough(now):
+                    self._confirm_interruption()
+                else:
+                    # "uh-huh", "okay": the caller is listening, not taking the floor.
+                    INTERRUPTIONS.labels("backchannel").inc()
+                    text = ""
+                    self._resume_if_paused()
+            if text:
+                self._pending.append(text)
+                self._last_final_at = now
+        if event.speech_final:
+            self._on_speech_end(event.end_ms, now)
+
+    def _on_speech_end(self, end_ms: int, now: float) -> None:
+        self._caller_speaking = False
+        self._cancel_timer("barge-in")
+        self._speech_end_at = min(now, self.clock.arrival(end_ms)) if end_ms > 0 else now
+        if self._paused:
+            self._schedule(
+                "resume",
+                self.profile.false_interruption_timeout_ms / 1000.0,
+                self._resume_if_paused,
+            )
+        if self._pending and self._active is None:
+            silence_ms, why = endpointing.end_of_turn_silence_ms(" ".join(self._pending), self.profile)
+            if why:
+                log.debug("caller may not be done (%s): waiting %d ms", why, silence_ms)
+            delay = self._speech_end_at + silence_ms / 1000.0 - now
+            self._schedule("end-of-turn", delay, self._end_of_turn)
+
+    def _long_enough(self, now: float) -> bool:
+        return (now - self._speech_started_at) * 1000.0 >= self.profile.min_interruption_ms
+
+    # ------------------------------------------------------------------ turns
+    def _agent_active(self) -> bool:
+        return self._active is not None or self.playout.busy
+
+    def _end_of_turn(self) -> None:
+        self._timers.pop("end-of-turn", None)
+        if not self._pending or self._active is not None:
+            return
+        text = " ".join(self._pending)
+        self._pending.clear()
+        self.turn += 1
+        timer = TurnTimer(self.turn, self._speech_end_at)
+        timer.mark("stt_final", self._last_final_at)
+        timer.mark("end_of_turn")
+        active = ActiveReply(self.turn, timer)
+        self._active = active
+        active.task = asyncio.get_running_loop().create_task(
+            self._run_reply(active, text), name=f"reply{self.turn}:{self.call_id[:8]}"
+        )
+        budget = self.profile.no_response_budget_ms / 1000.0
+        self._schedule(
+            "no-response",
+            self._speech_end_at + budget - time.monotonic(),
+            self._no_response,
+            active,
+        )
+
+    async def _run_reply(self, active: ActiveReply, text: str) -> None:
+        await self.store.append(self.call_id, HistoryEntry("user", text, active.turn))
+        history = await self.store.history(self.call_id)
+        assert active.timer is not None
+        try:
+            async with asyncio.timeout(self.profile.turn_timeout_ms / 1000.0):
+                await speak_reply(
+                    self.clients,
+                    self.agent,
+                    history,
+                    self.fmt,
+                    self.playout,
+                    active.turn,
+                    active.timer,
+                    self.usage,
+                    active.spoken,
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # any failure of the turn: apologise, the call goes on
+            why = "the turn timed out" if isinstance(e, TimeoutError) else _first_cause(e)
+            log.warning("turn %d failed (%s); apologising", active.turn, why)
+            self._apologize(active)
+
+    def _no_response(self, active: ActiveReply) -> None:
+        self._timers.pop("no-response", None)
+        if self._active is not active or active.timer is None or active.timer.has("first_audio_out"):
+            return
+        waiting = next(
+            (s for s in ("llm_first_token", "tts_first_audio") if not active.timer.has(s)),
+            "playout",
+        )
+        log.warning(
+            "turn %d: no agent audio %d ms after the caller stopped (waiting for %s); saying the filler",
+            active.turn,
+            self.profile.no_response_budget_ms,
+            waiting,
+        )
+        pieces = self.phrases.get(self.agent, self.fmt, self.profile.filler_phrase)
+        if pieces:
+            active.timer.timings.filler_spoken = True
+            FILLERS.inc()
+            self._enqueue_front(pieces, active.turn)
+        # A reply that still has no audio a while after the filler is stuck: cancel it rather
+        # than wait on it forever (at least 3 s more, so a slow but healthy LLM can finish).
+        self._schedule("stuck", max(self.profile.no_response_budget_ms / 1000.0, 3.0), self._stuck, active)
+
+    def _stuck(self, active: ActiveReply) -> None:
+        self._timers.pop("stuck", None)
+        if self._active is active and active.timer is not None and not active.timer.has("tts_first_audio"):
+            log.warning("turn %d: reply produced no audio in time; cancelling it", active.turn)
+            if active.task is not None:
+                active.task.cancel()
+            self._apologize(active)
+
+    def _apologize(self, active: ActiveReply) -> None:
+        if self._active is not active:
+            return
+        self.playout.clear()
+        active.spoken = SpokenText()
+        self._speak_phrase(self.profile.apology_phrase, active.turn, reuse=active)
+
+    def _enqueue_front(self, pieces: list[tuple[str, bytes]], turn: int) -> None:
+        queued = self.playout.clear()
+        for text, audio in pieces:
+            seg = self.playout.start_segment(text, turn)
+            seg.complete = True
+            self.playout.append(seg, audio)
+        for seg in queued:
+            self.playout.requeue(seg)
+
+    def _speak_phrase(self, text: str, turn: int, reuse: ActiveReply | None = None) -> None:
+        """Speak a fixed phrase (greeting, apology) as the agent's current reply."""
+        active = reuse or ActiveReply(turn, None)
+        self._active = active
+        active.spoken.text = text
+
+        async def speak() -> None:
+            pieces = self.phrases.get(self.agent, self.fmt, text)
+            if pieces is None:
+                pieces = await self.phrases.warm(self.clients, self.agent, self.fmt, text)
+            self.usage.tts_characters += len(text)
+            for piece_text, audio in pieces:
+                seg = self.playout.start_segment(piece_text, turn)
+                seg.complete = True
+                active.spoken.segments.append(seg)
+                self.playout.append(seg, audio)
+            self.playout.finish_reply(turn)
+
+        if reuse is not None and reuse.task is not None and reuse.task is not asyncio.current_task():
+            reuse.task.cancel()
+        active.task = self._spawn(speak(), f"phrase{turn}")
+
+    # ------------------------------------------------------------------ playout callbacks
+    def _on_segment_start(self, seg: Segment) -> None:
+        active = self._active
+        if active is not None and active.timer is not None and active.turn == seg.turn:
+            active.timer.mark("first_audio_out")
+        if seg.text:
+            self.transport.send_event(AgentSpeech(seg.text, seg.turn))
+
+    def _on_reply_done(self, turn: int) -> None:
+        active = self._active
+        if active is None or active.turn != turn:
+            return
+        self._active = None
+        self._cancel_timer("no-response")
+        self._cancel_timer("stuck")
+        text = active.spoken.text.strip() or " ".join(s.text for s in active.spoken.segments).strip()
+        self._finish(active, text, interrupted=False)
+        if self._pending and not self._caller_speaking:
+            self._on_speech_end(0, time.monotonic())
+
+    def _finish(self, active: ActiveReply, text: str, interrupted: bool) -> None:
+        if text and active.record:
+            entry = HistoryEntry("assistant", text, active.turn, interrupted)
+            self._spawn(self.store.append(self.call_id, entry), "history")
+        if active.timer is not None:
+            active.timer.timings.interrupted = interrupted
+            self.transport.send_event(active.timer.finish())
+
+    # ------------------------------------------------------------------ barge-in
+    def _tentative_interrupt(self) -> None:
+        self._timers.pop("barge-in", None)
+        if self._caller_speaking and self.playout.busy and not self._paused:
+            self._paused = True
+            self.playout.pause()
+            self._schedule(
+                "resume",
+                self.profile.false_interruption_timeout_ms / 1000.0,
+                self._resume_if_paused,
+            )
+
+    def _resume_if_paused(self) -> None:
+        self._timers.pop("resume", None)
+        if self._paused:
+            self._paused = False
+            INTERRUPTIONS.labels("false").inc()
+            self.playout.resume()
+
+    def _confirm_interruption(self) -> None:
+        active = self._active
+        self._paused = False
+        self._cancel_timer("resume")
+        self._cancel_timer("barge-in")
+        self._cancel_timer("no-response")
+        self._cancel_timer("stuck")
+        dropped = self.playout.clear()
+        INTERRUPTIONS.labels("confirmed").inc()
+        if active is None:
+            return
+        self._active = None
+        if active.task is not None:
+            active.task.cancel()
+        self.transport.send_event(ClearAudio(active.turn))
+        self._finish(active, heard_text(active.spoken.segments, dropped), interrupted=True)
+
+
+def heard_text(segments: list[Segment], dropped: list[Segment]) -> str:
+    """What the caller actually heard: whole played segments plus the played share of the
+    segment that was cut (by audio played, to a word boundary)."""
+    dropped_ids = {id(s) for s in dropped}
+    parts: list[str] = []
+    for seg in segments:
+        if id(seg) not in dropped_ids:
+            parts.append(seg.text)
+            continue
+        if seg.sent and seg.audio:
+            share = min(1.0, seg.sent / len(seg.audio))
+            wordlist = seg.text.split()
+            parts.append(" ".join(wordlist[: int(len(wordlist) * share)]))
+        break
+    return " ".join(p for p in parts if p).strip()
+
+
+def _first_cause(error: BaseException) -> str:
+    if isinstance(error, BaseExceptionGroup) and error.exceptions:
+        return _first_cause(error.exceptions[0])
+    if isinstance(error, grpc.aio.AioRpcError):
+        return f"{error.code().name}: {error.details()}"
+    with contextlib.suppress(Exception):
+        return f"{type(error).__name__}: {error}"
+    return type(error).__name__

@@ -1,0 +1,182 @@
+"""Agent speech for one turn: LLM tokens piped into TTS as they arrive, audio into playout.
+
+The TTS stream is opened alongside the LLM stream, every token delta is forwarded at once,
+and the TTS service cuts at sentence/clause boundaries; so the caller hears the first
+sentence while the LLM is still writing the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from common.audio import Format
+from common.gen.voiceai.llm.v1 import llm_pb2
+from common.gen.voiceai.tts.v1 import tts_pb2
+from gateway.agents import Agent
+from gateway.session.events import Usage
+from gateway.session.history import HistoryEntry
+from gateway.session.playout import Playout, Segment
+from gateway.session.services import FLUSH, MeshClients, llm_stream, text_request, tts_stream
+from gateway.session.timing import TurnTimer
+
+_ROLES = {"user": llm_pb2.ROLE_USER, "assistant": llm_pb2.ROLE_ASSISTANT}
+
+
+@dataclass(slots=True)
+class SpokenText:
+    """What one reply produced: the full text and the segments queued for playout."""
+
+    text: str = ""
+    segments: list[Segment] = field(default_factory=list)
+
+
+def chat_request(agent: Agent, history: Sequence[HistoryEntry]) -> llm_pb2.StreamChatRequest:
+    messages = [llm_pb2.ChatMessage(role=llm_pb2.ROLE_SYSTEM, content=agent.system_prompt)]
+    for entry in history:
+        messages.append(
+            llm_pb2.ChatMessage(role=_ROLES[entry.role], content=entry.text, interrupted=entry.interrupted)
+        )
+    return llm_pb2.StreamChatRequest(
+        messages=messages,
+        model=agent.llm_model,
+        max_tokens=agent.max_tokens,
+        responder_rules=agent.responder_rules,
+    )
+
+
+def synthesis_config(agent: Agent, fmt: Format) -> tts_pb2.SynthesisConfig:
+    return tts_pb2.SynthesisConfig(
+        voice=agent.voice, audio_format=fmt.to_proto(), language_code=agent.language_code
+    )
+
+
+async def _play_tts(
+    call: object,
+    playout: Playout,
+    turn: int,
+    timer: TurnTimer | None,
+    spoken: SpokenText,
+    usage: Usage,
+    fmt: Format,
+) -> None:
+    """Read TTS audio until the flush is done, queueing segments for playout."""
+    seg: Segment | None = None
+    async for resp in call:  # type: ignore[attr-defined]
+        kind = resp.WhichOneof("event")
+        if kind == "audio":
+            chunk = resp.audio
+            if timer is not None:
+                timer.mark("tts_first_audio")
+            if chunk.text or seg is None:
+                if seg is not None:
+                    seg.complete = True
+                seg = playout.start_segment(chunk.text, turn)
+                spoken.segments.append(seg)
+            playout.append(seg, chunk.audio)
+            usage.tts_seconds += fmt.ms_for_bytes(len(chunk.audio)) / 1000.0
+        elif kind == "flush_done":
+            return
+
+
+async def speak_reply(
+    clients: MeshClients,
+    agent: Agent,
+    history: Sequence[HistoryEntry],
+    fmt: Format,
+    playout: Playout,
+    turn: int,
+    timer: TurnTimer,
+    usage: Usage,
+    spoken: SpokenText,
+) -> None:
+    """Generate and speak the agent's reply for ``turn``; fills ``spoken`` as it goes."""
+    request = chat_request(agent, history)
+    async with (
+        tts_stream(clients.tts, synthesis_config(agent, fmt)) as tts_call,
+        llm_stream(clients.llm, request) as llm_call,
+    ):
+
+        async def pipe_tokens() -> None:
+            async for resp in llm_call:
+                kind = resp.WhichOneof("event")
+                if kind == "delta":
+                    text = resp.delta.text
+                    if not text:
+                        continue
+                    timer.mark("llm_first_token")
+                    spoken.text += text
+                    usage.tts_characters += len(text)
+                    await tts_call.write(text_request(text))
+                elif kind == "done":
+                    u = resp.done.usage
+                    usage.llm_prompt_tokens += u.llm_prompt_tokens
+                    usage.llm_completion_tokens += u.llm_completion_tokens
+            await tts_call.write(FLUSH)
+            await tts_call.done_writing()
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(pipe_tokens(), name=f"turn{turn}-llm")
+            tg.create_task(
+                _play_tts(tts_call, playout, turn, timer, spoken, usage, fmt),
+                name=f"turn{turn}-tts",
+            )
+    if spoken.segments:
+        spoken.segments[-1].complete = True
+    playout.finish_reply(turn)
+
+
+async def synthesize_text(
+    clients: MeshClients, agent: Agent, fmt: Format, text: str, usage: Usage | None = None
+) -> list[tuple[str, bytes]]:
+    """Whole-text synthesis (greeting, filler, apology) into (text, audio) pieces."""
+    pieces: list[tuple[str, bytearray]] = []
+    async with tts_stream(clients.tts, synthesis_config(agent, fmt)) as call:
+        await call.write(text_request(text))
+        await call.write(FLUSH)
+        await call.done_writing()
+        async for resp in call:
+            kind = resp.WhichOneof("event")
+            if kind == "audio":
+                if resp.audio.text or not pieces:
+                    pieces.append((resp.audio.text, bytearray()))
+                pieces[-1][1].extend(resp.audio.audio)
+            elif kind == "flush_done":
+                break
+    if usage is not None:
+        usage.tts_characters += len(text)
+        usage.tts_seconds += sum(fmt.ms_for_bytes(len(a)) for _, a in pieces) / 1000.0
+    return [(t, bytes(a)) for t, a in pieces]
+
+
+class PhraseCache:
+    """Synthesized audio of short fixed phrases (greeting, filler, apology), per voice and format.
+
+    A filler must play the instant the no-response budget runs out, so it cannot wait on TTS.
+    Bounded; oldest entries go first.
+    """
+
+    def __init__(self, max_entries: int = 256) -> None:
+        self._entries: dict[tuple[str, str, str], list[tuple[str, bytes]]] = {}
+        self._max = max_entries
+
+    @staticmethod
+    def _key(agent: Agent, fmt: Format, text: str) -> tuple[str, str, str]:
+        return (agent.voice, fmt.describe(), text)
+
+    def get(self, agent: Agent, fmt: Format, text: str) -> list[tuple[str, bytes]] | None:
+        return self._entries.get(self._key(agent, fmt, text))
+
+    async def warm(
+        self, clients: MeshClients, agent: Agent, fmt: Format, text: str
+    ) -> list[tuple[str, bytes]]:
+        key = self._key(agent, fmt, text)
+        cached = self._entries.get(key)
+        if cached is not None:
+            return cached
+        pieces = await synthesize_text(clients, agent, fmt, text)
+        if len(self._entries) >= self._max:
+            self._entries.pop(next(iter(self._entries)))
+        self._entries[key] = pieces
+        return pieces

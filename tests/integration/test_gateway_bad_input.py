@@ -1,0 +1,152 @@
+"""Bad input and failing services: a clear status, nothing lost for anyone else."""
+
+from __future__ import annotations
+
+import grpc
+import grpc.aio
+import pytest
+
+from common.gen.voiceai.common.v1 import audio_pb2
+from common.gen.voiceai.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from tests.caller import ConverseCaller, linear16
+from tests.doubles.mesh_services import ScriptedStt, tone
+from tests.integration.gateway_harness import inline_config, scripted_mesh
+
+MD = (("x-tenant-id", "tenant-test"),)
+
+
+async def _converse(
+    ch: grpc.aio.Channel, requests: list[gateway_pb2.ConverseRequest], md=MD
+) -> grpc.aio.AioRpcError:  # type: ignore[no-untyped-def]
+    call = gateway_pb2_grpc.CallGatewayServiceStub(ch).Converse(metadata=md)
+    for r in requests:
+        await call.write(r)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in call:
+            pass
+    return info.value
+
+
+def _cfg(**kw) -> gateway_pb2.ConverseRequest:  # type: ignore[no-untyped-def]
+    return gateway_pb2.ConverseRequest(config=kw.pop("config", inline_config()))
+
+
+AUDIO_20MS = gateway_pb2.ConverseRequest(audio=b"\x00" * 640)
+
+BAD_CASES = {
+    "audio before config": ([AUDIO_20MS], grpc.StatusCode.INVALID_ARGUMENT, "first message must be 'config'"),
+    "unsupported rate": (
+        [
+            gateway_pb2.ConverseRequest(
+                config=gateway_pb2.CallConfig(agent_id="demo", caller_audio_format=linear16(44100))
+            )
+        ],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "sample_rate_hertz 44100",
+    ),
+    "unsupported encoding": (
+        [
+            gateway_pb2.ConverseRequest(
+                config=gateway_pb2.CallConfig(
+                    agent_id="demo",
+                    caller_audio_format=audio_pb2.AudioFormat(
+                        encoding=audio_pb2.AUDIO_ENCODING_ALAW, sample_rate_hertz=8000
+                    ),
+                )
+            )
+        ],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "encoding ALAW is not supported",
+    ),
+    "unknown agent": (
+        [
+            gateway_pb2.ConverseRequest(
+                config=gateway_pb2.CallConfig(agent_id="nope", caller_audio_format=linear16())
+            )
+        ],
+        grpc.StatusCode.NOT_FOUND,
+        "agent 'nope'",
+    ),
+    "no agent": (
+        [gateway_pb2.ConverseRequest(config=gateway_pb2.CallConfig(caller_audio_format=linear16()))],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "agent_id",
+    ),
+    "frame over 1 s": (
+        [_cfg(), gateway_pb2.ConverseRequest(audio=b"\x00" * 32002)],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "over the 1000 ms limit",
+    ),
+    "odd-length LINEAR16": (
+        [_cfg(), gateway_pb2.ConverseRequest(audio=b"\x00" * 641)],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "whole 16-bit samples",
+    ),
+    "second config": ([_cfg(), AUDIO_20MS, _cfg()], grpc.StatusCode.INVALID_ARGUMENT, "only be sent once"),
+    "bad dtmf": (
+        [_cfg(), gateway_pb2.ConverseRequest(dtmf="12x")],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "dtmf must be",
+    ),
+    "bad turn taking": (
+        [_cfg(config=inline_config(min_interruption_ms=10))],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "min_interruption_ms must be",
+    ),
+}
+
+
+async def test_bad_input_gets_a_clear_status_while_a_good_call_goes_on() -> None:
+    stt = ScriptedStt(["hello there.", "still here?"])
+    async with scripted_mesh(stt) as mesh, grpc.aio.insecure_channel(mesh.address) as ch:
+        async with ConverseCaller(ch, inline_config()) as good:
+            await good.send_pcm(tone(600))
+            for name, (requests, code, text) in BAD_CASES.items():
+                err = await _converse(ch, requests)
+                assert err.code() == code, name
+                assert text in (err.details() or ""), f"{name}: {err.details()}"
+            err = await _converse(ch, [_cfg()], md=())
+            assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert "x-tenant-id" in (err.details() or "")
+            await good.wait_for(good.turn_done(1))
+            await good.send_pcm(tone(600))
+            await good.wait_for(good.turn_done(2))
+            ended = await good.hangup()
+    assert ended.reason == gateway_pb2.END_REASON_CALLER_HANGUP and ended.turns == 2
+
+
+async def test_services_down_at_call_start_is_unavailable_naming_the_service() -> None:
+    async with (
+        scripted_mesh(ScriptedStt([]), services_up=False) as mesh,
+        grpc.aio.insecure_channel(mesh.address) as ch,
+    ):
+        err = await _converse(ch, [_cfg()])
+    assert err.code() == grpc.StatusCode.UNAVAILABLE
+    assert "service at 127.0.0.1:" in (err.details() or "")
+    assert any(
+        name in (err.details() or "") for name in ("speech-to-text", "language-model", "text-to-speech")
+    )
+
+
+async def test_client_that_stops_reading_is_cut_off_with_bounded_memory() -> None:
+    stt = ScriptedStt(["tell me everything."])
+    # No BDP probing: the client's HTTP/2 window stays at its 64 KiB default, as a stalled
+    # phone bridge's would, so only the gateway's own bound can end the call.
+    options = [("grpc.http2.bdp_probe", 0)]
+    async with (
+        scripted_mesh(stt, outbox_limit=40) as mesh,
+        grpc.aio.insecure_channel(mesh.address, options=options) as ch,
+    ):
+        caller = ConverseCaller(ch, inline_config(greeting="Hello! " * 40), read=False)
+        async with caller:
+            for _ in range(400):  # the greeting alone is ~4 s of audio
+                await caller.silence(20)
+                if mesh.stt.streams.total and mesh.open_streams() == 0:
+                    break
+            assert mesh.open_streams() == 0, "the gateway kept a call alive for a client that reads nothing"
+            # The status is queued behind the unread audio; a late read finds it.
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                async for _ in caller.call:
+                    pass
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "read no agent audio" in (info.value.details() or "")
