@@ -229,7 +229,7 @@ async def test_caller_vanishing_mid_turn_cancels_every_downstream_stream() -> No
     stt = ScriptedStt(["tell me everything."])
     llm = ScriptedLlm(LlmScript(reply=lambda u: LONG_REPLY, token_delay_s=0.2))
     async with scripted_mesh(stt, llm) as mesh, grpc.aio.insecure_channel(mesh.address) as ch:
-        baseline = {t for t in asyncio.all_tasks()}
+        baseline = set(asyncio.all_tasks())
         caller = ConverseCaller(ch, inline_config())
         async with caller:
             await caller.send_pcm(tone(700))
