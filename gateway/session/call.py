@@ -550,7 +550,7 @@ def heard_text(segments: list[Segment], dropped: list[Segment]) -> str:
         if seg.sent and seg.audio:
             share = min(1.0, seg.sent / len(seg.audio))
             wordlist = seg.text.split()
-            parts.append(" ".join(wordlist[: int(len(wordlist) * share)]))
+            parts.append(" ".join(wordlist[: round(len(wordlist) * share)]))
         break
     return " ".join(p for p in parts if p).strip()
 

@@ -137,12 +137,12 @@ def looks_incomplete(text: str) -> str | None:
     if not tokens:
         return None
     last = tokens[-1]
-    if last in TRAILING_FILLERS:
-        return "filler"
     if "@" in text and not re.search(r"@\S*\.[a-z]{2,}\b", text.lower()):
         return "email"
     if last in EMAIL_JOINERS or last.endswith("@"):
         return "email"
+    if last in TRAILING_FILLERS:
+        return "filler"
     digits = _trailing_digit_count(tokens)
     # Phone, card and account numbers are dictated in groups: a trailing group of 2..9 digits
     # (or number words) without a complete 10+ digit number means more is likely coming.

@@ -1,0 +1,81 @@
+"""Start mesh processes for benchmarks and measure their CPU and memory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+import psutil
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_serving(address: str, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        while True:
+            try:
+                if (
+                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{address} did not become SERVING within {timeout:.0f} s")
+            time.sleep(0.1)
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    address: str
+
+    @property
+    def ps(self) -> psutil.Process:
+        return psutil.Process(self.popen.pid)
+
+    def cpu_seconds(self) -> float:
+        t = self.ps.cpu_times()
+        return float(t.user + t.system)
+
+    def rss_mb(self) -> float:
+        return float(self.ps.memory_info().rss) / 2**20
+
+
+@contextlib.contextmanager
+def start(name: str, module: str, env: dict[str, str], log_path: str | None = None) -> Iterator[Proc]:
+    port = free_port()
+    full_env = {**os.environ, "VOICEAI_LOG_LEVEL": "WARNING", "PYTHONPATH": ROOT, **env}
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    popen = subprocess.Popen(
+        [sys.executable, "-m", module, "--port", str(port)], env=full_env, cwd=ROOT, stdout=out, stderr=out
+    )
+    proc = Proc(name, popen, f"127.0.0.1:{port}")
+    try:
+        wait_serving(proc.address)
+        yield proc
+    finally:
+        popen.terminate()
+        try:
+            popen.wait(10)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait()

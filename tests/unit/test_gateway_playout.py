@@ -1,0 +1,93 @@
+"""Playout: 20 ms frames in order, text shown as its audio starts, pause/resume/clear, and the
+record of what the caller actually heard."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.session.call import heard_text
+from gateway.session.playout import Pacer, Playout
+
+FRAME = 640
+
+
+def _playout() -> tuple[Playout, list[bytes], list[str], list[int]]:
+    frames: list[bytes] = []
+    texts: list[str] = []
+    done: list[int] = []
+    p = Playout(FRAME, frames.append, lambda seg: texts.append(seg.text), done.append)
+    return p, frames, texts, done
+
+
+def test_frames_segments_and_reply_done() -> None:
+    p, frames, texts, done = _playout()
+    a = p.start_segment("Hello there.", 1)
+    p.append(a, b"\x01" * (FRAME * 2 + 100))  # not a whole number of frames
+    a.complete = True
+    b = p.start_segment("Bye.", 1)
+    p.append(b, b"\x02" * FRAME)
+    p.finish_reply(1)
+    while p.tick():
+        pass
+    assert texts == ["Hello there.", "Bye."]
+    assert len(frames) == 4 and all(len(f) == FRAME for f in frames)
+    assert frames[2][:100] == b"\x01" * 100 and frames[2][100:] == b"\x00" * (FRAME - 100)  # padded
+    assert done == [1]
+    assert not p.busy
+
+
+def test_waits_for_more_audio_of_an_open_segment() -> None:
+    p, frames, _, done = _playout()
+    seg = p.start_segment("Streaming.", 2)
+    p.append(seg, b"\x01" * (FRAME + 10))
+    assert p.tick() and not p.tick()  # 10 bytes left: wait, the segment is still open
+    p.append(seg, b"\x01" * (FRAME - 10))
+    assert p.tick()
+    p.finish_reply(2)
+    assert not p.tick()
+    assert done == [2] and len(frames) == 2
+
+
+def test_pause_resume_and_clear() -> None:
+    p, frames, _, _ = _playout()
+    seg = p.start_segment("One two three four.", 3)
+    p.append(seg, b"\x01" * FRAME * 10)
+    p.tick()
+    p.pause()
+    assert not p.tick() and len(frames) == 1
+    p.resume()
+    p.tick()
+    assert len(frames) == 2
+    dropped = p.clear()
+    assert dropped == [seg] and not p.busy
+    assert heard_text([seg], dropped) == "One"  # 2 of 10 frames heard: 20% of four words
+
+
+def test_heard_text_keeps_whole_played_segments() -> None:
+    p, _, _, _ = _playout()
+    first = p.start_segment("First sentence.", 1)
+    p.append(first, b"\x01" * FRAME)
+    first.complete = True
+    second = p.start_segment("Second one is long.", 1)
+    p.append(second, b"\x01" * FRAME * 4)
+    for _ in range(3):
+        p.tick()
+    dropped = p.clear()
+    assert heard_text([first, second], dropped) == "First sentence. Second one"
+
+
+async def test_pacer_sends_real_time_frames() -> None:
+    pacer = Pacer()
+    p, frames, _, done = _playout()
+    pacer.attach(p)
+    pacer.start()
+    seg = p.start_segment("x", 1)
+    p.append(seg, b"\x01" * FRAME * 10)
+    p.finish_reply(1)
+    t0 = asyncio.get_running_loop().time()
+    while not done:
+        await asyncio.sleep(0.01)
+    elapsed = asyncio.get_running_loop().time() - t0
+    await pacer.stop()
+    assert len(frames) == 10
+    assert 0.15 <= elapsed <= 0.5  # ten 20 ms frames take about 200 ms, not zero
