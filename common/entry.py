@@ -1,0 +1,34 @@
+"""The shared ``python -m <service>`` entry: flags, logging, serve until SIGTERM, drain."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Awaitable, Callable
+
+from common import logs
+from common.server import ServiceHost, run
+from common.settings import ServiceSettings
+
+
+def serve_main(
+    name: str,
+    settings: ServiceSettings,
+    default_port: int,
+    build: Callable[[ServiceSettings], Awaitable[ServiceHost]],
+) -> None:
+    """Parse ``--port``, configure logs, build the host (engines load before SERVING), serve."""
+    parser = argparse.ArgumentParser(prog=f"python -m {name}")
+    parser.add_argument("--port", type=int, help=f"gRPC port (default $VOICEAI_PORT or {default_port})")
+    args = parser.parse_args()
+    if args.port is not None:
+        settings.port = args.port
+    elif settings.port == 0:
+        settings.port = default_port
+    logs.configure(name.replace("_svc", ""), settings.log_level, settings.log_format)
+
+    async def main() -> None:
+        host = await build(settings)
+        await host.start()
+        await host.serve_until_signal()
+
+    run(main, settings)
