@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from google.protobuf.message import DecodeError
 
 from common import context
 from common.errors import VoiceAIError
@@ -56,6 +57,12 @@ def _inner(handler: grpc.RpcMethodHandler) -> Callable[..., Any]:
 async def _abort_for(error: BaseException, context_: grpc.aio.ServicerContext, method: str) -> None:
     if isinstance(error, VoiceAIError):
         await context_.abort(error.code, error.message)
+    if isinstance(error, DecodeError):
+        # Raised while reading a request message, e.g. a string field that is not UTF-8.
+        await context_.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"a request message could not be parsed ({error}); string fields must be valid UTF-8",
+        )
     log.exception("unhandled error in %s", method, exc_info=error)
     await context_.abort(
         grpc.StatusCode.INTERNAL,

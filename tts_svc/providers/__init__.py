@@ -1,1 +1,5 @@
-"""tts_svc/providers."""
+"""TTS engines: one module per engine, each a Synthesizer."""
+
+REGISTRY = {"local": "tts_svc.providers.piper_local:PiperSynthesizer"}
+
+__all__ = ["REGISTRY"]
