@@ -39,3 +39,7 @@ def build_host(settings: Settings, engine: ChatModel | None = None) -> ServiceHo
             )
         ],
     )
+
+
+async def build_ready(settings: Settings) -> ServiceHost:
+    return build_host(settings)
