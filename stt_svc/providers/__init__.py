@@ -1,1 +1,5 @@
-"""stt_svc/providers."""
+"""STT engines: one module per engine, each a Recognizer."""
+
+REGISTRY = {"local": "stt_svc.providers.whisper_local:WhisperRecognizer"}
+
+__all__ = ["REGISTRY"]
