@@ -22,7 +22,7 @@ class Settings(ServiceSettings):
 
     # Calls may run long: give open calls 10 minutes to finish on SIGTERM.
     grace_period_s: float = 600.0
-    stt_chunk_ms: int = 60
+    stt_chunk_ms: int = 100
     max_call_s: float = 3600.0
     # Responses buffered for a client that is not reading (500 = 10 s of 20 ms frames).
     outbox_limit: int = 500

@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 class SessionSettings:
     """Process-wide knobs (per-agent behaviour lives in ``TurnTakingProfile``)."""
 
-    stt_chunk_ms: int = 60  # caller audio is batched toward STT, flushed early at speech end
+    stt_chunk_ms: int = 100  # caller audio is batched toward STT, flushed at speech start/end
     max_call_s: float = 3600.0
     stt_reopen_attempts: int = 2
 
@@ -242,9 +242,9 @@ class CallSession:
         self.usage.stt_seconds += n / (self.fmt.sample_rate * self.fmt.bytes_per_sample)
         buf = self._stt_buf
         buf += data
-        # Batch toward STT (fewer messages) but flush at once when speech stops, so the
-        # recognizer's endpointing is not delayed by the batch.
-        if len(buf) >= self._stt_chunk or (self._was_voiced and not voiced):
+        # Batch toward STT (fewer messages) but flush at once when speech starts or stops, so
+        # neither barge-in detection nor the recognizer's endpointing waits for the batch.
+        if len(buf) >= self._stt_chunk or voiced != self._was_voiced:
             chunk = bytes(buf)
             buf.clear()
             if self._stt is not None:

@@ -6,6 +6,7 @@ in a preallocated ring, and the energy detector keeps two floats.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -30,17 +31,20 @@ class AudioClock:
         self.received_ms = 0.0
 
     def on_audio(self, nbytes: int, now: float) -> None:
-        start = int(self.received_ms) // 10
+        first = int(self.received_ms) // 10
         self.received_ms += nbytes / self._bytes_per_ms
-        end = int(self.received_ms) // 10
-        if end - start >= self._size:
-            start = end - self._size + 1
-        for slot in range(start, end + 1):
+        last = max(first, (int(math.ceil(self.received_ms)) - 1) // 10)
+        first = max(first, last - self._size + 1)
+        for slot in range(first, last + 1):
             self._ring[slot % self._size] = now
 
     def arrival(self, offset_ms: float) -> float:
-        """Monotonic time the audio at ``offset_ms`` arrived (clamped to what was received)."""
-        offset = min(max(offset_ms, 0.0), self.received_ms)
+        """Monotonic time by which the audio up to ``offset_ms`` had arrived.
+
+        ``offset_ms`` is an end boundary (as STT end times are): the answer is when the frame
+        holding the millisecond just before it arrived. Clamped to what was received.
+        """
+        offset = min(max(offset_ms - 1.0, 0.0), self.received_ms - 1.0)
         oldest = max(0.0, self.received_ms - (self._size - 1) * 10)
         offset = max(offset, oldest)
         value = float(self._ring[int(offset) // 10 % self._size])
@@ -70,10 +74,10 @@ class EnergyVad:
 
     def on_audio(self, data: bytes, now: float) -> bool:
         pcm = self._decode(data) if self._decode is not None else data
-        samples = np.frombuffer(pcm, dtype=np.int16)
+        samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
         if samples.size == 0:
             return self.voiced
-        rms = float(np.sqrt(np.mean(samples.astype(np.float32) ** 2)))
+        rms = math.sqrt(float(samples.dot(samples)) / samples.size)
         # Floor follows quiet frames quickly and loud ones very slowly.
         self._floor += (rms - self._floor) * (0.05 if rms < self._floor else 0.001)
         self.voiced = rms > max(300.0, self._floor * 3.0)

@@ -93,9 +93,9 @@ async def speak_reply(
 ) -> None:
     """Generate and speak the agent's reply for ``turn``; fills ``spoken`` as it goes."""
     request = chat_request(agent, history)
-    async with (
-        tts_stream(clients.tts, synthesis_config(agent, fmt)) as tts_call,
+    async with (  # LLM first: its first token is on the critical path, the TTS setup is not
         llm_stream(clients.llm, request) as llm_call,
+        tts_stream(clients.tts, synthesis_config(agent, fmt)) as tts_call,
     ):
 
         async def pipe_tokens() -> None:

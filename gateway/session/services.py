@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from common import context
 from common.audio import Format
 from common.discovery import ChannelPool, Resolver
 from common.errors import Unavailable
@@ -56,7 +57,9 @@ class MeshClients:
     """Channel pools for stt, llm and tts; shared by every call in the process."""
 
     def __init__(self, resolver: Resolver) -> None:
-        self.stt = ChannelPool("stt", resolver)
+        # The STT stream carries caller audio (~10 messages/s per call): it passes the request
+        # context as explicit metadata, skipping grpc.aio's per-message interceptor wrapping.
+        self.stt = ChannelPool("stt", resolver, propagate_context=False)
         self.llm = ChannelPool("llm", resolver)
         self.tts = ChannelPool("tts", resolver)
 
@@ -95,7 +98,10 @@ class SttStream:
     async def open(self, fmt: Format, language: str, keyterms: tuple[str, ...], endpointing_ms: int) -> None:
         self._ctx = self._pool.stream()
         channel = await self._ctx.__aenter__()
-        self._call = stt_pb2_grpc.SpeechToTextServiceStub(channel).StreamingRecognize()
+        ctx = context.current()
+        self._call = stt_pb2_grpc.SpeechToTextServiceStub(channel).StreamingRecognize(
+            metadata=ctx.metadata() if ctx is not None else None
+        )
         config = stt_pb2.RecognitionConfig(
             language_code=language,
             audio_format=fmt.to_proto(),

@@ -57,6 +57,7 @@ def _config() -> gateway_pb2.ConverseRequest:
 class CallStats:
     added_ms: list[float] = field(default_factory=list)
     gaps_ms: list[float] = field(default_factory=list)
+    stages: list[tuple[int, int, int, int, int]] = field(default_factory=list)
     turns_done: int = 0
     error: str = ""
 
@@ -79,7 +80,17 @@ async def _call(
                     stats.gaps_ms.append((now - state["last_audio"]) * 1000)
                 state["last_audio"] = now
             elif kind == "turn_metrics":
-                state["turn_done"] = msg.turn_metrics.turn
+                m = msg.turn_metrics
+                state["turn_done"] = m.turn
+                stats.stages.append(
+                    (
+                        m.stt_final_ms,
+                        m.end_of_turn_ms,
+                        m.llm_first_token_ms,
+                        m.tts_first_audio_ms,
+                        m.first_audio_out_ms,
+                    )
+                )
 
     reader = asyncio.get_running_loop().create_task(read())
     next_at = time.monotonic() + (idx % 50) * 0.0004  # spread callers within a frame period
@@ -121,7 +132,7 @@ async def run_load(address: str, n: int, turns: int, mesh: list[procs.Proc]) -> 
         stub = gateway_pb2_grpc.CallGatewayServiceStub(ch)
         gw = next(p for p in mesh if p.name == "gateway")
         rss0 = gw.rss_mb()
-        cpu0 = sum(p.cpu_seconds() for p in mesh)
+        cpu0 = {p.name: p.cpu_seconds() for p in mesh}
         t0 = time.monotonic()
         stats = [CallStats() for _ in range(n)]
         rss_peak = rss0
@@ -136,10 +147,13 @@ async def run_load(address: str, n: int, turns: int, mesh: list[procs.Proc]) -> 
         await asyncio.gather(*(_call(stub, turns, i, s) for i, s in enumerate(stats)))
         sampler.cancel()
         elapsed = time.monotonic() - t0
-        cpu = sum(p.cpu_seconds() for p in mesh) - cpu0
+        cpu_by = {p.name: p.cpu_seconds() - cpu0[p.name] for p in mesh}
+        cpu = sum(cpu_by.values())
     added = [v for s in stats for v in s.added_ms]
     gaps = [v for s in stats for v in s.gaps_ms]
     errors = [s.error for s in stats if s.error]
+    stages = np.array([st for s in stats for st in s.stages], dtype=float)
+    medians = np.median(stages, axis=0) if len(stages) else [float("nan")] * 5
     return {
         "calls": n,
         "turns": sum(s.turns_done for s in stats),
@@ -150,6 +164,8 @@ async def run_load(address: str, n: int, turns: int, mesh: list[procs.Proc]) -> 
         "cpu_s_per_call_min": cpu / (n * elapsed / 60.0),
         "rss_mb_per_call": (rss_peak - rss0) / n,
         "jitter_p99": _pct([abs(g - 20.0) for g in gaps], 99),
+        "stages": " / ".join(f"{v:.0f}" for v in medians),
+        "cpu_split": " ".join(f"{k}={v / (n * elapsed / 60.0):.3f}" for k, v in cpu_by.items()),
     }
 
 
@@ -175,6 +191,12 @@ async def leak_check(address: str, gw: procs.Proc) -> tuple[float, float]:
                 await asyncio.sleep(0.3)
                 after[i] = gw.rss_mb()
     return after[100], after[1000]
+
+
+def _run(coro):  # type: ignore[no-untyped-def]
+    import uvloop  # the load generator must not be the bottleneck
+
+    return uvloop.run(coro)
 
 
 def fake_env() -> dict[str, str]:
@@ -217,17 +239,17 @@ def main(argv: list[str] | None = None) -> None:
                 f" STT final {STT_FINAL_MS} ms, LLM first token {LLM_FIRST_TOKEN_MS} ms,"
                 f" TTS first audio {TTS_FIRST_AUDIO_MS} ms; {args.turns} turns per call)"
             )
-            header = f"{'calls':>6} {'turns':>6} {'err':>4} {'added p50':>10} {'p95':>7} {'p99':>7} {'CPU s/call-min':>15} {'RSS MB/call':>12} {'jitter p99':>11}"
+            header = f"{'calls':>6} {'turns':>6} {'err':>4} {'added p50':>10} {'p95':>7} {'p99':>7} {'CPU s/call-min':>15} {'RSS MB/call':>12} {'jitter p99':>11}   gateway stage medians (ms after speech end): stt_final / end_of_turn / llm_first_token / tts_first_audio / first_audio_out"
             print(header)
             for n in (int(x) for x in args.calls.split(",")):
-                r = asyncio.run(run_load(gw.address, n, args.turns, mesh))
+                r = _run(run_load(gw.address, n, args.turns, mesh))
                 print(
                     f"{n:>6} {r['turns']:>6.0f} {r['errors']:>4.0f} {r['added_p50']:>8.1f}ms {r['added_p95']:>5.1f}ms"
                     f" {r['added_p99']:>5.1f}ms {r['cpu_s_per_call_min']:>15.3f} {r['rss_mb_per_call']:>12.3f}"
-                    f" {r['jitter_p99']:>9.1f}ms"
+                    f" {r['jitter_p99']:>9.1f}ms   {r['stages']}   [CPU s/call-min: {r['cpu_split']}]"
                 )
             if not args.no_leak_check:
-                rss100, rss1000 = asyncio.run(leak_check(gw.address, gw))
+                rss100, rss1000 = _run(leak_check(gw.address, gw))
                 print(
                     f"gateway RSS after 100 short calls: {rss100:.1f} MB; after 1,000: {rss1000:.1f} MB ({rss1000 - rss100:+.1f} MB)"
                 )

@@ -30,10 +30,14 @@ class ZeroCostStream:
 
     async def push_audio(self, pcm16: bytes) -> None:
         samples = np.frombuffer(pcm16, dtype=np.int16)
+        start_ms = self._pos_ms
         self._pos_ms += len(samples) / 16.0
-        loud = samples.size > 0 and float(np.abs(samples).mean()) > 500
+        blocks = samples[: samples.size - samples.size % 160].reshape(-1, 160)  # 10 ms blocks
+        loud_blocks = np.flatnonzero(np.abs(blocks).mean(axis=1) > 500) if blocks.size else blocks
+        loud = len(loud_blocks) > 0
         if loud:
-            self._last_voice_ms = self._pos_ms
+            # Like a real recognizer's word timings: where the sound ends, not where the chunk does.
+            self._last_voice_ms = start_ms + (int(loud_blocks[-1]) + 1) * 10
             if not self._in_speech:
                 self._in_speech = True
                 self._start_ms = int(self._pos_ms - len(samples) / 16.0)

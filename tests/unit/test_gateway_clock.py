@@ -14,7 +14,10 @@ def test_clock_maps_offsets_to_arrival() -> None:
     clock = AudioClock(F16, window_s=2)
     for i in range(150):  # 3 s of 20 ms frames, arriving at t = 100 + i*0.02
         clock.on_audio(640, 100.0 + i * 0.02)
-    assert abs(clock.arrival(2500) - (100.0 + 124 * 0.02)) < 0.021
+    # Audio up to 2500 ms is frames 0..124: frame 124 (2480-2500 ms) arrived at 100 + 124*0.02.
+    assert clock.arrival(2500) == 100.0 + 124 * 0.02
+    assert clock.arrival(2481) == 100.0 + 124 * 0.02
+    assert clock.arrival(2480) == 100.0 + 123 * 0.02
     assert abs(clock.arrival(9999) - (100.0 + 149 * 0.02)) < 0.021  # clamped to what arrived
     assert clock.arrival(0) >= 100.0 + 49 * 0.02  # older than the window: the oldest kept
 
