@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import logging
 import math
 import os
@@ -91,8 +90,13 @@ class WhisperRecognizer:
         path = model_path or default_model_path()
         if not os.path.isdir(path):
             raise FailedPrecondition(f"whisper model directory {path} does not exist")
-        self._model = WhisperModel(path, device="cpu", compute_type="int8", cpu_threads=1, num_workers=n)
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=n, thread_name_prefix="stt")
+        # Each transcription may use every core (latency of one final matters most); two may run
+        # at once so an interim never delays a final.
+        self._model = WhisperModel(path, device="cpu", compute_type="int8", cpu_threads=n, num_workers=2)
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="stt-asr")
+        # VAD has its own threads: speech-start and end-of-speech detection must never wait
+        # behind a transcription.
+        self._vad_pool = concurrent.futures.ThreadPoolExecutor(max_workers=n, thread_name_prefix="stt-vad")
         self._vads = _VadPool()
         self.interim_interval_ms = interim_interval_ms
         self.min_speech_ms = min_speech_ms
@@ -103,6 +107,9 @@ class WhisperRecognizer:
 
     async def run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def run_vad(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._vad_pool, fn, *args)
 
     def transcribe(
         self, pcm: bytes, options: RecognitionOptions, words: bool
@@ -139,7 +146,7 @@ class WhisperRecognizer:
         return text, confidence, tuple(out_words)
 
     async def open(self, options: RecognitionOptions) -> WhisperStream:
-        vad = await self.run(self._vads.acquire)
+        vad = await self.run_vad(self._vads.acquire)
         return WhisperStream(self, options, vad)
 
     def release_vad(self, vad: Any) -> None:
@@ -202,7 +209,7 @@ class WhisperStream:
                     continue
                 windows = [bytes(self._pending[i * WINDOW * 2 : (i + 1) * WINDOW * 2]) for i in range(n)]
                 del self._pending[: n * WINDOW * 2]
-                probs = await self._engine.run(_probabilities, self._vad, windows)
+                probs = await self._engine.run_vad(_probabilities, self._vad, windows)
                 for window, prob in zip(windows, probs, strict=True):
                     for seg in self._tracker.push(window, prob):
                         await self._on_segment(seg)
@@ -224,10 +231,7 @@ class WhisperStream:
             await self._final(seg)
 
     async def _final(self, seg: Ended) -> None:
-        self._utterance_id += 1  # any interim still running is now stale
-        if self._interim_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._interim_task
+        self._utterance_id += 1  # an interim still running is now stale: its result is dropped
         if not seg.too_short:
             text, confidence, words = await self._engine.run(
                 self._engine.transcribe, seg.pcm, self._options, True
