@@ -44,8 +44,8 @@ class GatewayApp:
         self.pacer = Pacer()
         self.servicer = CallGatewayServicer(
             clients=self.clients,
-            catalog=catalog or BuiltinAgentCatalog(),
-            store=store or InMemoryConversationStore(),
+            catalog=catalog if catalog is not None else BuiltinAgentCatalog(),
+            store=store if store is not None else InMemoryConversationStore(),
             pacer=self.pacer,
             phrases=PhraseCache(),
             session_settings=SessionSettings(
