@@ -123,6 +123,8 @@ class ServiceHost:
         log.info("draining: NOT_SERVING, open streams get %.0f s to finish", grace)
         await self.set_serving(False)
         try:
+            if self.settings.drain_notice_s > 0:
+                await asyncio.sleep(self.settings.drain_notice_s)
             await self._server.stop(grace)
         finally:
             if self._metrics_server is not None:

@@ -21,6 +21,9 @@ class ServiceSettings(BaseSettings):
     metrics_port: int = -1
     # How long open streams may run after SIGTERM before they are cancelled.
     grace_period_s: float = 30.0
+    # On drain, report NOT_SERVING this long before refusing new RPCs, so load balancers and
+    # probes see it while the server still answers.
+    drain_notice_s: float = 0.0
     max_message_bytes: int = 4 * 1024 * 1024
     log_level: str = "INFO"
     # "console" for people, "json" for log pipelines.
