@@ -118,7 +118,14 @@ async def place_call(options: CallOptions) -> CallReport:
         if u.text and not u.pcm:
             u.pcm = await loop.run_in_executor(None, speak_text, u.text, options.rate)
 
-    state = {"turn_done": 0, "agent_started": 0.0, "last_audio": 0.0, "audio_seen": False}
+    state = {
+        "turn_done": 0,
+        "caller_turn": 0,
+        "last_final_at": 0.0,
+        "agent_started": 0.0,
+        "last_audio": 0.0,
+        "audio_seen": False,
+    }
     changed = asyncio.Event()
     t0 = time.monotonic()
 
@@ -147,6 +154,8 @@ async def place_call(options: CallOptions) -> CallReport:
                     report.call_id = msg.call_started.call_id
                 elif kind == "caller_transcript" and msg.caller_transcript.is_final:
                     report.transcript.append(TranscriptLine(now - t0, "caller", msg.caller_transcript.text))
+                    state["caller_turn"] = max(int(state["caller_turn"]), msg.caller_transcript.turn)
+                    state["last_final_at"] = now
                 elif kind == "agent_speech":
                     report.transcript.append(TranscriptLine(now - t0, "agent", msg.agent_speech.text))
                 elif kind == "turn_metrics":
@@ -194,6 +203,14 @@ async def place_call(options: CallOptions) -> CallReport:
         def agent_quiet(ms: int) -> bool:
             return bool(state["audio_seen"]) and time.monotonic() - float(state["last_audio"]) > ms / 1000
 
+        async def finish_turn(sent_at: float, quiet_ms: int) -> None:
+            """Wait until what the caller said (after ``sent_at``) has been answered in full."""
+            await idle_until(lambda: float(state["last_final_at"]) > sent_at, options.turn_timeout_s)
+            await idle_until(
+                lambda: int(state["turn_done"]) >= int(state["caller_turn"]), options.turn_timeout_s
+            )
+            await idle_until(lambda: agent_quiet(quiet_ms), 5)
+
         reader = loop.create_task(read(), name="voiceai-call-read")
         try:
             config = gateway_pb2.CallConfig(agent_id=options.agent, caller_audio_format=fmt.to_proto())
@@ -201,25 +218,24 @@ async def place_call(options: CallOptions) -> CallReport:
             # Let a greeting play out (or give up waiting for one).
             await idle_until(lambda: state["audio_seen"] or time.monotonic() - t0 > 2.0, 10)
             await idle_until(lambda: agent_quiet(500) or not state["audio_seen"], options.turn_timeout_s)
+            sent_at = 0.0
             for n, u in enumerate(options.utterances, start=1):
                 if n > 1 and u.barge_in_after_ms is not None:
                     # Talk over the agent: wait until its reply has been playing for a while.
-                    after_s, asked = u.barge_in_after_ms / 1000, time.monotonic()
+                    after_s, since = u.barge_in_after_ms / 1000, sent_at
                     await idle_until(
-                        lambda after_s=after_s, asked=asked: (
-                            float(state["agent_started"]) > asked
+                        lambda after_s=after_s, since=since: (
+                            float(state["agent_started"]) > since
                             and time.monotonic() - float(state["agent_started"]) > after_s
                         ),
                         options.turn_timeout_s,
                     )
                 elif n > 1:
-                    await idle_until(lambda n=n: int(state["turn_done"]) >= n - 1, options.turn_timeout_s)
-                    await idle_until(lambda: agent_quiet(options.pause_ms), 5)
+                    await finish_turn(sent_at, options.pause_ms)
                 await send_pcm(u.pcm)
-            await idle_until(
-                lambda: int(state["turn_done"]) >= len(options.utterances), options.turn_timeout_s
-            )
-            await idle_until(lambda: agent_quiet(300), 5)
+                sent_at = time.monotonic()
+            if options.utterances:
+                await finish_turn(sent_at, 300)
             await call.write(gateway_pb2.ConverseRequest(hangup=gateway_pb2.Hangup()))
             await call.done_writing()
             await asyncio.wait_for(reader, 10)

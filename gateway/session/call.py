@@ -151,10 +151,18 @@ class CallSession:
                 handle.cancel()
             self._timers.clear()
             active, self._active = self._active, None
-            await cancel_and_wait(*(self._tasks), active.task if active else None)
-            if self._stt is not None:
-                await self._stt.close()
-            await self.store.drop(self.call_id)
+            # The rest must finish even if this task is cancelled again meanwhile (a client
+            # that vanishes can cancel the handler more than once): run it shielded.
+            cleanup = asyncio.get_running_loop().create_task(
+                self._release(active), name=f"call-cleanup:{self.call_id[:8]}"
+            )
+            await asyncio.shield(cleanup)
+
+    async def _release(self, active: ActiveReply | None) -> None:
+        await cancel_and_wait(*(self._tasks), active.task if active else None)
+        if self._stt is not None:
+            await self._stt.close()
+        await self.store.drop(self.call_id)
 
     def abort(self, error: VoiceAIError) -> None:
         """End the call with an error status (e.g. the transport cannot keep up)."""
