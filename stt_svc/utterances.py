@@ -26,7 +26,18 @@ class Ended:
     too_short: bool
 
 
-SegmentEvent = Started | Ended
+@dataclass(frozen=True, slots=True)
+class Paused:
+    """Silence has begun inside an utterance: if it lasts, the utterance ends exactly here.
+
+    Lets the engine start transcribing before the endpoint is certain."""
+
+    pcm: bytes
+    start_ms: int
+    end_ms: int
+
+
+SegmentEvent = Started | Ended | Paused
 
 
 class UtteranceTracker:
@@ -39,9 +50,10 @@ class UtteranceTracker:
         window: int = 512,
         endpointing_ms: int = 400,
         preroll_ms: int = 300,
-        tail_ms: int = 200,
+        tail_ms: int = 150,  # <= speculate_ms, so an early transcription sees the same audio
         min_speech_ms: int = 200,
         max_utterance_ms: int = 25_000,
+        speculate_ms: int = 160,
         start_threshold: float = 0.5,
         end_threshold: float = 0.35,
     ) -> None:
@@ -52,6 +64,7 @@ class UtteranceTracker:
         self._tail_bytes = rate * tail_ms // 1000 * 2
         self._min_speech_ms = min_speech_ms
         self._max_ms = max_utterance_ms
+        self._speculate_ms = speculate_ms if speculate_ms < endpointing_ms else None
         self._start = start_threshold
         self._end = end_threshold
         self._preroll: deque[bytes] = deque(maxlen=max(1, round(preroll_ms / self._window_ms)))
@@ -100,6 +113,11 @@ class UtteranceTracker:
             self._last_voice_byte = len(self._audio)
         else:
             self._silence_ms += self._window_ms
+            spec = self._speculate_ms
+            crossed = spec is not None and self._silence_ms - self._window_ms < spec <= self._silence_ms
+            if crossed and self._silence_ms < self._endpointing_ms and self._speech_ms >= self._min_speech_ms:
+                cut = min(len(self._audio), self._last_voice_byte + self._tail_bytes)
+                return [Paused(bytes(self._audio[:cut]), self._start_ms, int(self._last_voice_ms))]
         if self._silence_ms >= self._endpointing_ms:
             return [self._close(speech_final=True)]
         if now_ms - self._start_ms >= self._max_ms:

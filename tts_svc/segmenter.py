@@ -3,7 +3,9 @@
 A sentence is emitted as soon as its end is seen (". ", "! ", "? ", newline); abbreviations,
 initials and decimals do not end sentences. A long run without a sentence end is cut at the last
 clause boundary (", ", "; ", ": ", " - ") once it passes ``clause_chars``, and at a space once it
-passes ``max_chars``, so the first audio is never held back by one long sentence.
+passes ``max_chars``, so the first audio is never held back by one long sentence. The first
+piece of each reply (after a flush) is cut at its first clause boundary: "Sure," can be spoken
+while "I can help with that." is still being synthesized.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class Segmenter:
         self._buf = ""
         self._clause_chars = clause_chars
         self._max_chars = max_chars
+        self._first = True
 
     @property
     def pending(self) -> int:
@@ -65,14 +68,23 @@ class Segmenter:
 
     def flush(self) -> str:
         piece, self._buf = self._buf.strip(), ""
+        self._first = True
         return piece
 
     def _next_piece(self) -> str | None:
         buf = self._buf
+        sentence_end = None
         for m in _SENTENCE_END.finditer(buf):
             if m.group() != "\n" and self._is_abbreviation(buf, m.start()):
                 continue
-            return self._cut(m.end())
+            sentence_end = m.end()
+            break
+        if self._first:
+            clause = _CLAUSE_END.search(buf)
+            if clause is not None and (sentence_end is None or clause.end() < sentence_end):
+                return self._cut(clause.end())
+        if sentence_end is not None:
+            return self._cut(sentence_end)
         if len(buf) >= self._clause_chars:
             clauses = [m.end() for m in _CLAUSE_END.finditer(buf) if m.end() >= 20]
             if clauses:
@@ -84,6 +96,8 @@ class Segmenter:
 
     def _cut(self, at: int) -> str:
         piece, self._buf = self._buf[:at], self._buf[at:]
+        if piece.strip():
+            self._first = False
         return piece
 
     @staticmethod

@@ -29,7 +29,7 @@ from stt_svc.providers.base import (
     UtteranceEnd,
     Word,
 )
-from stt_svc.utterances import Ended, Started, UtteranceTracker
+from stt_svc.utterances import Ended, Paused, Started, UtteranceTracker
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,8 @@ class WhisperStream:
         self._events: asyncio.Queue[RecognitionEvent | None] = asyncio.Queue()
         self._pending = bytearray()
         self._interim_task: asyncio.Task[None] | None = None
+        # A transcription started when silence began, for the utterance ending at this ms.
+        self._speculative: tuple[int, int, asyncio.Task[tuple[str, float, tuple[Word, ...]]]] | None = None
         self._last_interim_ms = 0
         self._utterance_id = 0
         self._task = asyncio.get_running_loop().create_task(self._run(), name="stt-stream")
@@ -186,8 +188,14 @@ class WhisperStream:
         if self._task.done() and not self._task.cancelled() and self._task.exception() is not None:
             raise self._task.exception()  # type: ignore[misc]
 
+    def _drop_speculative(self) -> None:
+        if self._speculative is not None:
+            self._speculative[2].cancel()  # the thread may finish its work; the result is unused
+            self._speculative = None
+
     async def aclose(self) -> None:
-        await cancel_and_wait(self._task, self._interim_task)
+        spec = self._speculative[2] if self._speculative is not None else None
+        await cancel_and_wait(self._task, self._interim_task, spec)
         if self._vad is not None:
             self._engine.release_vad(self._vad)
             self._vad = None
@@ -217,7 +225,15 @@ class WhisperStream:
         finally:
             self._events.put_nowait(None)
 
-    async def _on_segment(self, seg: Started | Ended) -> None:
+    async def _on_segment(self, seg: Started | Ended | Paused) -> None:
+        if isinstance(seg, Paused):
+            self._drop_speculative()
+            task = asyncio.get_running_loop().create_task(
+                self._engine.run(self._engine.transcribe, seg.pcm, self._options, True),
+                name="stt-speculative",
+            )
+            self._speculative = (seg.start_ms, seg.end_ms, task)
+            return
         if isinstance(seg, Started):
             self._utterance_id += 1
             self._last_interim_ms = seg.offset_ms
@@ -232,10 +248,17 @@ class WhisperStream:
 
     async def _final(self, seg: Ended) -> None:
         self._utterance_id += 1  # an interim still running is now stale: its result is dropped
+        spec, self._speculative = self._speculative, None
         if not seg.too_short:
-            text, confidence, words = await self._engine.run(
-                self._engine.transcribe, seg.pcm, self._options, True
-            )
+            if spec is not None and spec[:2] == (seg.start_ms, seg.end_ms):
+                # No speech since the silence began: the early transcription is the final one.
+                text, confidence, words = await spec[2]
+            else:
+                if spec is not None:
+                    spec[2].cancel()
+                text, confidence, words = await self._engine.run(
+                    self._engine.transcribe, seg.pcm, self._options, True
+                )
             if text:
                 shifted = tuple(
                     Word(w.word, w.start_ms + seg.start_ms, w.end_ms + seg.start_ms, w.confidence)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stt_svc.utterances import Ended, Started, UtteranceTracker
+from stt_svc.utterances import Ended, Paused, Started, UtteranceTracker
 
 W = b"\x01\x00" * 512  # one 32 ms window
 
@@ -17,19 +17,25 @@ def run(tracker: UtteranceTracker, probs: list[float]) -> list[object]:
 def test_speech_then_silence_makes_one_utterance_with_preroll() -> None:
     t = UtteranceTracker(endpointing_ms=320, preroll_ms=96)
     events = run(t, [0.0] * 10 + [0.9] * 20 + [0.1] * 10)
-    started, ended = events
+    started, paused, ended = events
+    # Silence began: the engine may transcribe early; the utterance then ends exactly there.
+    assert isinstance(paused, Paused) and (paused.pcm, paused.start_ms, paused.end_ms) == (
+        ended.pcm,
+        ended.start_ms,
+        ended.end_ms,
+    )
     assert isinstance(started, Started) and isinstance(ended, Ended)
     assert started.offset_ms == 320 - 96  # three windows of pre-roll before the first voiced one
     assert ended.speech_final and not ended.too_short
     assert ended.end_ms == 30 * 32
-    # pre-roll + speech + 200 ms tail (trailing silence trimmed)
-    assert len(ended.pcm) == (3 + 20) * len(W) + 16000 * 200 // 1000 * 2
+    # pre-roll + speech + 150 ms tail (trailing silence trimmed)
+    assert len(ended.pcm) == (3 + 20) * len(W) + 16000 * 150 // 1000 * 2
 
 
 def test_hysteresis_keeps_an_utterance_through_soft_sounds() -> None:
     t = UtteranceTracker(endpointing_ms=320)
     events = run(t, [0.9] * 5 + [0.4] * 20 + [0.9] * 5 + [0.0] * 12)
-    assert [type(e).__name__ for e in events] == ["Started", "Ended"]
+    assert [type(e).__name__ for e in events] == ["Started", "Paused", "Ended"]
 
 
 def test_short_clicks_are_marked_too_short() -> None:

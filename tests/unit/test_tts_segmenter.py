@@ -48,3 +48,11 @@ def test_flush_emits_the_unfinished_rest() -> None:
     assert seg.push("No punctuation here") == []
     assert seg.flush() == "No punctuation here"
     assert seg.flush() == ""
+
+
+def test_the_first_piece_of_a_reply_is_cut_at_its_first_clause() -> None:
+    seg = Segmenter()
+    assert seg.push("Sure, I can help") == ["Sure,"]
+    assert seg.push(" with that, gladly. Next, more. ") == ["I can help with that, gladly.", "Next, more."]
+    assert seg.flush() == ""
+    assert seg.push("Okay, again. ") == ["Okay,", "again."]  # a flush starts a new reply
