@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -151,8 +153,22 @@ class ServiceHost:
         await self.drain()
 
 
+def tune_runtime(settings: ServiceSettings) -> None:
+    """Process-wide knobs for a latency-sensitive server (measured with make bench).
+
+    A shorter GIL switch interval lets grpc's poller thread hand messages to the event loop
+    sooner (the 5 ms default shows up directly in per-hop latency). Collector thresholds are
+    raised and start-up objects frozen, so full collections are rarer and scan less.
+    """
+    sys.setswitchinterval(settings.gil_switch_interval_s)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+
+
 def run(main: Callable[[], object], settings: ServiceSettings) -> None:
     """Run an async entry point on uvloop when available (and wanted)."""
+    tune_runtime(settings)
     if settings.use_uvloop:
         try:
             import uvloop

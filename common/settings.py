@@ -32,6 +32,8 @@ class ServiceSettings(BaseSettings):
     engine_threads: int = 0
     # Installs uvloop as the event loop when available.
     use_uvloop: bool = True
+    # sys.setswitchinterval: how long a thread may hold the GIL when another wants it.
+    gil_switch_interval_s: float = 0.0005
 
 
 class DiscoverySettings(BaseSettings):

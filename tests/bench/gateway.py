@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import grpc.aio
 import numpy as np
+import psutil
 
 from common.gen.voiceai.common.v1 import audio_pb2
 from common.gen.voiceai.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -133,6 +134,8 @@ async def run_load(address: str, n: int, turns: int, mesh: list[procs.Proc]) -> 
         gw = next(p for p in mesh if p.name == "gateway")
         rss0 = gw.rss_mb()
         cpu0 = {p.name: p.cpu_seconds() for p in mesh}
+        me = psutil.Process()
+        own0 = sum(me.cpu_times()[:2])
         t0 = time.monotonic()
         stats = [CallStats() for _ in range(n)]
         rss_peak = rss0
@@ -148,6 +151,7 @@ async def run_load(address: str, n: int, turns: int, mesh: list[procs.Proc]) -> 
         sampler.cancel()
         elapsed = time.monotonic() - t0
         cpu_by = {p.name: p.cpu_seconds() - cpu0[p.name] for p in mesh}
+        loadgen_cores = (sum(me.cpu_times()[:2]) - own0) / elapsed
         cpu = sum(cpu_by.values())
     added = [v for s in stats for v in s.added_ms]
     gaps = [v for s in stats for v in s.gaps_ms]
@@ -165,7 +169,8 @@ async def run_load(address: str, n: int, turns: int, mesh: list[procs.Proc]) -> 
         "rss_mb_per_call": (rss_peak - rss0) / n,
         "jitter_p99": _pct([abs(g - 20.0) for g in gaps], 99),
         "stages": " / ".join(f"{v:.0f}" for v in medians),
-        "cpu_split": " ".join(f"{k}={v / (n * elapsed / 60.0):.3f}" for k, v in cpu_by.items()),
+        "cpu_split": " ".join(f"{k}={v / (n * elapsed / 60.0):.3f}" for k, v in cpu_by.items())
+        + f"; load generator used {loadgen_cores:.2f} cores, mesh {cpu / elapsed:.2f}",
     }
 
 
