@@ -157,13 +157,12 @@ def tune_runtime(settings: ServiceSettings) -> None:
     """Process-wide knobs for a latency-sensitive server (measured with make bench).
 
     A shorter GIL switch interval lets grpc's poller thread hand messages to the event loop
-    sooner (the 5 ms default shows up directly in per-hop latency). Collector thresholds are
-    raised and start-up objects frozen, so full collections are rarer and scan less.
+    sooner (the 5 ms default shows up directly in per-hop latency). Start-up objects (modules,
+    models) are frozen so collections do not rescan them.
     """
     sys.setswitchinterval(settings.gil_switch_interval_s)
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
 
 
 def run(main: Callable[[], object], settings: ServiceSettings) -> None:
