@@ -59,7 +59,7 @@ async def test_backchannel_versus_real_interruption(over_the_agent: str, cuts_in
     assert len(finals) >= 2, finals  # the words over the agent were heard either way
     if cuts_in:
         assert caller.of("clear") and turn1.interrupted
-        assert "Of course, I will stop there." in " ".join(caller.agent_texts())
+        assert "Of course," in caller.agent_texts()  # the agent answered the request
     else:
         assert not caller.of("clear") and not turn1.interrupted
         assert " ".join(t for t in caller.agent_texts()) == LONG  # every sentence was spoken
