@@ -36,6 +36,23 @@ class ServiceBinding:
     add: Callable[[grpc.aio.Server], None]
 
 
+def single_service_host(
+    settings: ServiceSettings,
+    full_name: str,
+    add: Callable[[object, grpc.aio.Server], None],
+    servicer: object,
+) -> ServiceHost:
+    """A host for one service: ``add`` is the generated ``add_*Servicer_to_server``."""
+    return ServiceHost(settings, [ServiceBinding(full_name, lambda server: add(servicer, server))])
+
+
+async def warm_up(engine: object) -> None:
+    """Run an engine's optional blocking ``warm_up()`` off the event loop (before SERVING)."""
+    warm = getattr(engine, "warm_up", None)
+    if warm is not None:
+        await asyncio.get_running_loop().run_in_executor(None, warm)
+
+
 def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", settings.max_message_bytes),

@@ -20,6 +20,7 @@ from common.audio import LINEAR16, MULAW, Format, validate_format
 from common.errors import InvalidArgument, ResourceExhausted, Unavailable
 from common.gen.voiceai.common.v1 import usage_pb2
 from common.gen.voiceai.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from common.streams import first_config
 from common.tasks import cancel_and_wait
 from gateway.agents import AgentCatalog, agent_from_proto
 from gateway.session.call import CallSession, SessionSettings
@@ -213,14 +214,7 @@ class CallGatewayServicer(gateway_pb2_grpc.CallGatewayServiceServicer):
     ) -> AsyncIterator[gateway_pb2.ConverseResponse]:
         if self.draining:
             raise Unavailable("this gateway is draining; place the call on another instance")
-        requests = aiter(request_iterator)
-        try:
-            first = await anext(requests)
-        except StopAsyncIteration:
-            raise InvalidArgument("empty call: the first message must be 'config'") from None
-        kind = first.WhichOneof("request")
-        if kind != "config":
-            raise InvalidArgument(f"the first message must be 'config'; got '{kind or 'nothing'}'")
+        first, requests = await first_config(request_iterator)
         cfg = first.config
         fmt = validate_format(cfg.caller_audio_format, field="config.caller_audio_format", rates=CALLER_RATES)
         source = cfg.WhichOneof("agent_source")

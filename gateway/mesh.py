@@ -19,8 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from common import healthcheck
 
 SERVICES = (("stt_svc", 1), ("llm_svc", 2), ("tts_svc", 3), ("gateway", 0))
 DEMO_SCRIPT = (
@@ -68,26 +67,14 @@ def start_mesh(base_port: int, host: str = "127.0.0.1") -> list[Child]:
 def wait_serving(children: list[Child], timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     for child in children:
-        with grpc.insecure_channel(child.address) as ch:
-            stub = health_pb2_grpc.HealthStub(ch)
-            while True:
-                if child.popen.poll() is not None:
-                    raise RuntimeError(
-                        f"{child.name} exited with code {child.popen.returncode} before it was ready (see its log above)"
-                    )
-                try:
-                    if (
-                        stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
-                        == health_pb2.HealthCheckResponse.SERVING
-                    ):
-                        break
-                except grpc.RpcError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"{child.name} at {child.address} did not become SERVING within {timeout:.0f} s"
-                    )
-                time.sleep(0.2)
+
+        def alive(popen: subprocess.Popen[bytes] = child.popen) -> bool:
+            return popen.poll() is None
+
+        try:
+            healthcheck.wait_serving(child.address, max(1.0, deadline - time.monotonic()), alive=alive)
+        except RuntimeError as e:
+            raise RuntimeError(f"{child.name}: {e}") from e
 
 
 def stop_mesh(children: list[Child], timeout: float = 15.0) -> None:

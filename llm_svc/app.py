@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from common import registry
 from common.gen.voiceai.llm.v1 import llm_pb2_grpc
-from common.server import ServiceBinding, ServiceHost
+from common.server import ServiceHost, single_service_host
 from common.settings import ServiceSettings
 from llm_svc.providers import REGISTRY
 from llm_svc.providers.base import ChatModel
@@ -30,14 +30,11 @@ def make_engine(settings: Settings) -> ChatModel:
 
 def build_host(settings: Settings, engine: ChatModel | None = None) -> ServiceHost:
     servicer = LanguageModelServicer(engine or make_engine(settings))
-    return ServiceHost(
+    return single_service_host(
         settings,
-        [
-            ServiceBinding(
-                "voiceai.llm.v1.LanguageModelService",
-                lambda s: llm_pb2_grpc.add_LanguageModelServiceServicer_to_server(servicer, s),
-            )
-        ],
+        "voiceai.llm.v1.LanguageModelService",
+        llm_pb2_grpc.add_LanguageModelServiceServicer_to_server,
+        servicer,
     )
 
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from common import registry
 from common.gen.voiceai.stt.v1 import stt_pb2_grpc
-from common.server import ServiceBinding, ServiceHost
+from common.server import ServiceHost, single_service_host, warm_up
 from common.settings import ServiceSettings
 from stt_svc.providers import REGISTRY
 from stt_svc.providers.base import Recognizer
@@ -37,21 +35,16 @@ def make_engine(settings: Settings) -> Recognizer:
 
 def build_host(settings: Settings, engine: Recognizer | None = None) -> ServiceHost:
     servicer = SpeechToTextServicer(engine or make_engine(settings), settings.stt_endpointing_ms)
-    return ServiceHost(
+    return single_service_host(
         settings,
-        [
-            ServiceBinding(
-                "voiceai.stt.v1.SpeechToTextService",
-                lambda s: stt_pb2_grpc.add_SpeechToTextServiceServicer_to_server(servicer, s),
-            )
-        ],
+        "voiceai.stt.v1.SpeechToTextService",
+        stt_pb2_grpc.add_SpeechToTextServiceServicer_to_server,
+        servicer,
     )
 
 
 async def build_ready(settings: Settings) -> ServiceHost:
-    """Load the model and warm it up before the host can report SERVING."""
+    """Load the engine and warm it up before the host can report SERVING."""
     engine = make_engine(settings)
-    warm = getattr(engine, "warm_up", None)
-    if warm is not None:
-        await asyncio.get_running_loop().run_in_executor(None, warm)
+    await warm_up(engine)
     return build_host(settings, engine)

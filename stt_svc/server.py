@@ -10,6 +10,7 @@ import grpc.aio
 from common.audio import LINEAR16, MULAW, Decoder, validate_format
 from common.errors import InvalidArgument
 from common.gen.voiceai.stt.v1 import stt_pb2, stt_pb2_grpc
+from common.streams import first_config
 from common.tasks import cancel_and_wait
 from stt_svc.providers.base import (
     ENGINE_RATE,
@@ -85,14 +86,7 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServiceServicer):
         request_iterator: AsyncIterator[stt_pb2.StreamingRecognizeRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[stt_pb2.StreamingRecognizeResponse]:
-        requests = aiter(request_iterator)
-        try:
-            first = await anext(requests)
-        except StopAsyncIteration:
-            raise InvalidArgument("empty stream: the first message must be 'config'") from None
-        kind = first.WhichOneof("request")
-        if kind != "config":
-            raise InvalidArgument(f"the first message must be 'config'; got '{kind or 'nothing'}'")
+        first, requests = await first_config(request_iterator)
         fmt = validate_format(first.config.audio_format, field="config.audio_format", rates=INPUT_RATES)
         options = self._options(first.config)
         decoder = Decoder(fmt, ENGINE_RATE)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from common import registry
 from common.gen.voiceai.tts.v1 import tts_pb2_grpc
-from common.server import ServiceBinding, ServiceHost
+from common.server import ServiceHost, single_service_host, warm_up
 from common.settings import ServiceSettings
 from tts_svc.providers import REGISTRY
 from tts_svc.providers.base import Synthesizer
@@ -34,21 +32,16 @@ def build_host(settings: Settings, engine: Synthesizer | None = None) -> Service
     servicer = TextToSpeechServicer(
         engine or make_engine(settings), settings.tts_default_voice, settings.tts_max_pending_chars
     )
-    return ServiceHost(
+    return single_service_host(
         settings,
-        [
-            ServiceBinding(
-                "voiceai.tts.v1.TextToSpeechService",
-                lambda s: tts_pb2_grpc.add_TextToSpeechServiceServicer_to_server(servicer, s),
-            )
-        ],
+        "voiceai.tts.v1.TextToSpeechService",
+        tts_pb2_grpc.add_TextToSpeechServiceServicer_to_server,
+        servicer,
     )
 
 
 async def build_ready(settings: Settings) -> ServiceHost:
     """Load the engine and warm it up before the host can report SERVING."""
     engine = make_engine(settings)
-    warm = getattr(engine, "warm_up", None)
-    if warm is not None:
-        await asyncio.get_running_loop().run_in_executor(None, warm)
+    await warm_up(engine)
     return build_host(settings, engine)

@@ -19,6 +19,7 @@ from common.audio import (
 )
 from common.errors import InvalidArgument
 from common.gen.voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
+from common.streams import first_config
 from common.tasks import cancel_and_wait
 from tts_svc.providers.base import SynthesisOptions, Synthesizer
 from tts_svc.stream import AudioSegment, FlushDone, SynthesisStream
@@ -66,14 +67,7 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
         request_iterator: AsyncIterator[tts_pb2.StreamingSynthesizeRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[tts_pb2.StreamingSynthesizeResponse]:
-        requests = aiter(request_iterator)
-        try:
-            first = await anext(requests)
-        except StopAsyncIteration:
-            raise InvalidArgument("empty stream: the first message must be 'config'") from None
-        kind = first.WhichOneof("request")
-        if kind != "config":
-            raise InvalidArgument(f"the first message must be 'config'; got '{kind or 'nothing'}'")
+        first, requests = await first_config(request_iterator)
         fmt = validate_format(first.config.audio_format, field="config.audio_format", rates=OUTPUT_RATES)
         stream = SynthesisStream(self._engine, self._options(first.config), self._max_pending)
         failure: list[BaseException] = []

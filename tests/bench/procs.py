@@ -7,13 +7,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import grpc
 import psutil
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from common.healthcheck import wait_serving
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -22,24 +21,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_serving(address: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as ch:
-        stub = health_pb2_grpc.HealthStub(ch)
-        while True:
-            try:
-                if (
-                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
-                    == health_pb2.HealthCheckResponse.SERVING
-                ):
-                    return
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{address} did not become SERVING within {timeout:.0f} s")
-            time.sleep(0.1)
 
 
 @dataclass
@@ -70,7 +51,7 @@ def start(name: str, module: str, env: dict[str, str], log_path: str | None = No
     )
     proc = Proc(name, popen, f"127.0.0.1:{port}")
     try:
-        wait_serving(proc.address)
+        wait_serving(proc.address, 90.0, alive=lambda: popen.poll() is None)
         yield proc
     finally:
         popen.terminate()
