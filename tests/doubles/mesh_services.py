@@ -177,6 +177,7 @@ class ToneTts(tts_pb2_grpc.TextToSpeechServiceServicer):
         self.first_audio_delay_s = first_audio_delay_s
         self.streams = StreamCounter()
         self.texts: list[str] = []
+        self.fail_on: str | None = None  # abort the stream when asked to speak text containing this
 
     async def StreamingSynthesize(
         self, request_iterator, context
@@ -199,6 +200,8 @@ class ToneTts(tts_pb2_grpc.TextToSpeechServiceServicer):
 
             async def speak(text: str) -> AsyncIterator[tts_pb2.StreamingSynthesizeResponse]:
                 nonlocal delayed
+                if self.fail_on is not None and self.fail_on in text:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "scripted TTS failure")
                 if not delayed and self.first_audio_delay_s:
                     delayed = True
                     await asyncio.sleep(self.first_audio_delay_s)

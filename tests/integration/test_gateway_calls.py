@@ -245,3 +245,44 @@ async def test_caller_vanishing_mid_turn_cancels_every_downstream_stream() -> No
         leaked = [t for t in asyncio.all_tasks() - baseline if not t.done() and ":" in t.get_name()]
         assert leaked == []
         assert len(mesh.app.servicer._store) == 0  # type: ignore[attr-defined]
+
+
+async def test_tts_failure_mid_turn_apologises_and_the_call_goes_on() -> None:
+    stt = ScriptedStt(["first?", "second?"])
+    tts = ToneTts()
+    tts.fail_on = "Three."
+    script = LlmScript(reply=lambda u: "One. Two. Three. Four.")
+    async with (
+        scripted_mesh(stt, ScriptedLlm(script), tts) as mesh,
+        grpc.aio.insecure_channel(mesh.address) as ch,
+    ):
+        async with ConverseCaller(ch, inline_config(apology_phrase="Sorry, say again?")) as caller:
+            await caller.send_pcm(tone(600))
+            await caller.wait_for(caller.turn_done(1), timeout=10)
+            tts.fail_on = None
+            await caller.send_pcm(tone(600))
+            await caller.wait_for(caller.turn_done(2), timeout=10)
+            ended = await caller.hangup()
+    texts = caller.agent_texts()
+    assert "Sorry, say again?" in texts and "Three." not in texts[: texts.index("Sorry, say again?")]
+    assert texts[-1] == "Four."  # the next turn is spoken in full
+    assert ended.reason == gateway_pb2.END_REASON_CALLER_HANGUP
+    assert mesh.open_streams() == 0
+
+
+async def test_stt_stream_failure_mid_call_is_reopened_and_the_call_goes_on() -> None:
+    stt = ScriptedStt(["before the failure.", "after the failure."])
+    stt.fail_after_ms = 2500  # the recognition stream dies 2.5 s into the call
+    async with scripted_mesh(stt) as mesh, grpc.aio.insecure_channel(mesh.address) as ch:
+        async with ConverseCaller(ch, inline_config()) as caller:
+            await caller.send_pcm(tone(600))
+            await caller.wait_for(caller.turn_done(1), timeout=10)
+            await caller.silence(2500)  # the scripted failure happens in here
+            stt.fail_after_ms = None
+            await caller.send_pcm(tone(600))
+            await caller.wait_for(caller.turn_done(2), timeout=10)
+            ended = await caller.hangup()
+    assert stt.streams.total == 2  # one reopen
+    users = [m.content for m in mesh.llm.script.requests[-1].messages if m.role == llm_pb2.ROLE_USER]
+    assert users == ["before the failure.", "after the failure."]
+    assert ended.reason == gateway_pb2.END_REASON_CALLER_HANGUP
