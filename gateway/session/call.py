@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 import grpc.aio
 
 from common.audio import silence
-from common.errors import InvalidArgument, VoiceAIError
+from common.errors import InvalidArgument, Unavailable, VoiceAIError
 from common.tasks import cancel_and_wait
 from gateway.agents import Agent
 from gateway.session import endpointing
-from gateway.session.clock import AudioClock, EnergyVad
+from gateway.session.caller_input import CallerInput
 from gateway.session.events import (
     AgentSpeech,
     CallEnded,
@@ -43,7 +43,6 @@ from gateway.session.services import (
     Interim,
     MeshClients,
     SpeechStarted,
-    SttStream,
     UtteranceEnd,
     describe_rpc_error,
 )
@@ -98,8 +97,14 @@ class CallSession:
         self.settings = settings or SessionSettings()
         self.usage = Usage()
         self.turn = 0
-        self.clock = AudioClock(self.fmt)
-        self.vad = EnergyVad(self.fmt)
+        self.input = CallerInput(
+            self.fmt,
+            clients,
+            agent,
+            self.usage,
+            chunk_ms=self.settings.stt_chunk_ms,
+            reopen_attempts=self.settings.stt_reopen_attempts,
+        )
         self.playout = Playout(
             self.fmt.bytes_for_ms(20),
             transport.send_audio,
@@ -109,11 +114,6 @@ class CallSession:
         )
         self._pacer = pacer
         pacer.attach(self.playout)
-        self._stt: SttStream | None = None
-        self._stt_buf = bytearray()
-        self._stt_chunk = self.fmt.bytes_for_ms(self.settings.stt_chunk_ms)
-        self._max_chunk = self.fmt.bytes_for_ms(1000)
-        self._was_voiced = False
         self._pending: list[str] = []
         self._caller_speaking = False
         self._speech_started_at = 0.0
@@ -132,7 +132,7 @@ class CallSession:
         loop = asyncio.get_running_loop()
         self._ended = loop.create_future()
         try:
-            await self._open_stt()
+            await self.input.open()
             self.transport.send_event(CallStarted(self.call_id, self.agent.agent_id))
             self._spawn(self._read_caller(), "caller-in")
             self._spawn(self._read_stt(), "stt-in")
@@ -160,8 +160,7 @@ class CallSession:
 
     async def _release(self, active: ActiveReply | None) -> None:
         await cancel_and_wait(*(self._tasks), active.task if active else None)
-        if self._stt is not None:
-            await self._stt.close()
+        await self.input.close()
         await self.store.drop(self.call_id)
 
     def abort(self, error: VoiceAIError) -> None:
@@ -220,51 +219,30 @@ class CallSession:
                 log.warning("could not pre-synthesize a fallback phrase: %s", describe_rpc_error("tts", e))
 
     # ------------------------------------------------------------------ caller -> STT
-    async def _open_stt(self) -> None:
-        stt = SttStream(self.clients.stt)
-        endpointing_ms = max(200, self.profile.end_of_turn_silence_ms - 200)
-        await stt.open(self.fmt, self.agent.language_code, self.agent.keyterms, endpointing_ms)
-        self._stt = stt
-
     async def _read_caller(self) -> None:
         async for event in self.transport.inbound():
             if isinstance(event, CallerAudio):
-                await self._on_audio(event.data)
+                self._check_backstop(await self.input.on_audio(event.data))
             elif isinstance(event, CallerDtmf):
                 self._on_dtmf(event.digits)
             elif isinstance(event, CallerHangup):
                 break
         self._end(EndReason.CALLER_HANGUP, "the caller hung up")
 
-    async def _on_audio(self, data: bytes) -> None:
-        n = len(data)
-        if n > self._max_chunk:
-            raise InvalidArgument(
-                f"audio message of {self.fmt.ms_for_bytes(n):.0f} ms is over the 1000 ms limit; send 20 ms frames"
-            )
-        if n % self.fmt.bytes_per_sample:
-            raise InvalidArgument(f"LINEAR16 audio must be whole 16-bit samples; got {n} bytes")
-        now = time.monotonic()
-        self.clock.on_audio(n, now)
-        voiced = self.vad.on_audio(data, now)
-        self.usage.stt_seconds += n / (self.fmt.sample_rate * self.fmt.bytes_per_sample)
-        buf = self._stt_buf
-        buf += data
-        # Batch toward STT (fewer messages) but flush at once when speech starts or stops, so
-        # neither barge-in detection nor the recognizer's endpointing waits for the batch.
-        if len(buf) >= self._stt_chunk or voiced != self._was_voiced:
-            chunk = bytes(buf)
-            buf.clear()
-            if self._stt is not None:
-                await self._stt.send(chunk)
-        self._was_voiced = voiced
-        if self._pending and not self._caller_speaking and "end-of-turn" not in self._timers:
-            # Backstop: the recognizer never closed the utterance but the line has gone quiet.
-            quiet_ms = (now - max(self.vad.last_voice_at, self._last_final_at)) * 1000.0
-            if quiet_ms > self.profile.incomplete_turn_silence_ms + 700 and self._active is None:
-                log.info("ending turn on the VAD backstop after %.0f ms of silence", quiet_ms)
-                self._speech_end_at = max(self.vad.last_voice_at, self._last_final_at)
-                self._end_of_turn()
+    def _check_backstop(self, now: float) -> None:
+        """End the turn if the recognizer never closed the utterance but the line went quiet."""
+        if (
+            not self._pending
+            or self._caller_speaking
+            or self._active is not None
+            or "end-of-turn" in self._timers
+        ):
+            return
+        quiet_since = max(self.input.vad.last_voice_at, self._last_final_at)
+        if (now - quiet_since) * 1000.0 > self.profile.incomplete_turn_silence_ms + 700:
+            log.info("ending turn on the VAD backstop after %.0f ms of silence", (now - quiet_since) * 1000.0)
+            self._speech_end_at = quiet_since
+            self._end_of_turn()
 
     def _on_dtmf(self, digits: str) -> None:
         if not digits or any(d not in "0123456789*#ABCD" for d in digits):
@@ -274,28 +252,11 @@ class CallSession:
         self._schedule("end-of-turn", self.profile.end_of_turn_silence_ms / 1000.0, self._end_of_turn)
 
     async def _read_stt(self) -> None:
-        attempts = 0
-        while True:
-            assert self._stt is not None
-            try:
-                async for event in self._stt.events():
-                    attempts = 0
-                    self._on_stt(event)
-                return
-            except grpc.aio.AioRpcError as e:
-                attempts += 1
-                reason = describe_rpc_error("stt", e)
-                if attempts > self.settings.stt_reopen_attempts:
-                    self._end(EndReason.SERVICE_ERROR, reason)
-                    return
-                log.warning("%s; reopening the recognition stream", reason)
-                old, self._stt = self._stt, None
-                await old.close()
-                try:
-                    await self._open_stt()
-                except (grpc.aio.AioRpcError, VoiceAIError) as e2:
-                    self._end(EndReason.SERVICE_ERROR, describe_rpc_error("stt", e2))
-                    return
+        try:
+            async for event in self.input.events():
+                self._on_stt(event)
+        except Unavailable as e:
+            self._end(EndReason.SERVICE_ERROR, e.message)
 
     # ------------------------------------------------------------------ STT events
     def _on_stt(self, event: object) -> None:
@@ -344,7 +305,7 @@ class CallSession:
     def _on_speech_end(self, end_ms: int, now: float) -> None:
         self._caller_speaking = False
         self._cancel_timer("barge-in")
-        self._speech_end_at = min(now, self.clock.arrival(end_ms)) if end_ms > 0 else now
+        self._speech_end_at = min(now, self.input.clock.arrival(end_ms)) if end_ms > 0 else now
         if self._paused:
             self._schedule(
                 "resume",

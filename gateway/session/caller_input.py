@@ -1,0 +1,111 @@
+"""The caller's side of a call: caller audio validated, timed and fed to the one STT stream.
+
+``CallerInput`` owns the call's recognition stream (reopened when it fails), the audio clock
+that maps STT offsets to arrival times, the energy VAD used as a backstop, and the batching of
+caller frames toward STT: batches of ``chunk_ms``, flushed at once when the VAD sees speech
+start or stop, so neither barge-in detection nor endpointing waits for a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import grpc.aio
+
+from common.audio import Format
+from common.errors import InvalidArgument, Unavailable, VoiceAIError
+from gateway.agents import Agent
+from gateway.session.clock import AudioClock, EnergyVad
+from gateway.session.events import Usage
+from gateway.session.services import MeshClients, SttEvent, SttStream, describe_rpc_error
+
+log = logging.getLogger(__name__)
+
+
+class CallerInput:
+    """Caller audio in, recognition events out (see module docstring)."""
+
+    def __init__(
+        self,
+        fmt: Format,
+        clients: MeshClients,
+        agent: Agent,
+        usage: Usage,
+        *,
+        chunk_ms: int = 100,
+        reopen_attempts: int = 2,
+    ) -> None:
+        self.fmt = fmt
+        self.clock = AudioClock(fmt)
+        self.vad = EnergyVad(fmt)
+        self._clients = clients
+        self._agent = agent
+        self._usage = usage
+        self._reopen_attempts = reopen_attempts
+        self._stt: SttStream | None = None
+        self._buf = bytearray()
+        self._chunk = fmt.bytes_for_ms(chunk_ms)
+        self._max_message = fmt.bytes_for_ms(1000)
+        self._seconds_per_byte = 1.0 / (fmt.sample_rate * fmt.bytes_per_sample)
+        self._was_voiced = False
+
+    async def open(self) -> None:
+        stt = SttStream(self._clients.stt)
+        endpointing_ms = max(200, self._agent.turn_taking.end_of_turn_silence_ms - 200)
+        await stt.open(self.fmt, self._agent.language_code, self._agent.keyterms, endpointing_ms)
+        self._stt = stt
+
+    async def on_audio(self, data: bytes) -> float:
+        """Take one caller audio message; returns its arrival time. Raises on bad audio."""
+        n = len(data)
+        if n > self._max_message:
+            raise InvalidArgument(
+                f"audio message of {self.fmt.ms_for_bytes(n):.0f} ms is over the 1000 ms limit; send 20 ms frames"
+            )
+        if n % self.fmt.bytes_per_sample:
+            raise InvalidArgument(f"LINEAR16 audio must be whole 16-bit samples; got {n} bytes")
+        now = time.monotonic()
+        self.clock.on_audio(n, now)
+        voiced = self.vad.on_audio(data, now)
+        self._usage.stt_seconds += n * self._seconds_per_byte
+        buf = self._buf
+        buf += data
+        if len(buf) >= self._chunk or voiced != self._was_voiced:
+            chunk = bytes(buf)
+            buf.clear()
+            if self._stt is not None:  # None only while the stream is being reopened
+                await self._stt.send(chunk)
+        self._was_voiced = voiced
+        return now
+
+    async def events(self) -> AsyncIterator[SttEvent]:
+        """Recognition events for the whole call; the stream is reopened when it fails.
+
+        Raises Unavailable when it cannot be kept open.
+        """
+        attempts = 0
+        while True:
+            assert self._stt is not None
+            try:
+                async for event in self._stt.events():
+                    attempts = 0
+                    yield event
+                return
+            except grpc.aio.AioRpcError as e:
+                attempts += 1
+                reason = describe_rpc_error("stt", e)
+                if attempts > self._reopen_attempts:
+                    raise Unavailable(reason) from e
+                log.warning("%s; reopening the recognition stream", reason)
+            old, self._stt = self._stt, None
+            await old.close()
+            try:
+                await self.open()
+            except (grpc.aio.AioRpcError, VoiceAIError) as e:
+                raise Unavailable(describe_rpc_error("stt", e)) from e
+
+    async def close(self) -> None:
+        if self._stt is not None:
+            await self._stt.close()
