@@ -496,7 +496,7 @@ class CallSession:
         self._cancel_timer("barge-in")
         self._cancel_timer("no-response")
         self._cancel_timer("stuck")
-        dropped = self.playout.clear()
+        dropped = self.playout.clear(close_turn=active.turn if active is not None else None)
         INTERRUPTIONS.labels("confirmed").inc()
         if active is None:
             return

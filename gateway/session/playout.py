@@ -51,6 +51,7 @@ class Playout:
         self._on_segment_start = on_segment_start
         self._on_reply_done = on_reply_done
         self._segments: deque[Segment] = deque()
+        self._closed_through = -1  # turns up to this one were cut off: their late audio is dropped
         self.paused = False
         self.frames_out = 0
         self.pacer: Pacer | None = None
@@ -58,7 +59,8 @@ class Playout:
     # -- producer side (CallSession / reply tasks)
     def start_segment(self, text: str, turn: int) -> Segment:
         seg = Segment(bytearray(), text, turn)
-        self._segments.append(seg)
+        if turn > self._closed_through:
+            self._segments.append(seg)
         return seg
 
     def append(self, seg: Segment, audio: bytes) -> None:
@@ -67,6 +69,8 @@ class Playout:
 
     def finish_reply(self, turn: int) -> None:
         """No more audio for ``turn``: mark its last segment so the pacer reports when it ends."""
+        if turn <= self._closed_through:
+            return
         for seg in reversed(self._segments):
             if seg.turn == turn:
                 seg.end_of_reply = True
@@ -75,8 +79,14 @@ class Playout:
                 return
         self._on_reply_done(turn)
 
-    def clear(self) -> list[Segment]:
-        """Drop everything not yet played; returns the dropped (possibly half-played) segments."""
+    def clear(self, close_turn: int | None = None) -> list[Segment]:
+        """Drop everything not yet played; returns the dropped (possibly half-played) segments.
+
+        With ``close_turn`` (a barge-in), audio that still arrives for that turn or an earlier
+        one (a TTS chunk already in flight when the reply was cancelled) is never queued.
+        """
+        if close_turn is not None:
+            self._closed_through = max(self._closed_through, close_turn)
         dropped = list(self._segments)
         self._segments.clear()
         self.paused = False

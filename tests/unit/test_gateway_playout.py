@@ -91,3 +91,19 @@ async def test_pacer_sends_real_time_frames() -> None:
     await pacer.stop()
     assert len(frames) == 10
     assert 0.15 <= elapsed <= 0.5  # ten 20 ms frames take about 200 ms, not zero
+
+
+def test_audio_of_a_cut_off_turn_is_never_queued() -> None:
+    p, frames, _, done = _playout()
+    seg = p.start_segment("Long reply.", 4)
+    p.append(seg, b"\x01" * FRAME * 5)
+    p.tick()
+    p.clear(close_turn=4)  # barge-in on turn 4
+    late = p.start_segment("A chunk that was already in flight.", 4)
+    p.append(late, b"\x02" * FRAME * 5)
+    p.finish_reply(4)
+    assert not p.busy and not p.tick() and done == []
+    nxt = p.start_segment("Next turn.", 5)
+    p.append(nxt, b"\x03" * FRAME)
+    p.finish_reply(5)
+    assert p.tick() and frames[-1] == b"\x03" * FRAME
