@@ -35,6 +35,29 @@ def _metadata_dict(metadata: Sequence[Any] | None) -> dict[str, str]:
     return out
 
 
+class _Undecodable:
+    """Stands in for a unary request that failed to parse, so the handler can answer
+    INVALID_ARGUMENT; grpc would otherwise answer UNKNOWN before any handler runs."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: DecodeError) -> None:
+        self.error = error
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError as error:
+            return _Undecodable(error)
+
+    return parse
+
+
 def _rebuild(handler: grpc.RpcMethodHandler, behavior: Callable[..., Any]) -> grpc.RpcMethodHandler:
     kinds = {
         (False, False): grpc.unary_unary_rpc_method_handler,
@@ -43,11 +66,11 @@ def _rebuild(handler: grpc.RpcMethodHandler, behavior: Callable[..., Any]) -> gr
         (True, True): grpc.stream_stream_rpc_method_handler,
     }
     make = kinds[(handler.request_streaming, handler.response_streaming)]
-    return make(
-        behavior,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    deserialize = handler.request_deserializer
+    if not handler.request_streaming:
+        # A streamed request is parsed when the handler reads it, where the error is caught.
+        deserialize = _tolerant(deserialize)
+    return make(behavior, request_deserializer=deserialize, response_serializer=handler.response_serializer)
 
 
 def _inner(handler: grpc.RpcMethodHandler) -> Callable[..., Any]:
@@ -93,6 +116,8 @@ def _with_context(
 
         async def stream_behavior(request: Any, sctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             context.bind(ctx)
+            if isinstance(request, _Undecodable):
+                await _abort_for(request.error, sctx, method)
             try:
                 async for response in inner(request, sctx):
                     yield response
@@ -105,6 +130,8 @@ def _with_context(
 
     async def behavior(request: Any, sctx: grpc.aio.ServicerContext) -> Any:
         context.bind(ctx)
+        if isinstance(request, _Undecodable):
+            await _abort_for(request.error, sctx, method)
         try:
             return await inner(request, sctx)
         except grpc.aio.AbortError:

@@ -21,7 +21,10 @@ def load(spec: str, registry: Mapping[str, str]) -> Any:
     if not sep:
         known = ", ".join(sorted(registry))
         raise FailedPrecondition(f"unknown engine {spec!r}: use one of {known}, or 'module:Class'")
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise FailedPrecondition(f"engine {spec!r}: cannot import {module_name} ({e})") from e
     try:
         return getattr(module, attr)
     except AttributeError as e:
