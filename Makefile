@@ -16,11 +16,15 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 ## Generated code: protos/ -> common/gen (committed; tests/unit/test_generated_code.py fails when stale)
+BUF_DEPS := build/buf-deps
+
 proto: $(STAMP)
+	$(PY) scripts/gen_protos.py --stage-deps $(BUF_DEPS)
 	$(BIN)/buf lint
 	$(PY) scripts/gen_protos.py
 
 lint: $(STAMP)
+	$(PY) scripts/gen_protos.py --stage-deps $(BUF_DEPS)
 	$(BIN)/buf lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -32,6 +32,10 @@ class Unauthenticated(VoiceAIError):
     code = grpc.StatusCode.UNAUTHENTICATED
 
 
+class AlreadyExists(VoiceAIError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
 class PermissionDenied(VoiceAIError):
     code = grpc.StatusCode.PERMISSION_DENIED
 

@@ -14,7 +14,7 @@ import gc
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -88,6 +88,8 @@ class ServiceHost:
         self._metrics_server: object | None = None
         self._stopped = asyncio.Event()
         self.draining = False
+        # Closed in order after the server has stopped (pools, clients the servicers hold).
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []
 
     @property
     def service_names(self) -> list[str]:
@@ -150,6 +152,11 @@ class ServiceHost:
                 with contextlib.suppress(Exception):
                     self._metrics_server.shutdown()  # type: ignore[attr-defined]
                     self._metrics_server.server_close()  # type: ignore[attr-defined]
+            for close in self.on_stop:
+                try:
+                    await close()
+                except Exception:
+                    log.exception("closing a resource after stop failed")
             self._stopped.set()
             log.info("stopped")
 

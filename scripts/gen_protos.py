@@ -60,10 +60,30 @@ def generate(out: Path) -> None:
             dst.write_text(text)
 
 
+# The third-party protos our protos import; buf reads them from a staged copy (never committed).
+THIRD_PARTY = ("annotations", "client", "field_behavior", "http", "launch_stage", "resource")
+
+
+def stage_deps(dest: Path) -> None:
+    """Copy google/api/*.proto from the installed googleapis-common-protos for `buf lint`."""
+    import google.api
+
+    src = Path(google.api.__path__[0])
+    target = dest / "google" / "api"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in THIRD_PARTY:
+        shutil.copyfile(src / f"{name}.proto", target / f"{name}.proto")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=ROOT / "common" / "gen")
-    generate(parser.parse_args().out)
+    parser.add_argument("--stage-deps", type=Path, help="only copy third-party protos here for buf")
+    args = parser.parse_args()
+    if args.stage_deps:
+        stage_deps(args.stage_deps)
+        return
+    generate(args.out)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,409 @@
+"""The only code that touches SQL. Every tenant-scoped statement runs inside a transaction bound
+to one tenant (``set_config('voiceai.tenant_id', id, true)``, i.e. ``SET LOCAL``), under FORCED
+row-level security; a move to schema- or database-per-tenant changes this module alone.
+
+Resources cross this boundary as their protobuf messages (the API's own domain types).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import psycopg.errors
+from google.protobuf import json_format
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from common.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
+from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
+
+AGENT_COLUMNS = (
+    "display_name", "system_prompt", "greeting", "voice", "language_code", "stt_providers",
+    "stt_model", "llm_providers", "llm_model", "tts_providers", "tts_model", "keyterms",
+    "transfer_number",
+)  # fmt: skip
+_LIST_FIELDS = {"stt_providers", "llm_providers", "tts_providers", "keyterms"}
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRow:
+    """What authentication needs to know about a key, looked up before the tenant is known."""
+
+    key_id: str
+    tenant_id: str
+    roles: tuple[str, ...]
+    secret_hash: str
+    revoke_time: datetime | None
+    expire_time: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneRoute:
+    tenant_id: str
+    phone_number_id: str
+    agent_id: str
+
+
+def _ts(value: datetime | None, target: Any) -> None:
+    if value is not None:
+        target.FromDatetime(value)
+
+
+def _agent(row: dict[str, Any]) -> pb.Agent:
+    agent = pb.Agent(name=f"tenants/{row['tenant_id']}/agents/{row['id']}", revision=row["revision"])
+    for col in AGENT_COLUMNS:
+        if col in _LIST_FIELDS:
+            getattr(agent, col).extend(row[col])
+        else:
+            setattr(agent, col, row[col])
+    if row["max_call_duration_s"]:
+        agent.max_call_duration.FromMilliseconds(int(row["max_call_duration_s"] * 1000))
+    _ts(row["create_time"], agent.create_time)
+    _ts(row["update_time"], agent.update_time)
+    return agent
+
+
+def _agent_values(agent: pb.Agent) -> list[Any]:
+    values: list[Any] = []
+    for col in AGENT_COLUMNS:
+        value = getattr(agent, col)
+        values.append(list(value) if col in _LIST_FIELDS else value)
+    values.append(
+        agent.max_call_duration.ToMilliseconds() / 1000 if agent.HasField("max_call_duration") else 0
+    )
+    return values
+
+
+def _phone(row: dict[str, Any]) -> pb.PhoneNumber:
+    t = row["tenant_id"]
+    phone = pb.PhoneNumber(
+        name=f"tenants/{t}/phoneNumbers/{row['id']}",
+        e164_number=row["e164_number"],
+        agent=f"tenants/{t}/agents/{row['agent_id']}",
+    )
+    _ts(row["create_time"], phone.create_time)
+    _ts(row["update_time"], phone.update_time)
+    return phone
+
+
+def _tenant(row: dict[str, Any]) -> pb.Tenant:
+    tenant = pb.Tenant(
+        name=f"tenants/{row['id']}", display_name=row["display_name"], plan_tier=row["plan_tier"]
+    )
+    _ts(row["create_time"], tenant.create_time)
+    _ts(row["update_time"], tenant.update_time)
+    return tenant
+
+
+def _api_key(row: dict[str, Any]) -> pb.ApiKey:
+    key = pb.ApiKey(
+        name=f"tenants/{row['tenant_id']}/apiKeys/{row['id']}",
+        display_name=row["display_name"],
+        roles=row["roles"],
+        key_prefix=row["id"],
+    )
+    _ts(row["create_time"], key.create_time)
+    _ts(row["revoke_time"], key.revoke_time)
+    _ts(row["expire_time"], key.expire_time)
+    return key
+
+
+def _call(row: dict[str, Any], *, with_turns: bool) -> pb.Call:
+    t = row["tenant_id"]
+    call = pb.Call(
+        name=f"tenants/{t}/calls/{row['id']}",
+        agent=f"tenants/{t}/agents/{row['agent_id']}" if row["agent_id"] else "",
+        status=row["status"],
+        direction=row["direction"],
+        from_number=row["from_number"],
+        to_number=row["to_number"],
+        end_reason=row["end_reason"],
+    )
+    _ts(row["start_time"], call.start_time)
+    _ts(row["end_time"], call.end_time)
+    json_format.ParseDict(row["usage"], call.usage)
+    if with_turns:
+        for turn in row["turns"]:
+            json_format.ParseDict(turn, call.turns.add())
+    return call
+
+
+def _audit(row: dict[str, Any]) -> pb.AuditLogEntry:
+    entry = pb.AuditLogEntry(
+        name=f"tenants/{row['tenant_id']}/auditLogEntries/{row['id']}",
+        actor=row["actor"],
+        action=row["action"],
+        resource=row["resource"],
+        changed_fields=row["changed_fields"],
+    )
+    _ts(row["create_time"], entry.create_time)
+    return entry
+
+
+@asynccontextmanager
+async def _translated() -> AsyncIterator[None]:
+    """Database errors become statuses that say what to do and never whose row clashed."""
+    try:
+        yield
+    except psycopg.errors.UniqueViolation as e:
+        raise AlreadyExists(_unique_message(e)) from e
+    except psycopg.errors.ForeignKeyViolation as e:
+        raise FailedPrecondition(_fk_message(e)) from e
+    except (psycopg.OperationalError, PoolTimeout) as e:
+        raise Unavailable("the tenant database is unavailable; retry shortly") from e
+
+
+def _unique_message(e: psycopg.errors.UniqueViolation) -> str:
+    constraint = (e.diag.constraint_name or "") if e.diag else ""
+    if constraint == "phone_numbers_e164":
+        return "that phone number is already in use; choose another number"
+    return "a resource with that id already exists; choose another id"
+
+
+def _fk_message(e: psycopg.errors.ForeignKeyViolation) -> str:
+    table = (e.diag.table_name or "") if e.diag else ""
+    if table == "agents":  # deleting an agent that a number still points at
+        return "the agent is still answering phone numbers; point them at another agent first"
+    return "the referenced agent does not exist in this tenant"
+
+
+class TenantScope:
+    """One transaction bound to one tenant; row-level security confines every statement to it."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any], tenant_id: str) -> None:
+        self._conn = conn
+        self.tenant_id = tenant_id
+
+    async def _rows(self, query: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        async with self._conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query.encode(), params)
+            return await cur.fetchall() if cur.description else []
+
+    async def _one(self, query: str, params: Sequence[Any], what: str) -> dict[str, Any]:
+        rows = await self._rows(query, params)
+        if not rows:
+            raise NotFound(f"{what} not found")
+        return rows[0]
+
+    # -- tenant ---------------------------------------------------------------------------
+    async def get_tenant(self) -> pb.Tenant:
+        return _tenant(await self._one("SELECT * FROM tenants", (), "tenant"))
+
+    async def update_tenant(self, display_name: str, plan_tier: int) -> pb.Tenant:
+        row = await self._one(
+            "UPDATE tenants SET display_name = %s, plan_tier = %s, update_time = now() RETURNING *",
+            (display_name, plan_tier),
+            "tenant",
+        )
+        return _tenant(row)
+
+    # -- agents ---------------------------------------------------------------------------
+    async def get_agent(self, agent_id: str, *, for_update: bool = False) -> pb.Agent:
+        lock = " FOR UPDATE" if for_update else ""
+        return _agent(await self._one(f"SELECT * FROM agents WHERE id = %s{lock}", (agent_id,), "agent"))
+
+    async def list_agents(self, after: str, limit: int) -> list[pb.Agent]:
+        rows = await self._rows("SELECT * FROM agents WHERE id > %s ORDER BY id LIMIT %s", (after, limit))
+        return [_agent(r) for r in rows]
+
+    async def insert_agent(self, agent_id: str, agent: pb.Agent) -> pb.Agent:
+        cols = ", ".join(AGENT_COLUMNS)
+        marks = ", ".join(["%s"] * (len(AGENT_COLUMNS) + 3))
+        row = await self._one(
+            f"INSERT INTO agents (tenant_id, id, {cols}, max_call_duration_s) VALUES ({marks}) RETURNING *",
+            (self.tenant_id, agent_id, *_agent_values(agent)),
+            "agent",
+        )
+        return _agent(row)
+
+    async def replace_agent(self, agent_id: str, agent: pb.Agent) -> pb.Agent:
+        sets = ", ".join(f"{c} = %s" for c in AGENT_COLUMNS)
+        row = await self._one(
+            f"UPDATE agents SET {sets}, max_call_duration_s = %s, revision = revision + 1,"
+            " update_time = now() WHERE id = %s RETURNING *",
+            (*_agent_values(agent), agent_id),
+            "agent",
+        )
+        return _agent(row)
+
+    async def delete_agent(self, agent_id: str) -> None:
+        await self._one("DELETE FROM agents WHERE id = %s RETURNING id", (agent_id,), "agent")
+
+    # -- phone numbers --------------------------------------------------------------------
+    async def get_phone_number(self, phone_id: str, *, for_update: bool = False) -> pb.PhoneNumber:
+        lock = " FOR UPDATE" if for_update else ""
+        row = await self._one(f"SELECT * FROM phone_numbers WHERE id = %s{lock}", (phone_id,), "phone number")
+        return _phone(row)
+
+    async def list_phone_numbers(self, after: str, limit: int) -> list[pb.PhoneNumber]:
+        rows = await self._rows(
+            "SELECT * FROM phone_numbers WHERE id > %s ORDER BY id LIMIT %s", (after, limit)
+        )
+        return [_phone(r) for r in rows]
+
+    async def insert_phone_number(self, phone_id: str, e164: str, agent_id: str) -> pb.PhoneNumber:
+        row = await self._one(
+            "INSERT INTO phone_numbers (tenant_id, id, e164_number, agent_id) VALUES (%s, %s, %s, %s) RETURNING *",
+            (self.tenant_id, phone_id, e164, agent_id),
+            "phone number",
+        )
+        return _phone(row)
+
+    async def replace_phone_number(self, phone_id: str, e164: str, agent_id: str) -> pb.PhoneNumber:
+        row = await self._one(
+            "UPDATE phone_numbers SET e164_number = %s, agent_id = %s, update_time = now()"
+            " WHERE id = %s RETURNING *",
+            (e164, agent_id, phone_id),
+            "phone number",
+        )
+        return _phone(row)
+
+    async def delete_phone_number(self, phone_id: str) -> None:
+        await self._one("DELETE FROM phone_numbers WHERE id = %s RETURNING id", (phone_id,), "phone number")
+
+    # -- API keys -------------------------------------------------------------------------
+    async def insert_api_key(
+        self,
+        key_id: str,
+        display_name: str,
+        roles: Sequence[str],
+        secret_hash: str,
+        expire_time: datetime | None,
+    ) -> pb.ApiKey:
+        row = await self._one(
+            "INSERT INTO api_keys (tenant_id, id, display_name, roles, secret_hash, expire_time)"
+            " VALUES (%s, %s, %s, %s, %s, %s) RETURNING *",
+            (self.tenant_id, key_id, display_name, list(roles), secret_hash, expire_time),
+            "API key",
+        )
+        return _api_key(row)
+
+    async def get_api_key(self, key_id: str) -> pb.ApiKey:
+        return _api_key(await self._one("SELECT * FROM api_keys WHERE id = %s", (key_id,), "API key"))
+
+    async def list_api_keys(self, after: str, limit: int) -> list[pb.ApiKey]:
+        rows = await self._rows("SELECT * FROM api_keys WHERE id > %s ORDER BY id LIMIT %s", (after, limit))
+        return [_api_key(r) for r in rows]
+
+    async def revoke_api_key(self, key_id: str) -> pb.ApiKey:
+        row = await self._one(
+            "UPDATE api_keys SET revoke_time = coalesce(revoke_time, now()) WHERE id = %s RETURNING *",
+            (key_id,),
+            "API key",
+        )
+        return _api_key(row)
+
+    # -- calls ----------------------------------------------------------------------------
+    async def insert_call(self, call_id: str, agent_id: str, call: pb.Call) -> pb.Call:
+        turns = [json_format.MessageToDict(t, preserving_proto_field_name=True) for t in call.turns]
+        usage = json_format.MessageToDict(call.usage, preserving_proto_field_name=True)
+        row = await self._one(
+            "INSERT INTO calls (tenant_id, id, agent_id, status, direction, from_number, to_number,"
+            " start_time, end_time, end_reason, turns, usage)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
+            (
+                self.tenant_id, call_id, agent_id, call.status, call.direction, call.from_number,
+                call.to_number,
+                call.start_time.ToDatetime(UTC) if call.HasField("start_time") else None,
+                call.end_time.ToDatetime(UTC) if call.HasField("end_time") else None,
+                call.end_reason, json.dumps(turns), json.dumps(usage),
+            ),
+            "call",
+        )  # fmt: skip
+        return _call(row, with_turns=True)
+
+    async def get_call(self, call_id: str) -> pb.Call:
+        return _call(
+            await self._one("SELECT * FROM calls WHERE id = %s", (call_id,), "call"), with_turns=True
+        )
+
+    async def list_calls(self, before_seq: int, limit: int) -> list[tuple[int, pb.Call]]:
+        rows = await self._rows(
+            "SELECT * FROM calls WHERE seq < %s ORDER BY seq DESC LIMIT %s", (before_seq, limit)
+        )
+        return [(r["seq"], _call(r, with_turns=False)) for r in rows]
+
+    # -- audit ----------------------------------------------------------------------------
+    async def audit(self, actor: str, action: str, resource: str, changed: Sequence[str] = ()) -> None:
+        await self._rows(
+            "INSERT INTO audit_log (tenant_id, actor, action, resource, changed_fields) VALUES (%s, %s, %s, %s, %s)",
+            (self.tenant_id, actor, action, resource, list(changed)),
+        )
+
+    async def list_audit(self, before_id: int, limit: int) -> list[pb.AuditLogEntry]:
+        rows = await self._rows(
+            "SELECT * FROM audit_log WHERE id < %s ORDER BY id DESC LIMIT %s", (before_id, limit)
+        )
+        return [_audit(r) for r in rows]
+
+
+class PlatformScope:
+    """Operations across tenants, for platform operators: create, list and delete tenants."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._conn = conn
+
+    async def create_tenant(self, tenant_id: str, display_name: str, plan_tier: int) -> pb.Tenant:
+        async with self._conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                b"INSERT INTO tenants (id, display_name, plan_tier) VALUES (%s, %s, %s) RETURNING *",
+                (tenant_id, display_name, plan_tier),
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        return _tenant(row)
+
+    async def list_tenants(self, after: str, limit: int) -> list[pb.Tenant]:
+        async with self._conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(b"SELECT * FROM tenants WHERE id > %s ORDER BY id LIMIT %s", (after, limit))
+            return [_tenant(r) for r in await cur.fetchall()]
+
+    async def delete_tenant(self, tenant_id: str) -> None:
+        async with self._conn.cursor() as cur:
+            await cur.execute(b"DELETE FROM tenants WHERE id = %s", (tenant_id,))
+            if cur.rowcount == 0:
+                raise NotFound("tenant not found")
+
+
+class Repository:
+    """Hands out tenant-bound transactions over the app role's pool."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    @asynccontextmanager
+    async def tenant(self, tenant_id: str) -> AsyncIterator[TenantScope]:
+        async with _translated(), self._pool.connection() as conn, conn.transaction():
+            await conn.execute(b"SELECT set_config('voiceai.tenant_id', %s, true)", (tenant_id,))
+            yield TenantScope(conn, tenant_id)
+
+    @asynccontextmanager
+    async def platform(self) -> AsyncIterator[PlatformScope]:
+        async with _translated(), self._pool.connection() as conn, conn.transaction():
+            await conn.execute(b"SELECT set_config('voiceai.platform', 'on', true)")
+            yield PlatformScope(conn)
+
+    async def lookup_api_key(self, key_id: str) -> ApiKeyRow | None:
+        async with _translated(), self._pool.connection() as conn:
+            cur = await conn.execute(b"SELECT * FROM voiceai_lookup_api_key(%s)", (key_id,))
+            row = await cur.fetchone()
+            await conn.commit()
+        if row is None:
+            return None
+        return ApiKeyRow(key_id, row[0], tuple(row[1]), row[2], row[3], row[4])
+
+    async def lookup_phone_number(self, e164: str) -> PhoneRoute | None:
+        async with _translated(), self._pool.connection() as conn:
+            cur = await conn.execute(b"SELECT * FROM voiceai_lookup_phone_number(%s)", (e164,))
+            row = await cur.fetchone()
+            await conn.commit()
+        return PhoneRoute(*row) if row else None
+
+
+__all__ = ["ApiKeyRow", "PhoneRoute", "PlatformScope", "Repository", "TenantScope"]
