@@ -1,13 +1,19 @@
-"""Shared fixtures: real gRPC servers on loopback, started in-process on free ports."""
+"""Shared fixtures: real gRPC servers on loopback, started in-process on free ports, and a real
+Redis (``REDIS_URL`` if set, else an embedded redis-server for the session)."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import grpc.aio
 import pytest
+import redis.asyncio as aioredis
 
+from common.redis_conn import RedisSettings, open_redis
+from common.redis_embedded import EmbeddedRedis
 from common.server import ServiceHost
 
 TENANT = "tenant-test"
@@ -37,3 +43,37 @@ async def channel(address: str) -> AsyncIterator[grpc.aio.Channel]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real Redis for the session: the one ``REDIS_URL`` names, else an embedded one."""
+    external = RedisSettings().url
+    if external:
+        yield external
+        return
+    server = EmbeddedRedis(Path(tmp_path_factory.mktemp("redis")))
+    server.start(reuse=False)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_settings(redis_url: str) -> RedisSettings:
+    """Settings with a key prefix of the test's own: tests never see each other's keys, and an
+    external Redis is never flushed."""
+    return RedisSettings(url=redis_url, key_prefix=f"test-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+async def redis_client(redis_settings: RedisSettings) -> AsyncIterator[aioredis.Redis]:
+    client = open_redis(redis_settings)
+    try:
+        yield client
+    finally:
+        keys = [k async for k in client.scan_iter(match=f"{redis_settings.key_prefix}:*", count=500)]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
