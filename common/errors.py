@@ -45,8 +45,25 @@ class NotFound(VoiceAIError):
 
 
 class ResourceExhausted(VoiceAIError):
+    """Over a limit. ``retry_after_s`` says when trying again may succeed; ``quota_subject``
+    (e.g. ``"concurrent_calls"``) names the quota that was hit. Both travel to the client as
+    ``google.rpc`` RetryInfo / QuotaFailure details."""
+
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: float | None = None,
+        quota_subject: str = "",
+        quota_description: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.quota_subject = quota_subject
+        self.quota_description = quota_description
 
 
 class Unavailable(VoiceAIError):

@@ -1,7 +1,8 @@
 """Cross-cutting gRPC concerns: request context in and out, domain errors to status codes.
 
 ``ContextServerInterceptor`` requires ``x-tenant-id`` (and, on internal hops, ``x-call-id``),
-binds them for the handler (logging reads them), and maps ``VoiceAIError`` to a status.
+binds them for the handler (logging reads them), and maps ``VoiceAIError`` to a status
+(``ResourceExhausted`` with a retry hint or quota also carries ``google.rpc`` details).
 ``ContextClientInterceptor`` copies the bound context onto every outgoing call. Health and
 reflection are exempt: Kubernetes probes and Consul checks carry no tenant.
 """
@@ -16,10 +17,12 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from google.protobuf import duration_pb2
 from google.protobuf.message import DecodeError
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from common import context
-from common.errors import VoiceAIError
+from common.errors import ResourceExhausted, VoiceAIError
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +80,31 @@ def _inner(handler: grpc.RpcMethodHandler) -> Callable[..., Any]:
     return handler.stream_stream or handler.unary_stream or handler.stream_unary or handler.unary_unary
 
 
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def status_details(error: ResourceExhausted) -> bytes | None:
+    """A serialized ``google.rpc.Status`` carrying RetryInfo and QuotaFailure for ``error``, or
+    None when it has neither a retry hint nor a quota. Clients read it from the
+    ``grpc-status-details-bin`` trailer (``grpc_status.rpc_status.from_call`` does)."""
+    if error.retry_after_s is None and not error.quota_subject:
+        return None
+    status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=error.message)
+    if error.retry_after_s is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(max(0, round(error.retry_after_s * 1e9)))
+        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    if error.quota_subject:
+        violation = error_details_pb2.QuotaFailure.Violation(
+            subject=error.quota_subject, description=error.quota_description or error.message
+        )
+        status.details.add().Pack(error_details_pb2.QuotaFailure(violations=[violation]))
+    return status.SerializeToString()
+
+
 async def _abort_for(error: BaseException, context_: grpc.aio.ServicerContext, method: str) -> None:
+    if isinstance(error, ResourceExhausted) and (details := status_details(error)) is not None:
+        await context_.abort(error.code, error.message, trailing_metadata=((STATUS_DETAILS_KEY, details),))
     if isinstance(error, VoiceAIError):
         await context_.abort(error.code, error.message)
     if isinstance(error, DecodeError):
