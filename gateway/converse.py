@@ -229,6 +229,7 @@ class CallGatewayServicer(gateway_pb2_grpc.CallGatewayServiceServicer):
 
         transport = ConverseTransport(requests, fmt, self._outbox_limit)
         session = CallSession(
+            tenant_id=context.tenant_id(),
             call_id=context.call_id(),
             agent=agent,
             transport=transport,

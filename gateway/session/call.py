@@ -77,6 +77,7 @@ class CallSession:
     def __init__(
         self,
         *,
+        tenant_id: str,
         call_id: str,
         agent: Agent,
         transport: CallTransport,
@@ -86,6 +87,7 @@ class CallSession:
         phrases: PhraseCache,
         settings: SessionSettings | None = None,
     ) -> None:
+        self.tenant_id = tenant_id
         self.call_id = call_id
         self.agent = agent
         self.profile = agent.turn_taking
@@ -161,7 +163,7 @@ class CallSession:
     async def _release(self, active: ActiveReply | None) -> None:
         await cancel_and_wait(*(self._tasks), active.task if active else None)
         await self.input.close()
-        await self.store.drop(self.call_id)
+        await self.store.drop(self.tenant_id, self.call_id)
 
     def abort(self, error: VoiceAIError) -> None:
         """End the call with an error status (e.g. the transport cannot keep up)."""
@@ -350,8 +352,8 @@ class CallSession:
         )
 
     async def _run_reply(self, active: ActiveReply, text: str) -> None:
-        await self.store.append(self.call_id, HistoryEntry("user", text, active.turn))
-        history = await self.store.history(self.call_id)
+        await self.store.append(self.tenant_id, self.call_id, HistoryEntry("user", text, active.turn))
+        history = await self.store.history(self.tenant_id, self.call_id)
         assert active.timer is not None
         try:
             async with asyncio.timeout(self.profile.turn_timeout_ms / 1000.0):
@@ -465,7 +467,7 @@ class CallSession:
     def _finish(self, active: ActiveReply, text: str, interrupted: bool) -> None:
         if text and active.record:
             entry = HistoryEntry("assistant", text, active.turn, interrupted)
-            self._spawn(self.store.append(self.call_id, entry), "history")
+            self._spawn(self.store.append(self.tenant_id, self.call_id, entry), "history")
         if active.timer is not None:
             active.timer.timings.interrupted = interrupted
             self.transport.send_event(active.timer.finish())

@@ -1,7 +1,7 @@
 """Conversation history of a call, behind a small store interface.
 
-In memory here; a Redis store (any gateway instance can serve the next turn) implements the
-same Protocol.
+In memory here; ``redis_history.RedisConversationStore`` (any gateway instance can serve the
+next turn) implements the same Protocol.
 """
 
 from __future__ import annotations
@@ -21,31 +21,33 @@ class HistoryEntry:
 
 
 class ConversationStore(Protocol):
-    async def append(self, call_id: str, entry: HistoryEntry) -> None: ...
+    """A call's history, keyed by tenant and call: call ids are unique per tenant only."""
 
-    async def history(self, call_id: str) -> list[HistoryEntry]: ...
+    async def append(self, tenant_id: str, call_id: str, entry: HistoryEntry) -> None: ...
 
-    async def drop(self, call_id: str) -> None: ...
+    async def history(self, tenant_id: str, call_id: str) -> list[HistoryEntry]: ...
+
+    async def drop(self, tenant_id: str, call_id: str) -> None: ...
 
 
 class InMemoryConversationStore:
-    """Per-process history, keyed by call id. Entries are dropped when the call ends."""
+    """Per-process history, keyed by tenant and call id. Entries are dropped when the call ends."""
 
     def __init__(self, max_entries_per_call: int = 200) -> None:
-        self._calls: dict[str, list[HistoryEntry]] = {}
+        self._calls: dict[tuple[str, str], list[HistoryEntry]] = {}
         self._max = max_entries_per_call
 
-    async def append(self, call_id: str, entry: HistoryEntry) -> None:
-        entries = self._calls.setdefault(call_id, [])
+    async def append(self, tenant_id: str, call_id: str, entry: HistoryEntry) -> None:
+        entries = self._calls.setdefault((tenant_id, call_id), [])
         entries.append(entry)
         if len(entries) > self._max:
             del entries[: len(entries) - self._max]
 
-    async def history(self, call_id: str) -> list[HistoryEntry]:
-        return list(self._calls.get(call_id, ()))
+    async def history(self, tenant_id: str, call_id: str) -> list[HistoryEntry]:
+        return list(self._calls.get((tenant_id, call_id), ()))
 
-    async def drop(self, call_id: str) -> None:
-        self._calls.pop(call_id, None)
+    async def drop(self, tenant_id: str, call_id: str) -> None:
+        self._calls.pop((tenant_id, call_id), None)
 
     def __len__(self) -> int:
         return len(self._calls)

@@ -35,8 +35,8 @@ class RecordingStore(InMemoryConversationStore):
         super().__init__()
         self.kept: dict[str, list[HistoryEntry]] = {}
 
-    async def append(self, call_id: str, entry: HistoryEntry) -> None:
-        await super().append(call_id, entry)
+    async def append(self, tenant_id: str, call_id: str, entry: HistoryEntry) -> None:
+        await super().append(tenant_id, call_id, entry)
         self.kept.setdefault(call_id, []).append(entry)
 
 
