@@ -1,19 +1,21 @@
 """`make bench`: every benchmark section in order. Numbers are printed, never asserted.
 
 Sections: services (per-service overhead with zero-cost engines; local engine speed), then
-gateway (N concurrent calls through the whole mesh).
+gateway (N concurrent calls through the whole mesh), then state (config cache and quotas on
+an embedded Redis).
 """
 
 from __future__ import annotations
 
 import sys
 
-from tests.bench import gateway, services
+from tests.bench import gateway, services, state
 
 
 def main() -> None:
     services.main()
     gateway.main(sys.argv[1:])
+    state.main([])
 
 
 if __name__ == "__main__":
