@@ -63,6 +63,12 @@ return v
 """
 
 
+def config_name(kind: str, resource_id: str) -> str:
+    """The cache name of one resource, e.g. ``agent:support``: what readers and invalidations
+    must agree on."""
+    return f"{kind}:{resource_id}"
+
+
 @dataclass(frozen=True, slots=True)
 class CachedConfig:
     """A lookup's answer: the bytes (None on a miss) and the version to pass to ``set``."""
@@ -156,6 +162,10 @@ class ConfigCache:
         except RedisError as error:
             raise translate(error, "config_invalidate") from error
         return int(version)
+
+    async def on_change(self, kind: str, tenant_id: str, resource_id: str) -> None:
+        """A ``tenant_svc.changes.ChangeListener``: invalidates ``config_name(kind, resource_id)``."""
+        await self.invalidate(tenant_id, config_name(kind, resource_id))
 
     async def get_or_load(self, tenant_id: str, name: str, load: Callable[[], Awaitable[bytes]]) -> bytes:
         """The cached bytes, else ``load()``'s, cached unless an update raced the load. With

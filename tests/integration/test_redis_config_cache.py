@@ -12,10 +12,11 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from common.config_cache import CachedConfig, ConfigCache
+from common.config_cache import CachedConfig, ConfigCache, config_name
 from common.errors import Unavailable
 from common.gen.voiceai.gateway.v1 import gateway_pb2
 from common.redis_conn import RedisSettings, open_redis
+from tenant_svc.changes import ChangeListener
 from tests.integration.test_redis_conn import dead_redis_settings
 
 
@@ -61,6 +62,16 @@ def _loader(database: dict[str, bytes], name: str):  # type: ignore[no-untyped-d
         return database[name]
 
     return load
+
+
+async def test_a_tenant_svc_change_notice_invalidates_the_resource(
+    redis_client: aioredis.Redis, redis_settings: RedisSettings
+) -> None:
+    c = cache(redis_client, redis_settings.key_prefix)
+    await c.set("acme", config_name("agent", "support"), b"old", version=0)
+    listener: ChangeListener = c.on_change
+    await listener("agent", "acme", "support")
+    assert await c.get("acme", "agent:support") == CachedConfig(None, 1)
 
 
 async def test_get_or_load_loads_once_then_serves_from_cache(
