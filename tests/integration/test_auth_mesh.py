@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from common import context
 from common.auth import (
     ApiKeyRecord,
     AuthSettings,
@@ -329,7 +328,3 @@ def test_garbage_credentials_are_always_unauthenticated(
 ) -> None:
     code = garbage_mesh.call(garbage_mesh.code_for(f"{scheme} {credential}"))
     assert code == UNAUTH
-
-
-def test_no_principal_outside_an_authenticated_rpc() -> None:
-    assert context.principal() is None
