@@ -116,8 +116,12 @@ class JwksKeySource:
         timeout_s: float = 5.0,
         fetch: Callable[[str, float], bytes] = fetch_url,
     ) -> None:
-        if urllib.parse.urlsplit(url).scheme not in ("https", "http"):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("https", "http"):
             raise ValueError("the JWKS URL must be http(s)")
+        if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+            # Whoever can alter the JWKS in transit can mint tokens we accept.
+            log.warning("auth: the JWKS URL %s is not https", _redacted(url))
         self._url = url
         self._algorithms = algorithms
         self._refresh_s = refresh_s
