@@ -48,21 +48,30 @@ def aip_rules(service: str) -> dict[str, Permission]:
     return rules
 
 
+Rule = Permission | frozenset[Permission]
+
+
+def _any_of(rule: Rule) -> frozenset[Permission]:
+    return frozenset({rule}) if isinstance(rule, Permission) else rule
+
+
 class AccessPolicy:
-    """Maps full method names (``/pkg.Service/Method``) to the permission they need.
+    """Maps full method names (``/pkg.Service/Method``) to the permission they need, or to a set
+    of permissions any one of which will do.
 
     Keys are exact names or ``fnmatch`` patterns (``/pkg.Service/*``, ``/pkg.Service/Get*``).
     An exact name wins over patterns; among patterns the first listed that matches wins.
     """
 
-    def __init__(self, rules: Mapping[str, Permission]) -> None:
-        self._exact = {m: p for m, p in rules.items() if not any(c in m for c in "*?[")}
-        self._patterns = [(m, p) for m, p in rules.items() if m not in self._exact]
-        self._resolved: dict[str, Permission | None] = {}
-        self.rules = dict(rules)
+    def __init__(self, rules: Mapping[str, Rule]) -> None:
+        self.rules = {m: _any_of(r) for m, r in rules.items()}
+        self._exact = {m: p for m, p in self.rules.items() if not any(c in m for c in "*?[")}
+        self._patterns = [(m, p) for m, p in self.rules.items() if m not in self._exact]
+        self._resolved: dict[str, frozenset[Permission] | None] = {}
 
-    def required(self, method: str) -> Permission | None:
-        """The permission ``method`` needs, or None when the policy does not know it (deny)."""
+    def required(self, method: str) -> frozenset[Permission] | None:
+        """The permissions that admit ``method`` (any one suffices), or None when the policy
+        does not know it (deny)."""
         try:
             return self._resolved[method]
         except KeyError:
@@ -74,7 +83,7 @@ class AccessPolicy:
             self._resolved[method] = found
         return found
 
-    def extended(self, rules: Mapping[str, Permission]) -> AccessPolicy:
+    def extended(self, rules: Mapping[str, Rule]) -> AccessPolicy:
         """A policy with ``rules`` added (they win over existing ones)."""
         return AccessPolicy({**rules, **{m: p for m, p in self.rules.items() if m not in rules}})
 
@@ -83,10 +92,11 @@ class AccessPolicy:
         needed = self.required(method)
         if needed is None:
             raise PermissionDenied(f"{method} is not in the access policy, so nobody may call it")
-        if needed not in permissions_of(principal):
+        if needed.isdisjoint(permissions_of(principal)):
+            names = " or ".join(f"'{p}'" for p in sorted(needed))
+            roles = sorted({role for p in needed for role in roles_granting(p)})
             raise PermissionDenied(
-                f"permission '{needed}' is required for this method; roles that grant it:"
-                f" {', '.join(roles_granting(needed))}"
+                f"permission {names} is required for this method; roles that grant it: {', '.join(roles)}"
             )
 
 
@@ -97,7 +107,40 @@ CALL_METHODS = (
     "/voiceai.tts.v1.TextToSpeechService/StreamingSynthesize",
 )
 
-# The mesh's policy. The tenant service adds its rules when its API exists, e.g.
-# DEFAULT_POLICY.extended({**aip_rules("voiceai.tenant.v1.AgentService"),
-#                          "/voiceai.tenant.v1.TenantService/*": Permission.MANAGE_TENANTS}).
-DEFAULT_POLICY = AccessPolicy(dict.fromkeys(CALL_METHODS, Permission.CALL))
+_TENANT = "/voiceai.tenant.v1.TenantService/"
+_READ, _WRITE, _CALL, _MANAGE = Permission.READ, Permission.WRITE, Permission.CALL, Permission.MANAGE_TENANTS
+# Every method by name, no patterns: a new RPC is denied until someone decides who may call it.
+_TENANT_METHODS: dict[str, Rule] = {
+    "CreateTenant": _MANAGE,
+    "ListTenants": _MANAGE,
+    "DeleteTenant": _MANAGE,
+    "GetTenant": frozenset({_READ, _MANAGE}),
+    # Tenant admins edit their tenant; the plan tier is the handler's check (operators only).
+    "UpdateTenant": frozenset({_WRITE, _MANAGE}),
+    "GetAgent": _READ,
+    "ListAgents": _READ,
+    "CreateAgent": _WRITE,
+    "UpdateAgent": _WRITE,
+    "DeleteAgent": _WRITE,
+    "GetPhoneNumber": _READ,
+    "ListPhoneNumbers": _READ,
+    "CreatePhoneNumber": _WRITE,
+    "UpdatePhoneNumber": _WRITE,
+    "DeletePhoneNumber": _WRITE,
+    # Keys are credentials: only admins see or change them, even their metadata.
+    "CreateApiKey": _WRITE,
+    "GetApiKey": _WRITE,
+    "ListApiKeys": _WRITE,
+    "RevokeApiKey": _WRITE,
+    "CreateCall": _CALL,  # the gateway records a call as it ends, on the caller's behalf
+    "GetCall": _READ,
+    "ListCalls": _READ,
+    "ListAuditLogEntries": _WRITE,  # admins only
+    # Call routing: the gateway (for a caller) or an operator resolves a dialled number.
+    "LookupPhoneNumber": frozenset({_CALL, _MANAGE}),
+}
+TENANT_SERVICE_RULES = {_TENANT + method: rule for method, rule in _TENANT_METHODS.items()}
+
+# The mesh's policy. A service with other RPCs extends it, e.g.
+# DEFAULT_POLICY.extended(aip_rules("voiceai.tenant.v2.AgentService")).
+DEFAULT_POLICY = AccessPolicy({**dict.fromkeys(CALL_METHODS, Permission.CALL), **TENANT_SERVICE_RULES})
