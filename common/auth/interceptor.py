@@ -71,6 +71,13 @@ class AuthServerInterceptor(grpc.aio.ServerInterceptor):
             # Our own message: it never quotes the credential.
             log.info("auth: refused %s (%s): %s", method, error.code.name, error.message)
             return rejecting_handler(handler, error.code, error.message)
+        except Exception:
+            # A bug here must fail closed, and not as grpc's UNKNOWN carrying the exception text.
+            log.exception("auth: checking a credential for %s failed", method)
+            REFUSALS.labels("internal").inc()
+            return rejecting_handler(
+                handler, grpc.StatusCode.INTERNAL, "the credential check failed; it was logged"
+            )
         return wrap_handler(handler, method, partial(self._enter, principal))
 
     async def admit(self, method: str, metadata: Sequence[Any] | None) -> Principal:

@@ -15,12 +15,25 @@ import jwt
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from common.auth import ApiKeyRecord, Auth, InMemoryApiKeyStore, generate_api_key
+from common.auth import (
+    ApiKeyRecord,
+    Auth,
+    Authenticator,
+    AuthServerInterceptor,
+    InMemoryApiKeyStore,
+    Principal,
+    generate_api_key,
+)
+from common.server import ServiceBinding, ServiceHost
+from common.settings import ServiceSettings
 from tests.conftest import running
 from tests.integration.auth_harness import (
+    POLICY,
+    SERVICE,
     TENANT,
     IdentityProvider,
     JwksServer,
+    Probe,
     hand_made,
     hs256_with,
     invoke,
@@ -319,3 +332,19 @@ async def test_a_service_without_a_key_store_refuses_api_keys_with_a_hint(
     assert error.code() == UNAUTH and "accepted at the gateway and tenant service only" in (
         error.details() or ""
     )
+
+
+async def test_a_bug_in_the_credential_check_fails_closed_without_leaking() -> None:
+    class Broken(Authenticator):
+        async def authenticate(self, header: str) -> Principal:
+            raise RuntimeError(f"bug while handling {header}")
+
+    host = ServiceHost(
+        ServiceSettings(),
+        [ServiceBinding(SERVICE, Probe().add_to)],
+        interceptors=[AuthServerInterceptor(Broken(), POLICY)],
+    )
+    async with running(host) as address:
+        error = await refused(address, md("Bearer sekrit-token-value"))
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert "sekrit" not in (error.details() or "")
