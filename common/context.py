@@ -8,8 +8,13 @@ inherits them.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from common.auth.principal import Principal
 
 TENANT_HEADER = "x-tenant-id"
 CALL_HEADER = "x-call-id"
@@ -26,22 +31,28 @@ class RequestContext:
 
     tenant_id: str
     call_id: str = ""
-    authorization: str = ""
+    # A credential: kept out of repr so a logged context never carries it.
+    authorization: str = field(default="", repr=False)
     traceparent: str = ""
+    # Set at the edge: mints the credential for the next hop at each outgoing call (a fresh
+    # short-lived internal token) instead of forwarding ``authorization`` as received.
+    forward_authorization: Callable[[], str] | None = field(default=None, repr=False, compare=False)
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         """The gRPC metadata that carries this context to the next hop."""
         md: list[tuple[str, str]] = [(TENANT_HEADER, self.tenant_id)]
         if self.call_id:
             md.append((CALL_HEADER, self.call_id))
-        if self.authorization:
-            md.append((AUTHORIZATION_HEADER, self.authorization))
+        authorization = self.forward_authorization() if self.forward_authorization else self.authorization
+        if authorization:
+            md.append((AUTHORIZATION_HEADER, authorization))
         if self.traceparent:
             md.append((TRACEPARENT_HEADER, self.traceparent))
         return tuple(md)
 
 
 _current: ContextVar[RequestContext | None] = ContextVar("voiceai_request", default=None)
+_principal: ContextVar[Principal | None] = ContextVar("voiceai_principal", default=None)
 
 
 def current() -> RequestContext | None:
@@ -61,6 +72,15 @@ def tenant_id() -> str:
 def call_id() -> str:
     ctx = _current.get()
     return ctx.call_id if ctx else ""
+
+
+def principal() -> Principal | None:
+    """Who is calling: bound by ``common.auth``'s server interceptor, None where it is not used."""
+    return _principal.get()
+
+
+def bind_principal(value: Principal | None) -> None:
+    _principal.set(value)
 
 
 def valid_id(value: str) -> bool:

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 EXEMPT_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 
-def _metadata_dict(metadata: Sequence[Any] | None) -> dict[str, str]:
+def metadata_dict(metadata: Sequence[Any] | None) -> dict[str, str]:
+    """Text metadata as a dict (binary ``-bin`` entries are skipped; a repeated key keeps the last)."""
     out: dict[str, str] = {}
     for item in metadata or ():
         key, value = item[0], item[1]
@@ -120,7 +121,8 @@ async def _abort_for(error: BaseException, context_: grpc.aio.ServicerContext, m
     )
 
 
-def _rejecting(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str):
+def rejecting_handler(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str):
+    """A handler of the same kind as ``handler`` that answers every call with ``code``."""
     if handler.response_streaming:
 
         async def reject_stream(_request: Any, ctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
@@ -135,14 +137,17 @@ def _rejecting(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: s
     return _rebuild(handler, reject)
 
 
-def _with_context(
-    handler: grpc.RpcMethodHandler, ctx: context.RequestContext, method: str
+def wrap_handler(
+    handler: grpc.RpcMethodHandler, method: str, enter: Callable[[], object]
 ) -> grpc.RpcMethodHandler:
+    """``handler`` with ``enter()`` run first in the RPC's own task (so context vars it binds are
+    seen by the handler and every task it starts), unparsable unary requests answered
+    INVALID_ARGUMENT, and domain errors mapped to their status codes."""
     inner = _inner(handler)
     if inspect.isasyncgenfunction(inner):
 
         async def stream_behavior(request: Any, sctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            context.bind(ctx)
+            enter()
             if isinstance(request, _Undecodable):
                 await _abort_for(request.error, sctx, method)
             try:
@@ -156,7 +161,7 @@ def _with_context(
         return _rebuild(handler, stream_behavior)
 
     async def behavior(request: Any, sctx: grpc.aio.ServicerContext) -> Any:
-        context.bind(ctx)
+        enter()
         if isinstance(request, _Undecodable):
             await _abort_for(request.error, sctx, method)
         try:
@@ -184,16 +189,16 @@ class ContextServerInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or method.startswith(EXEMPT_PREFIXES):
             return handler
-        md = _metadata_dict(handler_call_details.invocation_metadata)
+        md = metadata_dict(handler_call_details.invocation_metadata)
         tenant = md.get(context.TENANT_HEADER, "")
         if not tenant:
-            return _rejecting(
+            return rejecting_handler(
                 handler,
                 grpc.StatusCode.UNAUTHENTICATED,
                 f"missing '{context.TENANT_HEADER}' metadata: every call must name its tenant",
             )
         if not context.valid_id(tenant):
-            return _rejecting(
+            return rejecting_handler(
                 handler,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"'{context.TENANT_HEADER}' must be 1-128 characters of letters, digits, '.', '_',"
@@ -201,14 +206,14 @@ class ContextServerInterceptor(grpc.aio.ServerInterceptor):
             )
         call = md.get(context.CALL_HEADER, "")
         if call and not context.valid_id(call):
-            return _rejecting(
+            return rejecting_handler(
                 handler,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"'{context.CALL_HEADER}' must be 1-128 characters of letters, digits, '.', '_', ':' or '-'",
             )
         if not call:
             if self._require_call_id:
-                return _rejecting(
+                return rejecting_handler(
                     handler,
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"missing '{context.CALL_HEADER}' metadata: internal hops must name the call they serve",
@@ -220,7 +225,7 @@ class ContextServerInterceptor(grpc.aio.ServerInterceptor):
             authorization=md.get(context.AUTHORIZATION_HEADER, ""),
             traceparent=md.get(context.TRACEPARENT_HEADER, ""),
         )
-        return _with_context(handler, ctx, method)
+        return wrap_handler(handler, method, lambda: context.bind(ctx))
 
 
 def _details_with_context(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
