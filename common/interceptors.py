@@ -177,8 +177,11 @@ def wrap_handler(
 class ContextServerInterceptor(grpc.aio.ServerInterceptor):
     """Requires the tenant (and optionally call) id on every non-exempt RPC and binds them."""
 
-    def __init__(self, *, require_call_id: bool = True) -> None:
+    def __init__(self, *, require_call_id: bool = True, tenantless: frozenset[str] = frozenset()) -> None:
         self._require_call_id = require_call_id
+        # Full method names that may omit the tenant (platform RPCs such as ListTenants); the
+        # auth interceptor then admits only platform operators.
+        self._tenantless = tenantless
 
     async def intercept_service(
         self,
@@ -191,6 +194,14 @@ class ContextServerInterceptor(grpc.aio.ServerInterceptor):
             return handler
         md = metadata_dict(handler_call_details.invocation_metadata)
         tenant = md.get(context.TENANT_HEADER, "")
+        if not tenant and method in self._tenantless:
+            ctx0 = context.RequestContext(
+                tenant_id="",
+                call_id=md.get(context.CALL_HEADER, "") or uuid.uuid4().hex,
+                authorization=md.get(context.AUTHORIZATION_HEADER, ""),
+                traceparent=md.get(context.TRACEPARENT_HEADER, ""),
+            )
+            return wrap_handler(handler, method, lambda: context.bind(ctx0))
         if not tenant:
             return rejecting_handler(
                 handler,

@@ -75,11 +75,15 @@ class ServiceHost:
         *,
         require_call_id: bool = True,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        tenantless: frozenset[str] = frozenset(),
     ) -> None:
         self.settings = settings
         self._bindings = list(bindings)
         self._server = grpc.aio.server(
-            interceptors=[ContextServerInterceptor(require_call_id=require_call_id), *interceptors],
+            interceptors=[
+                ContextServerInterceptor(require_call_id=require_call_id, tenantless=tenantless),
+                *interceptors,
+            ],
             options=server_options(settings),
         )
         self.health = health.aio.HealthServicer()

@@ -1,0 +1,84 @@
+"""tenant_svc settings and host factory: PostgreSQL pool, credentials, RBAC, change fan-out."""
+
+from __future__ import annotations
+
+import logging
+
+from common.auth import AuthSettings, build_auth
+from common.config_cache import ConfigCache
+from common.gen.voiceai.tenant.v1 import tenant_service_pb2_grpc
+from common.redis_conn import RedisSettings, open_redis
+from common.server import ServiceBinding, ServiceHost
+from common.settings import ServiceSettings
+from tenant_svc.changes import ChangeListener
+from tenant_svc.credentials import ApiKeyIssuer, PostgresApiKeys
+from tenant_svc.db.database import DatabaseSettings, open_pool
+from tenant_svc.repository import Repository
+from tenant_svc.server import TenantServicer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 50064
+SERVICE = "voiceai.tenant.v1.TenantService"
+# Platform RPCs that name no tenant in their metadata (platform operators only, per RBAC).
+TENANTLESS = frozenset(
+    f"/{SERVICE}/{m}" for m in ("CreateTenant", "ListTenants", "DeleteTenant", "LookupPhoneNumber")
+)
+
+
+class Settings(ServiceSettings):
+    """tenant_svc settings (env prefix VOICEAI_); the database is configured by DatabaseSettings."""
+
+
+async def build_host(
+    settings: Settings,
+    database: DatabaseSettings | None = None,
+    *,
+    auth_settings: AuthSettings | None = None,
+    redis_settings: RedisSettings | None = None,
+    on_change: ChangeListener | None = None,
+) -> ServiceHost:
+    auth_settings = auth_settings or AuthSettings()
+    redis_settings = redis_settings or RedisSettings()
+    pool = await open_pool(database or DatabaseSettings())
+    repo = Repository(pool)
+    auth = build_auth(auth_settings, api_keys=PostgresApiKeys(repo))
+    redis = open_redis(redis_settings) if redis_settings.url else None
+    cache = ConfigCache(redis, prefix=redis_settings.key_prefix) if redis is not None else None
+
+    async def changed(kind: str, tenant_id: str, resource_id: str) -> None:
+        if kind == "api_key" and auth.api_key_cache is not None:
+            auth.api_key_cache.invalidate(resource_id)
+        if cache is not None:
+            try:
+                await cache.on_change(kind, tenant_id, resource_id)
+            except Exception:  # the change is committed; a stale cache entry expires by TTL
+                log.warning("config cache not invalidated for %s %s", kind, resource_id, exc_info=True)
+        if on_change is not None:
+            result = on_change(kind, tenant_id, resource_id)
+            if result is not None:
+                await result
+
+    servicer = TenantServicer(repo, ApiKeyIssuer(auth_settings), changed)
+    host = ServiceHost(
+        settings,
+        [
+            ServiceBinding(
+                SERVICE,
+                lambda server: tenant_service_pb2_grpc.add_TenantServiceServicer_to_server(servicer, server),
+            )
+        ],
+        require_call_id=False,
+        interceptors=[auth.server_interceptor()],
+        tenantless=TENANTLESS,
+    )
+    await auth.start()
+    host.on_stop.append(auth.aclose)
+    host.on_stop.append(pool.close)
+    if redis is not None:
+        host.on_stop.append(redis.aclose)
+    return host
+
+
+async def build_ready(settings: Settings) -> ServiceHost:
+    return await build_host(settings)
