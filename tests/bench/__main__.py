@@ -2,20 +2,21 @@
 
 Sections: services (per-service overhead with zero-cost engines; local engine speed), then
 gateway (N concurrent calls through the whole mesh), then state (config cache and quotas on
-an embedded Redis).
+an embedded Redis), then tenancy (tenant_svc Get/List over gRPC + PostgreSQL with RLS and auth).
 """
 
 from __future__ import annotations
 
 import sys
 
-from tests.bench import gateway, services, state
+from tests.bench import gateway, services, state, tenancy
 
 
 def main() -> None:
     services.main()
     gateway.main(sys.argv[1:])
     state.main([])
+    tenancy.main([])
 
 
 if __name__ == "__main__":
