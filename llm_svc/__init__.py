@@ -1,1 +1,1 @@
-"""llm_svc."""
+"""llm_svc: the language-model service (LanguageModelService/StreamChat over a ChatModel engine)."""

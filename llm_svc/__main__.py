@@ -1,4 +1,4 @@
-"""``python -m llm_svc --port N``: the language-model service."""
+"""``python -m llm_svc [--port N]``: the language-model service (port also from VOICEAI_PORT)."""
 
 from common.entry import serve_main
 from llm_svc.app import DEFAULT_PORT, Settings, build_ready

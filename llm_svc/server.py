@@ -1,72 +1,141 @@
-"""LanguageModelService servicer: validates the request, streams the engine's events."""
+"""LanguageModelService servicer: protobuf <-> ChatRequest/ChatEvent, and the stream's shape.
+
+It validates the request, streams the engine's deltas, and ends with exactly one ``done``. A
+client cancel reaches the engine as the close of its generator, so generation stops at once.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import AsyncIterator
 
 import grpc.aio
 
-from common.errors import InvalidArgument
+from common.errors import EngineError, InvalidArgument
 from common.gen.voiceai.common.v1 import usage_pb2
 from common.gen.voiceai.llm.v1 import llm_pb2, llm_pb2_grpc
-from llm_svc.providers.base import ChatModel, ChatRequest, Completion, Intent, Message, ResponderRules
+from llm_svc.providers.base import (
+    ChatModel,
+    ChatRequest,
+    Completion,
+    Intent,
+    Message,
+    ResponderRules,
+    Role,
+    TokenDelta,
+)
+
+log = logging.getLogger(__name__)
 
 MAX_MESSAGES = 512
 MAX_CONTENT_BYTES = 32 * 1024
 MAX_TOKENS_LIMIT = 8192
-_ROLES = {llm_pb2.ROLE_SYSTEM: "system", llm_pb2.ROLE_USER: "user", llm_pb2.ROLE_ASSISTANT: "assistant"}
+MAX_INTENTS = 256
+MAX_RULE_CHARS = 4096
+_ROLES: dict[int, Role] = {
+    llm_pb2.ROLE_SYSTEM: "system",
+    llm_pb2.ROLE_USER: "user",
+    llm_pb2.ROLE_ASSISTANT: "assistant",
+}
 _FINISH = {"stop": llm_pb2.FINISH_REASON_STOP, "length": llm_pb2.FINISH_REASON_LENGTH}
 
 
-def to_request(req: llm_pb2.StreamChatRequest) -> ChatRequest:
+def _rules(rules: llm_pb2.ResponderRules) -> ResponderRules:
+    if len(rules.intents) > MAX_INTENTS:
+        raise InvalidArgument(
+            f"responder_rules.intents has {len(rules.intents)} intents; at most {MAX_INTENTS}"
+        )
+    intents = []
+    for i, intent in enumerate(rules.intents):
+        if not intent.reply.strip():
+            raise InvalidArgument(f"responder_rules.intents[{i}].reply is empty: say what the agent answers")
+        if len(intent.reply) > MAX_RULE_CHARS or sum(map(len, intent.keywords)) > MAX_RULE_CHARS:
+            raise InvalidArgument(
+                f"responder_rules.intents[{i}] is too long: its reply, and its keywords together,"
+                f" may be at most {MAX_RULE_CHARS} characters"
+            )
+        intents.append(Intent(tuple(intent.keywords), intent.reply))
+    if len(rules.default_reply) > MAX_RULE_CHARS:
+        raise InvalidArgument(f"responder_rules.default_reply is over {MAX_RULE_CHARS} characters")
+    return ResponderRules(tuple(intents), rules.default_reply)
+
+
+def to_request(req: llm_pb2.StreamChatRequest, default_max_tokens: int) -> ChatRequest:
+    """Validate ``req`` and translate it; raises InvalidArgument naming the field to fix."""
     if not req.messages:
         raise InvalidArgument("messages is empty: send at least one message (the conversation so far)")
     if len(req.messages) > MAX_MESSAGES:
-        raise InvalidArgument(f"too many messages ({len(req.messages)}); at most {MAX_MESSAGES}")
+        raise InvalidArgument(
+            f"messages has {len(req.messages)} entries; at most {MAX_MESSAGES} (drop or summarise old turns)"
+        )
     messages = []
     for i, m in enumerate(req.messages):
         role = _ROLES.get(m.role)
         if role is None:
             raise InvalidArgument(f"messages[{i}].role must be ROLE_SYSTEM, ROLE_USER or ROLE_ASSISTANT")
-        if len(m.content.encode()) > MAX_CONTENT_BYTES:
-            raise InvalidArgument(f"messages[{i}].content is over {MAX_CONTENT_BYTES // 1024} KiB")
-        messages.append(Message(role, m.content, m.interrupted))  # type: ignore[arg-type]
+        if len(m.content) > MAX_CONTENT_BYTES // 4 and len(m.content.encode()) > MAX_CONTENT_BYTES:
+            raise InvalidArgument(
+                f"messages[{i}].content is over {MAX_CONTENT_BYTES // 1024} KiB of UTF-8; shorten it"
+            )
+        messages.append(Message(role, m.content, m.interrupted))
     if not 0 <= req.max_tokens <= MAX_TOKENS_LIMIT:
-        raise InvalidArgument(f"max_tokens must be 0..{MAX_TOKENS_LIMIT} (0 = service default)")
-    if not 0.0 <= req.temperature <= 2.0:
-        raise InvalidArgument("temperature must be between 0 and 2")
-    rules = ResponderRules(
-        intents=tuple(Intent(tuple(i.keywords), i.reply) for i in req.responder_rules.intents),
-        default_reply=req.responder_rules.default_reply,
+        raise InvalidArgument(f"max_tokens must be 0..{MAX_TOKENS_LIMIT} (0 = the service default)")
+    if not 0.0 <= req.temperature <= 2.0:  # also false for NaN
+        raise InvalidArgument(f"temperature must be between 0 and 2, got {req.temperature:g}")
+    return ChatRequest(
+        messages=tuple(messages),
+        model=req.model,
+        max_tokens=req.max_tokens or default_max_tokens,
+        temperature=req.temperature,
+        rules=_rules(req.responder_rules),
     )
-    return ChatRequest(tuple(messages), req.model, req.max_tokens, req.temperature, rules)
+
+
+def _done(event: Completion) -> llm_pb2.StreamChatResponse:
+    return llm_pb2.StreamChatResponse(
+        done=llm_pb2.ChatCompletion(
+            finish_reason=_FINISH[event.finish_reason],
+            engine=event.engine,
+            usage=usage_pb2.Usage(
+                llm_prompt_tokens=event.prompt_tokens, llm_completion_tokens=event.completion_tokens
+            ),
+        )
+    )
 
 
 class LanguageModelServicer(llm_pb2_grpc.LanguageModelServiceServicer):
     """StreamChat over one ChatModel engine."""
 
-    def __init__(self, engine: ChatModel) -> None:
+    def __init__(self, engine: ChatModel, default_max_tokens: int = 1024) -> None:
         self._engine = engine
+        self._default_max_tokens = default_max_tokens
 
     async def StreamChat(  # noqa: N802 - gRPC method name
         self, request: llm_pb2.StreamChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[llm_pb2.StreamChatResponse]:
-        chat = to_request(request)
+        chat = to_request(request, self._default_max_tokens)
+        started = time.perf_counter()
         events = self._engine.stream(chat)
         try:
             async for event in events:
-                if isinstance(event, Completion):
-                    yield llm_pb2.StreamChatResponse(
-                        done=llm_pb2.ChatCompletion(
-                            finish_reason=_FINISH[event.finish_reason],
-                            engine=event.engine,
-                            usage=usage_pb2.Usage(
-                                llm_prompt_tokens=event.prompt_tokens,
-                                llm_completion_tokens=event.completion_tokens,
-                            ),
-                        )
-                    )
-                    return
-                yield llm_pb2.StreamChatResponse(delta=llm_pb2.TokenDelta(text=event.text))
+                if isinstance(event, TokenDelta):
+                    yield llm_pb2.StreamChatResponse(delta=llm_pb2.TokenDelta(text=event.text))
+                    continue
+                yield _done(event)
+                log.info(
+                    "chat done: engine=%s finish=%s prompt_tokens=%d completion_tokens=%d in %.0f ms",
+                    event.engine,
+                    event.finish_reason,
+                    event.prompt_tokens,
+                    event.completion_tokens,
+                    (time.perf_counter() - started) * 1000,
+                )
+                return  # exactly one done; anything the engine would yield after it is dropped
+            raise EngineError(f"engine {self._engine.name!r} ended its reply without a completion")
         finally:
-            await events.aclose()  # type: ignore[attr-defined]  # stop generation at once on cancel
+            # Runs on normal end, error and client cancel alike: the engine stops generating now,
+            # not when the garbage collector finds its generator.
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
