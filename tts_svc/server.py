@@ -1,65 +1,74 @@
-"""TextToSpeechService servicer: config, then text and flushes in; tagged audio chunks out."""
+"""TextToSpeechService servicer: config, then text and flushes in; tagged audio chunks out.
+
+Thin: validation, limits and protobuf <-> stream events. Segmenting, ordering and pipelining
+live in ``tts_svc.stream``; conversion to the client's format in ``tts_svc.audio_out``.
+"""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import grpc.aio
 
-from common.audio import (
-    ALAW,
-    LINEAR16,
-    MULAW,
-    Format,
-    pcm16_to_alaw,
-    pcm16_to_mulaw,
-    resample_once,
-    validate_format,
-)
-from common.errors import InvalidArgument
+from common.audio import ALAW, LINEAR16, MULAW, validate_format
+from common.errors import InvalidArgument, ResourceExhausted, VoiceAIError
 from common.gen.voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
-from common.streams import first_config
-from common.tasks import cancel_and_wait
+from common.streams import RequestPump, first_config, refuse
+from tts_svc.audio_out import AudioOut
 from tts_svc.providers.base import SynthesisOptions, Synthesizer
-from tts_svc.stream import AudioSegment, FlushDone, SynthesisStream
+from tts_svc.stream import AudioSegment, SynthesisStream
 
 OUTPUT_RATES: dict[int, frozenset[int]] = {
     LINEAR16: frozenset({8000, 16000, 22050, 24000, 48000}),
     MULAW: frozenset({8000}),
     ALAW: frozenset({8000}),
 }
-MAX_TEXT_BYTES = 4096
-MAX_CHUNK_MS = 1000
+MAX_TEXT_BYTES = 4096  # per text message, as the proto documents
+MAX_PENDING_CHARS = 64 * 1024
+MIN_RATE, MAX_RATE = 0.5, 2.0
+R = tts_pb2.StreamingSynthesizeResponse
 
 
-def encode(pcm: bytes, native_rate: int, fmt: Format) -> bytes:
-    """Native PCM16 -> the requested wire format (whole segment: no resampler tail held back)."""
-    pcm = resample_once(pcm, native_rate, fmt.sample_rate)
-    if fmt.encoding == MULAW:
-        return pcm16_to_mulaw(pcm)
-    if fmt.encoding == ALAW:
-        return pcm16_to_alaw(pcm)
-    return pcm
+def _primary_language(tag: str) -> str:
+    """'en-US', 'en_us', 'EN' -> 'en'."""
+    return tag.replace("_", "-").split("-")[0].lower()
 
 
 class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
     """StreamingSynthesize over one Synthesizer engine."""
 
-    def __init__(self, engine: Synthesizer, default_voice: str = "", max_pending_chars: int = 65536) -> None:
+    def __init__(
+        self,
+        engine: Synthesizer,
+        default_voice: str = "",
+        max_pending_chars: int = MAX_PENDING_CHARS,
+        max_text_bytes: int = MAX_TEXT_BYTES,
+    ) -> None:
         self._engine = engine
         self._default_voice = default_voice
         self._max_pending = max_pending_chars
+        self._max_text_bytes = max_text_bytes
 
-    def _options(self, cfg: tts_pb2.SynthesisConfig) -> SynthesisOptions:
+    def options(self, cfg: tts_pb2.SynthesisConfig) -> SynthesisOptions:
+        """Validate a stream's config against this engine; raises InvalidArgument naming the fix."""
         voice = cfg.voice or self._default_voice
         if voice and voice not in self._engine.voices:
             raise InvalidArgument(
                 f"voice {voice!r} is not available; use one of: {', '.join(self._engine.voices)}"
+                " (or leave it empty for the default)"
+            )
+        spoken = getattr(self._engine, "language", "")
+        if cfg.language_code and spoken and _primary_language(cfg.language_code) != _primary_language(spoken):
+            raise InvalidArgument(
+                f"language_code {cfg.language_code!r} is not spoken by the {self._engine.name} voices;"
+                f" use {spoken} or leave it empty"
             )
         rate = cfg.speaking_rate or 1.0
-        if not 0.5 <= rate <= 2.0:
-            raise InvalidArgument("speaking_rate must be between 0.5 and 2 (0 = normal)")
+        if not MIN_RATE <= rate <= MAX_RATE:  # also rejects NaN
+            raise InvalidArgument(
+                f"config.speaking_rate {cfg.speaking_rate:g} is out of range: use {MIN_RATE}..{MAX_RATE},"
+                " or 0 for normal speed"
+            )
         return SynthesisOptions(voice=voice, language=cfg.language_code, speaking_rate=rate)
 
     async def StreamingSynthesize(  # noqa: N802 - gRPC method name
@@ -67,65 +76,64 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
         request_iterator: AsyncIterator[tts_pb2.StreamingSynthesizeRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[tts_pb2.StreamingSynthesizeResponse]:
-        first, requests = await first_config(request_iterator)
-        fmt = validate_format(first.config.audio_format, field="config.audio_format", rates=OUTPUT_RATES)
-        stream = SynthesisStream(self._engine, self._options(first.config), self._max_pending)
-        failure: list[BaseException] = []
-
-        async def read() -> None:
-            try:
-                async for req in requests:
-                    which = req.WhichOneof("request")
-                    if which == "text":
-                        if len(req.text.encode()) > MAX_TEXT_BYTES:
-                            raise InvalidArgument(
-                                f"text message of {len(req.text.encode())} bytes is over the {MAX_TEXT_BYTES}-byte"
-                                " limit; split it into several messages"
-                            )
-                        stream.push_text(req.text)
-                    elif which == "flush":
-                        stream.flush()
-                    elif which == "config":
-                        raise InvalidArgument("'config' may only be sent once, as the first message")
-                    else:
-                        raise InvalidArgument("empty request: set one of text or flush")
-                stream.flush()
-            except Exception as e:  # reported through the response stream below
-                failure.append(e)
-            finally:
-                stream.end_input()
-
-        reader = asyncio.get_running_loop().create_task(read(), name="tts-read")
-        max_chunk = fmt.bytes_for_ms(MAX_CHUNK_MS)
         try:
-            async for event in stream.events():
-                if failure:
-                    break
-                if isinstance(event, FlushDone):
-                    yield tts_pb2.StreamingSynthesizeResponse(
-                        flush_done=tts_pb2.FlushDone(characters=event.characters)
-                    )
-                    continue
-                yield_text = event.text
-                for chunk in _split(encode(event.pcm, self._engine.sample_rate, fmt), max_chunk, fmt):
-                    yield tts_pb2.StreamingSynthesizeResponse(
-                        audio=tts_pb2.AudioChunk(
-                            audio=chunk, text=yield_text, duration_ms=round(fmt.ms_for_bytes(len(chunk)))
-                        )
-                    )
-                    yield_text = ""
-            if failure:
-                raise failure[0]
+            first, requests = await first_config(request_iterator)
+            fmt = validate_format(first.config.audio_format, field="config.audio_format", rates=OUTPUT_RATES)
+            options = self.options(first.config)
+        except VoiceAIError as e:
+            await refuse(aiter(request_iterator), e, name="tts-refuse")
+        stream = SynthesisStream(self._engine, options)
+        out = AudioOut(self._engine.sample_rate, fmt)
+
+        async def apply(req: tts_pb2.StreamingSynthesizeRequest) -> None:
+            self._apply(req, stream)
+
+        async def half_closed() -> None:
+            stream.flush()  # speak the rest, then the events end
+            stream.end_input()
+
+        # Bad input ends the stream at once (on_failure closes it); the error is raised below.
+        pump = RequestPump(
+            requests, apply, on_half_close=half_closed, on_failure=stream.aclose, name="tts-read"
+        )
+        try:
+            try:
+                async for event in stream:
+                    if isinstance(event, AudioSegment):
+                        for chunk in out.segment(event.pcm, event.text):
+                            yield R(audio=chunk)
+                    else:
+                        yield R(flush_done=tts_pb2.FlushDone(characters=event.characters))
+            except Exception as e:  # the engine failed: same way out as bad input
+                await pump.fail(e)
+            if pump.failure is not None:
+                await pump.settle()
+                raise pump.failure
         finally:
-            await cancel_and_wait(reader)
+            # Runs on client cancellation too: nothing of this stream outlives the RPC.
+            await pump.aclose()
             await stream.aclose()
 
-
-def _split(audio: bytes, max_bytes: int, fmt: Format) -> list[bytes]:
-    if len(audio) <= max_bytes:
-        return [audio] if audio else [b""]
-    step = max_bytes - max_bytes % fmt.bytes_per_sample
-    return [audio[i : i + step] for i in range(0, len(audio), step)]
-
-
-__all__ = ["AudioSegment", "TextToSpeechServicer"]
+    def _apply(self, req: tts_pb2.StreamingSynthesizeRequest, stream: SynthesisStream) -> None:
+        which = req.WhichOneof("request")
+        if which == "text":
+            text = req.text
+            # A str has at most 4 UTF-8 bytes per character: short texts need no encoding to check.
+            if len(text) * 4 > self._max_text_bytes and len(text.encode()) > self._max_text_bytes:
+                raise InvalidArgument(
+                    f"text message of {len(text.encode())} bytes is over the {self._max_text_bytes}-byte"
+                    " limit; split it into several messages"
+                )
+            if text:
+                stream.push_text(text)
+        elif which == "flush":
+            stream.flush()
+        elif which == "config":
+            raise InvalidArgument("'config' may only be sent once, as the first message")
+        else:
+            raise InvalidArgument("empty request: set one of text or flush")
+        if stream.pending_chars > self._max_pending:
+            raise ResourceExhausted(
+                f"over {self._max_pending} characters are waiting to be synthesized; read the audio"
+                " before sending more text"
+            )

@@ -1,0 +1,53 @@
+"""AudioOut: one stream's native PCM segments -> AudioChunk messages in the client's format.
+
+Each segment is converted whole (resampled, then G.711-encoded when asked). A streaming
+resampler would smooth nothing here: every segment is a separate synthesis that starts and
+ends in silence, and a streaming one holds back its filter delay (22-56 ms from Piper's
+22.05 kHz) that would then ride in the next segment's chunk or need an extra message before
+each FlushDone. Whole-segment conversion keeps every segment's audio in its own chunks.
+"""
+
+from __future__ import annotations
+
+from common.audio import ALAW, MULAW, Format, pcm16_to_alaw, pcm16_to_mulaw, resample_once
+from common.gen.voiceai.tts.v1 import tts_pb2
+
+MAX_CHUNK_MS = 1000  # one AudioChunk carries at most this much audio
+
+
+class AudioOut:
+    """Converts and chunks one stream's audio for the format its client asked for."""
+
+    __slots__ = ("_max_bytes", "fmt", "native_rate")
+
+    def __init__(self, native_rate: int, fmt: Format, max_chunk_ms: int = MAX_CHUNK_MS) -> None:
+        self.native_rate = native_rate
+        self.fmt = fmt
+        step = fmt.bytes_for_ms(max_chunk_ms)
+        self._max_bytes = step - step % fmt.bytes_per_sample
+
+    def encode(self, pcm: bytes) -> bytes:
+        """Native PCM16 -> the wire format."""
+        pcm = resample_once(pcm, self.native_rate, self.fmt.sample_rate)
+        if self.fmt.encoding == MULAW:
+            return pcm16_to_mulaw(pcm)
+        if self.fmt.encoding == ALAW:
+            return pcm16_to_alaw(pcm)
+        return pcm
+
+    def segment(self, pcm: bytes, text: str) -> list[tts_pb2.AudioChunk]:
+        """Chunks for one segment: at most ``max_chunk_ms`` each; only the first carries ``text``.
+
+        Always at least one chunk, so a segment that yields no audio still reports its text.
+        """
+        audio = self.encode(pcm)
+        step = self._max_bytes
+        if len(audio) <= step:
+            return [tts_pb2.AudioChunk(audio=audio, text=text, duration_ms=self._ms(audio))]
+        return [
+            tts_pb2.AudioChunk(audio=chunk, text=text if i == 0 else "", duration_ms=self._ms(chunk))
+            for i, chunk in enumerate(audio[j : j + step] for j in range(0, len(audio), step))
+        ]
+
+    def _ms(self, audio: bytes) -> int:
+        return round(self.fmt.ms_for_bytes(len(audio)))
