@@ -16,6 +16,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 import grpc.aio
@@ -24,6 +25,9 @@ from grpc_reflection.v1alpha import reflection
 
 from common.interceptors import ContextServerInterceptor
 from common.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from common.auth import Auth
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +45,18 @@ def single_service_host(
     full_name: str,
     add: Callable[[object, grpc.aio.Server], None],
     servicer: object,
+    *,
+    auth: Auth | None = None,
 ) -> ServiceHost:
-    """A host for one service: ``add`` is the generated ``add_*Servicer_to_server``."""
-    return ServiceHost(settings, [ServiceBinding(full_name, lambda server: add(servicer, server))])
+    """A host for one service: ``add`` is the generated ``add_*Servicer_to_server``.
+
+    Every RPC needs a credential: ``auth`` defaults to what ``AuthSettings`` (the environment)
+    describes; internal services accept the user's token or the edge's internal token.
+    """
+    from common.auth import AuthSettings, build_auth
+
+    auth = auth if auth is not None else build_auth(AuthSettings())
+    return ServiceHost(settings, [ServiceBinding(full_name, lambda server: add(servicer, server))], auth=auth)
 
 
 async def warm_up(engine: object) -> None:
@@ -76,12 +89,17 @@ class ServiceHost:
         require_call_id: bool = True,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         tenantless: frozenset[str] = frozenset(),
+        auth: Auth | None = None,
     ) -> None:
         self.settings = settings
         self._bindings = list(bindings)
+        # Credentials are checked after the context is bound (the auth interceptor reads it).
+        self.auth = auth
+        checks = [auth.server_interceptor()] if auth is not None else []
         self._server = grpc.aio.server(
             interceptors=[
                 ContextServerInterceptor(require_call_id=require_call_id, tenantless=tenantless),
+                *checks,
                 *interceptors,
             ],
             options=server_options(settings),
@@ -100,6 +118,9 @@ class ServiceHost:
         return [b.full_name for b in self._bindings]
 
     async def start(self) -> int:
+        if self.auth is not None:
+            await self.auth.start()
+            self.on_stop.append(self.auth.aclose)
         for binding in self._bindings:
             binding.add(self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from common.auth import AuthSettings, build_auth
 from common.discovery import Resolver, StaticResolver
 from common.gen.voiceai.gateway.v1 import gateway_pb2_grpc
 from common.server import ServiceBinding, ServiceHost
@@ -64,6 +65,9 @@ class GatewayApp:
                 )
             ],
             require_call_id=False,  # the gateway mints call ids for new calls
+            # The edge: callers' tokens are checked here and exchanged for short-lived internal
+            # tokens on every hop behind it.
+            auth=build_auth(AuthSettings(), issue_internal_tokens=True),
         )
 
     async def start(self) -> int:

@@ -69,11 +69,9 @@ async def build_host(
             )
         ],
         require_call_id=False,
-        interceptors=[auth.server_interceptor()],
         tenantless=TENANTLESS,
+        auth=auth,
     )
-    await auth.start()
-    host.on_stop.append(auth.aclose)
     host.on_stop.append(pool.close)
     if redis is not None:
         host.on_stop.append(redis.aclose)

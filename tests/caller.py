@@ -12,6 +12,7 @@ import grpc.aio
 
 from common.gen.voiceai.common.v1 import audio_pb2
 from common.gen.voiceai.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from tests.credentials import bearer
 
 FRAME_MS = 20
 
@@ -38,7 +39,7 @@ class ConverseCaller:
 
     channel: grpc.aio.Channel
     config: gateway_pb2.CallConfig
-    metadata: tuple[tuple[str, str], ...] = (("x-tenant-id", "tenant-test"),)
+    metadata: tuple[tuple[str, str], ...] = (("x-tenant-id", "tenant-test"), bearer("tenant-test"))
     rate: int = 16000
     received: list[Received] = field(default_factory=list)
     error: grpc.aio.AioRpcError | None = None

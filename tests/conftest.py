@@ -12,6 +12,7 @@ import grpc.aio
 import pytest
 import redis.asyncio as aioredis
 
+from tests.credentials import bearer  # first: fixes the session's dev signing key  # isort: skip
 from common.redis_conn import RedisSettings, open_redis
 from common.redis_embedded import EmbeddedRedis
 from common.server import ServiceHost
@@ -20,8 +21,8 @@ TENANT = "tenant-test"
 
 
 def md(call_id: str = "call-test", tenant: str = TENANT) -> tuple[tuple[str, str], ...]:
-    """Metadata every internal hop must carry."""
-    return (("x-tenant-id", tenant), ("x-call-id", call_id))
+    """Metadata every internal hop must carry: tenant, call and a credential for the tenant."""
+    return (("x-tenant-id", tenant), ("x-call-id", call_id), bearer(tenant))
 
 
 @contextlib.asynccontextmanager

@@ -19,7 +19,7 @@ from common.errors import NotFound
 from common.gen.voiceai.llm.v1 import llm_pb2, llm_pb2_grpc
 from common.server import ServiceBinding, ServiceHost
 from common.settings import ServiceSettings
-from tests.conftest import md, running
+from tests.conftest import running
 
 REQ = llm_pb2.StreamChatRequest(messages=[llm_pb2.ChatMessage(role=llm_pb2.ROLE_USER, content="hi")])
 
@@ -101,24 +101,29 @@ async def test_context_is_required(metadata, code, fragment) -> None:  # type: i
         assert info.value.code() == code and fragment in (info.value.details() or "")
 
 
+def plain(call_id: str = "call-test") -> tuple[tuple[str, str], ...]:
+    """Tenant and call only: this host has no credential check."""
+    return (("x-tenant-id", "tenant-test"), ("x-call-id", call_id))
+
+
 async def test_context_bound_errors_mapped_and_health_reflection_open() -> None:
     async with running(host(Echo())) as addr, grpc.aio.insecure_channel(addr) as ch:
         stub = llm_pb2_grpc.LanguageModelServiceStub(ch)
         assert (
-            await first_text(stub, metadata=md("c-1") + (("authorization", "Bearer abc"),))
+            await first_text(stub, metadata=plain("c-1") + (("authorization", "Bearer abc"),))
             == "tenant-test|c-1|Bearer abc"
         )
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await first_text(stub, _req("missing"), metadata=md())
+            await first_text(stub, _req("missing"), metadata=plain())
         assert (
             info.value.code() == grpc.StatusCode.NOT_FOUND
             and info.value.details() == "no such thing: check the id"
         )
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await first_text(stub, _req("boom"), metadata=md("c-9"))
+            await first_text(stub, _req("boom"), metadata=plain("c-9"))
         assert info.value.code() == grpc.StatusCode.INTERNAL
         assert "secret" not in (info.value.details() or "") and "c-9" in (info.value.details() or "")
-        assert await first_text(stub, metadata=md()) == "tenant-test|call-test|"  # still serving
+        assert await first_text(stub, metadata=plain()) == "tenant-test|call-test|"  # still serving
         # No metadata needed for health and reflection (probes, Consul checks, grpcurl).
         health = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""))
         assert health.status == health_pb2.HealthCheckResponse.SERVING
@@ -155,8 +160,8 @@ async def test_drain_finishes_open_streams_refuses_new_ones_then_cancels_straggl
     assert "python_info" in text or "process_" in text
     async with grpc.aio.insecure_channel(addr) as ch:
         stub = llm_pb2_grpc.LanguageModelServiceStub(ch)
-        short = asyncio.ensure_future(first_text(stub, _req("slow 0.4"), metadata=md("short")))
-        long = asyncio.ensure_future(first_text(stub, _req("slow 30"), metadata=md("long")))
+        short = asyncio.ensure_future(first_text(stub, _req("slow 0.4"), metadata=plain("short")))
+        long = asyncio.ensure_future(first_text(stub, _req("slow 30"), metadata=plain("long")))
         await echo.started.wait()
         await asyncio.sleep(0.1)
         drain = asyncio.ensure_future(h.drain(grace=1.0))
@@ -164,7 +169,7 @@ async def test_drain_finishes_open_streams_refuses_new_ones_then_cancels_straggl
         status = (await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())).status
         await asyncio.sleep(0.4)  # past the notice: the server now refuses new RPCs
         with pytest.raises(grpc.aio.AioRpcError):
-            await first_text(stub, metadata=md("new"), timeout=1)
+            await first_text(stub, metadata=plain("new"), timeout=1)
         assert await short == "tenant-test|short|"  # finished within the grace period
         with pytest.raises(grpc.aio.AioRpcError):
             await long  # still running at the end of the grace period: cancelled

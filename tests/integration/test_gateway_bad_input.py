@@ -11,10 +11,11 @@ import pytest
 from common.gen.voiceai.common.v1 import audio_pb2
 from common.gen.voiceai.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from tests.caller import ConverseCaller, linear16
+from tests.credentials import bearer
 from tests.doubles.mesh_services import ScriptedStt, tone
 from tests.integration.gateway_harness import inline_config, scripted_mesh
 
-MD = (("x-tenant-id", "tenant-test"),)
+MD = (("x-tenant-id", "tenant-test"), bearer("tenant-test"))
 
 
 async def _converse(
@@ -155,3 +156,33 @@ async def test_client_that_stops_reading_is_cut_off_with_bounded_memory() -> Non
                     pass
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "read no agent audio" in (info.value.details() or "")
+
+
+@pytest.mark.parametrize(
+    ("md", "code", "fragment"),
+    [
+        ((("x-tenant-id", "tenant-test"),), grpc.StatusCode.UNAUTHENTICATED, "authorization"),
+        (
+            (("x-tenant-id", "tenant-test"), ("authorization", "Bearer not.a.jwt")),
+            grpc.StatusCode.UNAUTHENTICATED,
+            "",
+        ),
+        (
+            (("x-tenant-id", "tenant-test"), bearer("tenant-other")),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "tenant",
+        ),
+        (
+            (("x-tenant-id", "tenant-test"), bearer("tenant-test", ("viewer",))),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "",
+        ),
+    ],
+)
+async def test_converse_needs_a_credential_of_the_tenant_with_the_call_role(
+    md: tuple[tuple[str, str], ...], code: grpc.StatusCode, fragment: str
+) -> None:
+    async with scripted_mesh(ScriptedStt([])) as mesh, grpc.aio.insecure_channel(mesh.address) as ch:
+        err = await _converse(ch, [_cfg()], md=md)
+    assert err.code() == code and fragment in (err.details() or "")
+    assert "eyJ" not in (err.details() or "")  # never echoes a token

@@ -1,0 +1,25 @@
+"""Credentials for the tests: one dev-mode signing key for the whole session (and every process
+it starts, through VOICEAI_AUTH_DEV_KEY_DIR), and tokens minted with it."""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from pathlib import Path
+
+from common.auth import dev_signing_key, mint_dev_token
+
+if not os.environ.get("VOICEAI_AUTH_DEV_KEY_DIR"):
+    os.environ["VOICEAI_AUTH_DEV_KEY_DIR"] = tempfile.mkdtemp(prefix="voiceai-dev-auth-")
+KEY_DIR = Path(os.environ["VOICEAI_AUTH_DEV_KEY_DIR"])
+
+
+@functools.cache
+def token(tenant: str | None, roles: tuple[str, ...] = ("agent",), ttl_s: int = 24 * 3600) -> str:
+    return mint_dev_token(dev_signing_key(KEY_DIR), tenant=tenant, roles=list(roles), ttl_s=ttl_s)
+
+
+def bearer(tenant: str | None, roles: tuple[str, ...] = ("agent",)) -> tuple[str, str]:
+    """The ``authorization`` metadata entry for ``tenant`` with ``roles``."""
+    return ("authorization", f"Bearer {token(tenant, roles)}")
