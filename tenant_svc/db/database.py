@@ -32,7 +32,8 @@ _MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 class DatabaseSettings(BaseSettings):
     """PostgreSQL connection. With no ``DATABASE_URL`` an embedded server is started."""
 
-    model_config = SettingsConfigDict(env_prefix="VOICEAI_", extra="ignore")
+    # populate_by_name: code and tests pass url=/admin_url=; the environment uses the aliases.
+    model_config = SettingsConfigDict(env_prefix="VOICEAI_", extra="ignore", populate_by_name=True)
 
     # The app role's URL (a non-owner). Empty = embedded PostgreSQL in `pg_data_dir`.
     url: SecretStr = Field(default=SecretStr(""), validation_alias=AliasChoices("DATABASE_URL"))
