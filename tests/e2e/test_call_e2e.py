@@ -91,7 +91,7 @@ async def test_three_turn_call_with_barge_in_through_the_real_mesh() -> None:
     assert {"bright", "smile", "dental", "monday", "friday", "saturday", "goodbye"} <= spoken
     # The barge-in cut the agent off; the history holds only what was heard, marked interrupted.
     assert report.clears >= 1
-    assert report.turns[0]["interrupted"] is True
+    assert report.turns[0].interrupted is True
     history = store.kept[report.call_id]
     cut = [e for e in history if e.role == "assistant" and e.interrupted]
     assert cut, history
@@ -99,5 +99,5 @@ async def test_three_turn_call_with_barge_in_through_the_real_mesh() -> None:
     assert cut[0].text and len(cut[0].text) < len(full_booking)
     assert full_booking.startswith(cut[0].text.split(".")[0])
     assert [e.role for e in history][:2] == ["assistant", "user"]  # greeting, then the caller
-    timed = [t for t in report.turns if not t["interrupted"]]
-    assert timed and all(0 <= t["stt_final_ms"] <= t["first_audio_out_ms"] for t in timed)
+    timed = [t for t in report.turns if not t.interrupted]
+    assert timed and all(0 <= t.stt_final_ms <= t.first_audio_out_ms for t in timed)
