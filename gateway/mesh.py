@@ -1,9 +1,10 @@
-"""Run the whole mesh locally: ``python -m gateway.mesh`` (``make run``).
+"""The whole mesh on one machine: ``python -m gateway.mesh`` (``make run``) and ``--demo`` (``make demo``).
 
-Starts stt_svc, llm_svc, tts_svc and the gateway as child processes on fixed ports with static
-discovery, waits until each reports SERVING, and runs in the foreground until Ctrl-C, then
-stops them gateway-first. ``--demo`` (``make demo``) places a scripted call through the
-running mesh, prints what was said and how fast, writes the audio under ``var/``, and stops.
+Starts stt_svc, llm_svc, tts_svc and the gateway as child processes (static discovery), shows
+their logs in one stream, waits until every one reports SERVING on grpc.health.v1, then runs in
+the foreground until Ctrl-C or SIGTERM and stops them gateway-first. ``--demo`` instead places a
+scripted call through the fresh mesh, prints what was said and how fast, writes the audio under
+``var/``, and stops the mesh; its exit code says whether the call went well.
 """
 
 from __future__ import annotations
@@ -11,138 +12,325 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import functools
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from common import healthcheck
 
-SERVICES = (("stt_svc", 1), ("llm_svc", 2), ("tts_svc", 3), ("gateway", 0))
+# (package, log name, port offset from --base-port); started in this order, stopped in reverse.
+SERVICES = (("stt_svc", "stt", 1), ("llm_svc", "llm", 2), ("tts_svc", "tts", 3), ("gateway", "gateway", 0))
 DEMO_SCRIPT = (
     ("Hi, I'd like to book a cleaning for next Tuesday.", None),
     ("Actually, sorry, what are your opening hours?", 1500),  # talks over the agent's reply
     ("Great, thank you. Goodbye.", None),
 )
+# Lines the services log themselves ("10:29:54.681 I stt ...") already name their service.
+_OWN_LOG_LINE = re.compile(rb"^\d\d:\d\d:\d\d\.\d{3} [A-Z] ")
+_PR_SET_PDEATHSIG = 1
+_print_lock = threading.Lock()
+
+
+def say(text: str = "", stream: IO[str] | None = None) -> None:
+    """Print whole lines only: child logs are printed from other threads."""
+    with _print_lock:
+        out = stream or sys.stdout
+        out.write(text + "\n")
+        out.flush()
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    # Resolved before any fork: the child between fork and exec must not load libraries.
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+_prctl = _load_prctl()
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Runs in the child before exec: SIGTERM when the launcher dies, however it dies."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:  # the launcher died before prctl took effect
+        os._exit(1)
+
+
+class MeshError(RuntimeError):
+    """A service did not come up, or died: which one, why, and what it logged last."""
 
 
 @dataclass
-class Child:
+class Service:
+    """One child process of the mesh, its address and the tail of its log."""
+
+    package: str
     name: str
     address: str
-    popen: subprocess.Popen[bytes]
+    popen: subprocess.Popen[bytes] | None = None
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=15))
+    pump: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rsplit(":", 1)[1])
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def last_lines(self) -> str:
+        return "\n".join(f"    {line}" for line in self.tail) or "    (it logged nothing)"
+
+    def pump_log(self) -> None:
+        """Copy the child's output to ours line by line, keeping the last lines for errors."""
+        assert self.popen is not None and self.popen.stdout is not None
+        prefix = f"{self.name:<7} | ".encode()
+        for raw in self.popen.stdout:
+            line = raw.rstrip(b"\r\n")
+            self.tail.append(line.decode(errors="replace"))
+            say((line if _OWN_LOG_LINE.match(line) else prefix + line).decode(errors="replace"))
 
 
-def _die_with_parent() -> None:  # runs in the child before exec (Linux): no orphans
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+class Mesh:
+    """The four processes of a local mesh: started together, ready-checked, stopped gateway-first."""
+
+    def __init__(self, ports: dict[str, int], host: str = "127.0.0.1", grace_s: float = 5.0) -> None:
+        self.host = host
+        self.grace_s = grace_s
+        self.services = [Service(pkg, name, f"{host}:{ports[name]}") for pkg, name, _ in SERVICES]
+
+    def address(self, name: str) -> str:
+        return next(s.address for s in self.services if s.name == name)
+
+    def start(self) -> None:
+        """Spawn every service at once (their models load in parallel); raises if a port is taken."""
+        for s in self.services:
+            _check_port_free(self.host, s.port, s.package)
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "VOICEAI_HOST": self.host,
+            "VOICEAI_STT_ADDRESSES": self.address("stt"),
+            "VOICEAI_LLM_ADDRESSES": self.address("llm"),
+            "VOICEAI_TTS_ADDRESSES": self.address("tts"),
+            # A short drain: stop() waits this long plus a margin before it kills (the
+            # gateway's own default is ten minutes, meant for production calls).
+            "VOICEAI_GRACE_PERIOD_S": str(self.grace_s),
+        }
+        env.pop("VOICEAI_PORT", None)  # each child gets its own --port
+        for s in self.services:
+            s.popen = subprocess.Popen(
+                [sys.executable, "-m", s.package, "--port", str(s.port)],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                # Own process group: a terminal's Ctrl-C reaches the launcher only, which stops
+                # the services in order (gateway first) instead of all of them at once.
+                process_group=0,
+                # preexec_fn only calls a prctl resolved before forking, and no thread runs yet.
+                preexec_fn=functools.partial(_die_with_parent, os.getpid()),  # noqa: PLW1509
+            )
+        for s in self.services:  # threads only after every fork
+            s.pump = threading.Thread(target=s.pump_log, name=f"log-{s.name}", daemon=True)
+            s.pump.start()
+
+    def wait_ready(self, timeout_s: float, stop: threading.Event) -> bool:
+        """Block until every service is SERVING; False if ``stop`` was set first.
+
+        The services start together, so waiting for them in turn takes as long as the slowest;
+        every poll checks all of them, so one that dies is reported at once, not after the others.
+        """
+        deadline = time.monotonic() + timeout_s
+
+        def all_running() -> bool:
+            return not stop.is_set() and all(s.alive() for s in self.services)
+
+        for s in self.services:
+            try:
+                healthcheck.wait_serving(s.address, max(0.1, deadline - time.monotonic()), alive=all_running)
+            except RuntimeError:
+                if stop.is_set():
+                    return False
+                dead = self.first_exited()
+                if dead is not None:
+                    self._wait_pump(dead)
+                    code = dead.popen.returncode if dead.popen else None
+                    raise MeshError(
+                        f"{dead.package} exited with code {code} before it was ready. Its last lines:\n"
+                        + dead.last_lines()
+                    ) from None
+                raise MeshError(
+                    f"{s.package} at {s.address} was not SERVING after {timeout_s:.0f} s. Its last lines:\n"
+                    + s.last_lines()
+                ) from None
+        return True
+
+    def first_exited(self) -> Service | None:
+        return next((s for s in self.services if s.popen is not None and not s.alive()), None)
+
+    def stop(self) -> None:
+        """SIGTERM in reverse order (gateway first: it drains calls while the services still run)."""
+        for s in reversed(self.services):
+            if s.popen is None:
+                continue
+            if s.alive():
+                s.popen.send_signal(signal.SIGTERM)
+            try:
+                s.popen.wait(self.grace_s + 5.0)
+            except subprocess.TimeoutExpired:
+                say(f"  {s.package} did not stop within {self.grace_s + 5.0:.0f} s; killing it")
+                s.popen.kill()
+                s.popen.wait()
+            self._wait_pump(s)
+
+    @staticmethod
+    def _wait_pump(s: Service) -> None:
+        if s.pump is not None:
+            s.pump.join(timeout=2.0)
 
 
-def start_mesh(base_port: int, host: str = "127.0.0.1") -> list[Child]:
-    addresses = {name: f"{host}:{base_port + offset}" for name, offset in SERVICES}
-    env = {
-        **os.environ,
-        "VOICEAI_STT_ADDRESSES": addresses["stt_svc"],
-        "VOICEAI_LLM_ADDRESSES": addresses["llm_svc"],
-        "VOICEAI_TTS_ADDRESSES": addresses["tts_svc"],
-        "VOICEAI_HOST": host,
-    }
-    children = []
-    for name, _offset in SERVICES:
-        port = addresses[name].rsplit(":", 1)[1]
-        popen = subprocess.Popen(
-            [sys.executable, "-m", name, "--port", port],
-            env=env,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
-        )
-        children.append(Child(name, addresses[name], popen))
-    return children
-
-
-def wait_serving(children: list[Child], timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    for child in children:
-
-        def alive(popen: subprocess.Popen[bytes] = child.popen) -> bool:
-            return popen.poll() is None
-
+def _check_port_free(host: str, port: int, package: str) -> None:
+    """Fail before anything starts when a port is taken (say, by a mesh already running)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds: TIME_WAIT is fine
         try:
-            healthcheck.wait_serving(child.address, max(1.0, deadline - time.monotonic()), alive=alive)
-        except RuntimeError as e:
-            raise RuntimeError(f"{child.name}: {e}") from e
+            probe.bind((host, port))
+        except OSError as e:
+            raise MeshError(
+                f"{package} cannot listen on {host}:{port} ({e.strerror}): is a mesh already running?"
+                " Stop it, or pick other ports with --base-port."
+            ) from None
 
 
-def stop_mesh(children: list[Child], timeout: float = 15.0) -> None:
-    for child in reversed(children):  # gateway first: it drains calls, then the services
-        if child.popen.poll() is None:
-            child.popen.send_signal(signal.SIGTERM)
-        try:
-            child.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            child.popen.kill()
-            child.popen.wait()
-
-
-def run_demo(gateway: str, out_dir: Path) -> int:
-    from gateway.cli import CallOptions, Utterance, format_report, place_call
+# ---------------------------------------------------------------------------------- demo
+def run_demo(gateway: str, out_dir: Path, stop: _StopSignal) -> int:
+    """Place the scripted call; print the conversation and timings; write the WAVs. Exit code."""
+    from gateway.cli import CallOptions, CallReport, Utterance, format_report, place_call
     from gateway.wav import stereo_timeline, write_pcm16
 
-    utterances = [Utterance(text=t, barge_in_after_ms=b) for t, b in DEMO_SCRIPT]
-    print("\n== demo call: a caller phones Bright Smile Dental (3 turns, one barge-in) ==\n", flush=True)
-    report = asyncio.run(place_call(CallOptions(gateway=gateway, utterances=utterances)))
-    print(format_report(report), flush=True)
-    write_pcm16(out_dir / "demo-agent.wav", report.agent_audio, 16000)
-    write_pcm16(
-        out_dir / "demo-call.wav", stereo_timeline(report.caller_chunks, report.agent_chunks, 16000), 16000, 2
-    )
-    print(
-        f"\n  audio: {out_dir / 'demo-agent.wav'} (agent), {out_dir / 'demo-call.wav'} (stereo: caller left, agent right)"
-    )
+    script = [Utterance(text, barge_in_after_ms=barge_in) for text, barge_in in DEMO_SCRIPT]
+    say("\n== demo call: a caller phones Bright Smile Dental (3 turns, talks over the agent once) ==\n")
+
+    async def call() -> CallReport:
+        task, loop = asyncio.current_task(), asyncio.get_running_loop()
+        assert task is not None
+        stop.on_signal = lambda: loop.call_soon_threadsafe(task.cancel)  # Ctrl-C ends the call now
+        try:
+            if stop.is_set():
+                raise asyncio.CancelledError
+            return await place_call(CallOptions(gateway=gateway, utterances=script))
+        finally:
+            stop.on_signal = None
+
+    try:
+        report = asyncio.run(call())
+    except asyncio.CancelledError:
+        say("  demo call interrupted")
+        return 130
+    say(format_report(report))
+    agent = write_pcm16(out_dir / "demo-agent.wav", report.agent_audio, report.rate)
+    both = stereo_timeline(report.caller_chunks, report.agent_chunks, report.rate)
+    whole = write_pcm16(out_dir / "demo-call.wav", both, report.rate, channels=2)
+    say(f"\n  audio: {agent} (the agent), {whole} (the whole call, stereo: caller left, agent right)")
     return 0 if report.ok else 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway.mesh", description=__doc__)
-    parser.add_argument(
-        "--base-port", type=int, default=50060, help="gateway port; services use the next three"
+# ---------------------------------------------------------------------------------- main
+class _StopSignal:
+    """Ctrl-C / SIGTERM / SIGHUP: remembered, and forwarded to whatever is running (the demo)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.on_signal: Callable[[], object] | None = None
+
+    def __call__(self, signum: int, _frame: object) -> None:
+        self.event.set()
+        if self.on_signal is not None:
+            self.on_signal()
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m gateway.mesh", description=__doc__)
+    p.add_argument(
+        "--base-port", type=int, default=50060, help="gateway port; stt, llm, tts use the next three"
     )
-    parser.add_argument("--demo", action="store_true", help="place a scripted call, then stop")
-    parser.add_argument("--out-dir", default="var")
-    args = parser.parse_args(argv)
+    for _pkg, name, _offset in SERVICES:
+        p.add_argument(f"--{name}-port", type=int, default=None, help=f"override the {name} port")
+    p.add_argument("--host", default="127.0.0.1", help="interface every service listens on")
+    p.add_argument("--ready-timeout-s", type=float, default=120.0, help="longest wait for SERVING")
+    p.add_argument("--grace-s", type=float, default=5.0, help="drain time on stop (VOICEAI_GRACE_PERIOD_S)")
+    p.add_argument("--demo", action="store_true", help="place a scripted call, then stop")
+    p.add_argument("--out-dir", default="var", help="where --demo writes its WAVs")
+    return p.parse_args(argv)
 
-    stop = {"requested": False}
 
-    def on_signal(_signum: int, _frame: object) -> None:
-        stop["requested"] = True
+def ports_from_args(args: argparse.Namespace) -> dict[str, int]:
+    ports = {name: args.base_port + offset for _pkg, name, offset in SERVICES}
+    for name in ports:
+        override = getattr(args, f"{name}_port")
+        if override is not None:
+            ports[name] = override
+    return ports
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    children = start_mesh(args.base_port)
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    stop = _StopSignal()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
+    mesh = Mesh(ports_from_args(args), args.host, args.grace_s)
     code = 0
     try:
-        wait_serving(children)
-        print("\n  voiceai-mesh is up:", ", ".join(f"{c.name}={c.address}" for c in children), flush=True)
+        mesh.start()
+        if not mesh.wait_ready(args.ready_timeout_s, stop.event):
+            return 0  # stopped while starting
+        say("\n  voiceai-mesh is up:")
+        for s in reversed(mesh.services):  # the gateway, the one callers use, first
+            say(f"    {s.package:<8} {s.address}")
+        say("")
         if args.demo:
-            code = run_demo(children[-1].address, Path(args.out_dir))
+            code = run_demo(mesh.address("gateway"), Path(args.out_dir), stop)
         else:
-            print("  place a call:  .venv/bin/voiceai call --say 'What are your opening hours?'", flush=True)
-            print("  Ctrl-C stops the mesh.\n", flush=True)
-            while not stop["requested"] and all(c.popen.poll() is None for c in children):
-                time.sleep(0.2)
-            dead = [c.name for c in children if c.popen.poll() is not None]
-            if dead and not stop["requested"]:
-                print(f"  {', '.join(dead)} exited unexpectedly; stopping the mesh", flush=True)
-                code = 1
-    except RuntimeError as e:
-        print(f"  mesh failed to start: {e}", file=sys.stderr, flush=True)
+            gateway = mesh.address("gateway")
+            say(
+                f"  place a call:  .venv/bin/voiceai call --gateway {gateway} --say 'What are your opening hours?'"
+            )
+            say("  Ctrl-C stops the mesh.\n")
+            while not stop.event.wait(0.2):
+                dead = mesh.first_exited()
+                if dead is not None:
+                    rc = dead.popen.returncode if dead.popen else None
+                    raise MeshError(
+                        f"{dead.package} exited unexpectedly (code {rc}). Its last lines:\n"
+                        + dead.last_lines()
+                    )
+    except MeshError as e:
+        say(f"\n  voiceai-mesh: {e}", sys.stderr)
         code = 1
     finally:
-        stop_mesh(children)
+        if any(s.popen is not None for s in mesh.services):
+            say("\n  stopping the mesh (gateway first)")
+            mesh.stop()
+            say("  stopped")
     return code
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gateway import mesh
 from gateway.cli import main, options_from_args, parse_args
 from gateway.wav import write_pcm16
 
@@ -60,3 +61,17 @@ def test_a_subcommand_is_required() -> None:
 def test_an_unreadable_wav_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["call", "--wav", str(tmp_path / "nope.wav")]) == 2
     assert "nope.wav: no such file" in capsys.readouterr().err
+
+
+def test_mesh_ports_follow_the_base_port_unless_overridden() -> None:
+    assert mesh.ports_from_args(mesh.parse_args([])) == {
+        "stt": 50061,
+        "llm": 50062,
+        "tts": 50063,
+        "gateway": 50060,
+    }
+    ports = mesh.ports_from_args(mesh.parse_args(["--base-port", "6000", "--tts-port", "7000"]))
+    assert ports == {"stt": 6001, "llm": 6002, "tts": 7000, "gateway": 6000}
+    args = mesh.parse_args(["--demo"])
+    assert args.demo and args.out_dir == "var" and args.grace_s == 5.0
+    assert not mesh.parse_args([]).demo
