@@ -5,12 +5,18 @@ One ``Pacer`` per process ticks every 20 ms on an absolute schedule and asks eac
 task wake-up per call per frame. A ``Playout`` holds the agent's queued audio as segments
 tagged with the text they speak, so the caller sees the words as they are heard and the
 history can record exactly what was said before a barge-in.
+
+The pacer is shared, so it must not run as any one call: its task starts with an empty
+context, and each playout's tick (and so every callback it fires: the words shown, the
+turn's timing line, tasks and timers started from there) runs in the context of the call
+that created the playout, which carries that call's tenant and call ids for logs and hops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections import deque
@@ -44,8 +50,11 @@ class Playout:
         on_segment_start: Callable[[Segment], None],
         on_reply_done: Callable[[int], None],
         pad: bytes = b"\x00",
+        context: contextvars.Context | None = None,
     ) -> None:
         self.frame_bytes = frame_bytes
+        # The owning call's context (by default the creator's): the pacer ticks us inside it.
+        self.context = context if context is not None else contextvars.copy_context()
         self._pad = pad
         self._send = send_frame
         self._on_segment_start = on_segment_start
@@ -176,7 +185,11 @@ class Pacer:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="pacer")
+            # Started from inside whichever call comes first: an empty context keeps that
+            # call's ids off everything the pacer does for the process.
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="pacer", context=contextvars.Context()
+            )
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -209,11 +222,16 @@ class Pacer:
             return
         idle = []
         for key, playout in self._active.items():
-            try:
-                if not playout.tick():
-                    idle.append(key)
-            except Exception:
-                log.exception("playout tick failed")
+            if not playout.context.run(_tick_or_log, playout):
                 idle.append(key)
         for key in idle:
             self._active.pop(key, None)
+
+
+def _tick_or_log(playout: Playout) -> bool:
+    """One tick; a failure is logged (as the call it belongs to) and idles that playout only."""
+    try:
+        return playout.tick()
+    except Exception:
+        log.exception("playout tick failed")
+        return False

@@ -4,6 +4,7 @@ record of what the caller actually heard."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 
 from gateway.session.call import heard_text
 from gateway.session.playout import Pacer, Playout
@@ -107,3 +108,41 @@ def test_audio_of_a_cut_off_turn_is_never_queued() -> None:
     p.append(nxt, b"\x03" * FRAME)
     p.finish_reply(5)
     assert p.tick() and frames[-1] == b"\x03" * FRAME
+
+
+async def test_the_shared_pacer_ticks_each_playout_as_its_own_call() -> None:
+    from common import context
+
+    pacer = Pacer()
+    seen: dict[str, list[str]] = {"a": [], "b": []}
+
+    def playout_for(call: str) -> Playout:
+        # Created inside its call (as CallSession does in the Converse handler).
+        def make() -> Playout:
+            context.bind(context.RequestContext("tenant", call))
+            return Playout(
+                FRAME,
+                lambda _f: seen[call].append(context.call_id()),
+                lambda _seg: None,
+                lambda _turn: seen[call].append(context.call_id()),
+            )
+
+        return contextvars.copy_context().run(make)
+
+    a, b = playout_for("a"), playout_for("b")
+
+    def start_inside_call_a() -> None:  # the first call starts the pacer, as in Converse
+        context.bind(context.RequestContext("tenant", "a"))
+        pacer.start()
+
+    contextvars.copy_context().run(start_inside_call_a)
+    for p in (a, b):
+        pacer.attach(p)
+        seg = p.start_segment("x", 1)
+        p.append(seg, b"\x01" * FRAME * 3)
+        p.finish_reply(1)
+    while len(seen["a"]) < 4 or len(seen["b"]) < 4:  # noqa: ASYNC110 - filled by callbacks
+        await asyncio.sleep(0.01)
+    await pacer.stop()
+    assert set(seen["a"]) == {"a"} and set(seen["b"]) == {"b"}
+    assert context.call_id() == ""  # nothing leaked into the test's own context
