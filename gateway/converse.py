@@ -3,21 +3,29 @@
 Outbound policy: agent audio and events go through a bounded outbox. A client that stops
 reading fills it (the pacer keeps producing 50 frames/s); the call is then ended with
 RESOURCE_EXHAUSTED instead of buffering without bound.
+
+Error endings: a call that fails mid-way (say, the caller sent a bad frame) first gets a
+``call_ended`` naming the reason, and its error status only once the caller has stopped
+writing (half-close or hangup; at most ``error_linger_s``). A grpc.aio client whose write
+races a status that already arrived reports INTERNAL instead of that status
+(grpc/grpc#36066); a caller that stops writing on ``call_ended`` never hits that race.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc.aio
+from google.protobuf.message import DecodeError
 from prometheus_client import Counter, Gauge
 
 from common import context
 from common.audio import LINEAR16, MULAW, Format, validate_format
-from common.errors import InvalidArgument, ResourceExhausted, Unavailable
+from common.errors import InvalidArgument, ResourceExhausted, Unavailable, VoiceAIError
 from common.gen.voiceai.common.v1 import usage_pb2
 from common.gen.voiceai.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from common.streams import first_config
@@ -33,6 +41,7 @@ from gateway.session.events import (
     CallerTranscript,
     CallStarted,
     ClearAudio,
+    EndReason,
     InboundEvent,
     OutboundEvent,
     TurnTimings,
@@ -148,30 +157,69 @@ class ConverseTransport:
         requests: AsyncIterator[gateway_pb2.ConverseRequest],
         fmt: Format,
         outbox_limit: int,
+        read_request: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self._requests = requests
+        # ServicerContext.read, for reading on after the call: the request iterator is an async
+        # generator, and one that raised (an unparsable message) cannot be resumed.
+        self._read_request = read_request
         self._fmt = fmt
         self.outbox = _Outbox(outbox_limit)
         self.on_overflow: Callable[[], None] = lambda: None
+        self.overflowed = False  # the client stopped reading
+        self.caller_done = False  # the caller half-closed or hung up: it writes nothing more
+        # A read cancelled mid-flight leaves grpc's receive operation pending, and this stream
+        # cannot be read again; a read that completed (even into an error) leaves it readable.
+        self.readable = True
 
     @property
     def caller_format(self) -> Format:
         return self._fmt
 
     async def inbound(self) -> AsyncIterator[InboundEvent]:
-        async for req in self._requests:
+        while True:
+            try:
+                req = await anext(self._requests)
+            except StopAsyncIteration:
+                self.caller_done = True
+                return
+            except DecodeError as e:
+                raise InvalidArgument(
+                    f"a request message could not be parsed ({e}); string fields must be valid UTF-8"
+                ) from None
+            except asyncio.CancelledError:
+                self.readable = False
+                raise
             kind = req.WhichOneof("request")
             if kind == "audio":
                 yield CallerAudio(req.audio)
             elif kind == "dtmf":
                 yield CallerDtmf(req.dtmf)
             elif kind == "hangup":
+                self.caller_done = True
                 yield CallerHangup()
                 return
             elif kind == "config":
                 raise InvalidArgument("'config' may only be sent once, as the first message of the call")
             else:
                 raise InvalidArgument("empty ConverseRequest: set one of audio, dtmf or hangup")
+
+    async def wait_caller_done(self, timeout_s: float) -> None:
+        """Read and drop what the caller still sends until it half-closes or hangs up (at most
+        ``timeout_s``): only then may an error status go out without racing a client write."""
+        if self.caller_done or not self.readable or self._read_request is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    try:
+                        req = await self._read_request()
+                    except DecodeError:
+                        continue  # still the caller writing; it is ending anyway
+                    if req is grpc.aio.EOF or (
+                        isinstance(req, gateway_pb2.ConverseRequest) and req.WhichOneof("request") == "hangup"
+                    ):
+                        return
 
     def send_audio(self, frame: bytes) -> None:
         self._put(gateway_pb2.ConverseResponse(audio=frame))
@@ -181,6 +229,7 @@ class ConverseTransport:
 
     def _put(self, msg: gateway_pb2.ConverseResponse) -> None:
         if not self.outbox.put(msg):
+            self.overflowed = True
             self.on_overflow()
 
 
@@ -197,6 +246,7 @@ class CallGatewayServicer(gateway_pb2_grpc.CallGatewayServiceServicer):
         phrases: PhraseCache,
         session_settings: SessionSettings,
         outbox_limit: int = 500,
+        error_linger_s: float = 1.0,
     ) -> None:
         self._clients = clients
         self._catalog = catalog
@@ -205,6 +255,7 @@ class CallGatewayServicer(gateway_pb2_grpc.CallGatewayServiceServicer):
         self._phrases = phrases
         self._session_settings = session_settings
         self._outbox_limit = outbox_limit
+        self._error_linger_s = error_linger_s
         self.draining = False
 
     async def Converse(  # noqa: N802 - gRPC method name
@@ -227,7 +278,7 @@ class CallGatewayServicer(gateway_pb2_grpc.CallGatewayServiceServicer):
         await self._clients.check_ready()
         self._pacer.start()
 
-        transport = ConverseTransport(requests, fmt, self._outbox_limit)
+        transport = ConverseTransport(requests, fmt, self._outbox_limit, context_.read)
         session = CallSession(
             tenant_id=context.tenant_id(),
             call_id=context.call_id(),
@@ -259,7 +310,19 @@ class CallGatewayServicer(gateway_pb2_grpc.CallGatewayServiceServicer):
         try:
             while (msg := await transport.outbox.get()) is not None:
                 yield msg
-            ended = task.result()
+            try:
+                ended = task.result()
+            except VoiceAIError as error:
+                log.info("call failed: %s: %s", error.code.name, error.message)
+                if not transport.overflowed:  # a client that reads nothing would never see it
+                    why = (
+                        EndReason.INVALID_INPUT
+                        if isinstance(error, InvalidArgument)
+                        else EndReason.SERVICE_ERROR
+                    )
+                    yield event_to_proto(CallEnded(why, error.message, session.usage, session.turn))
+                    await transport.wait_caller_done(self._error_linger_s)
+                raise
             reason = ended.reason.name.lower()
             log.info("call ended: %s (%s), %d turns", ended.reason.name, ended.message, ended.turns)
             yield event_to_proto(ended)

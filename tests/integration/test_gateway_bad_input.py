@@ -10,6 +10,7 @@ import pytest
 
 from common.gen.voiceai.common.v1 import audio_pb2
 from common.gen.voiceai.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from common.tasks import cancel_and_wait
 from tests.caller import ConverseCaller, linear16
 from tests.credentials import bearer
 from tests.doubles.mesh_services import ScriptedStt, tone
@@ -22,11 +23,12 @@ async def _converse(
     ch: grpc.aio.Channel, requests: list[gateway_pb2.ConverseRequest], md=MD
 ) -> grpc.aio.AioRpcError:  # type: ignore[no-untyped-def]
     call = gateway_pb2_grpc.CallGatewayServiceStub(ch).Converse(metadata=md)
-    for r in requests:
-        try:
+    try:
+        for r in requests:
             await call.write(r)
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-            break  # rejected already; the status is read below
+        await call.done_writing()  # a caller that is done says so: the status need not wait
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        pass  # rejected already; the status is read below
     with pytest.raises(grpc.aio.AioRpcError) as info:
         async for _ in call:
             pass
@@ -186,3 +188,73 @@ async def test_converse_needs_a_credential_of_the_tenant_with_the_call_role(
         err = await _converse(ch, [_cfg()], md=md)
     assert err.code() == code and fragment in (err.details() or "")
     assert "eyJ" not in (err.details() or "")  # never echoes a token
+
+
+CONVERSE = "/voiceai.gateway.v1.CallGatewayService/Converse"
+SILENCE = gateway_pb2.ConverseRequest(audio=b"\x00" * 640).SerializeToString()
+MID_CALL_ERRORS = {  # raw bytes, so a message that does not parse can be sent too
+    "bad dtmf": (gateway_pb2.ConverseRequest(dtmf="12x").SerializeToString(), "dtmf must be"),
+    "odd-length LINEAR16": (
+        gateway_pb2.ConverseRequest(audio=b"\x00" * 641).SerializeToString(),
+        "whole 16-bit samples",
+    ),
+    "second config": (_cfg().SerializeToString(), "only be sent once"),
+    "unparsable message": (b"\x1a\x01\xff", "could not be parsed"),  # dtmf that is not UTF-8
+}
+
+
+async def _fail_mid_call(
+    ch: grpc.aio.Channel, bad: bytes, half_close: bool
+) -> tuple[grpc.aio.AioRpcError, list[gateway_pb2.ConverseResponse]]:
+    """A caller that streams audio as fast as the stream takes it, sends ``bad``, keeps
+    streaming until call_ended arrives, then stops (and half-closes, if ``half_close``)."""
+    converse = ch.stream_stream(CONVERSE, response_deserializer=gateway_pb2.ConverseResponse.FromString)
+    call = converse(metadata=MD)
+    received: list[gateway_pb2.ConverseResponse] = []
+    started = asyncio.Event()
+
+    async def read() -> None:
+        async for msg in call:
+            received.append(msg)
+            started.set()
+
+    reader = asyncio.get_running_loop().create_task(read())
+    try:
+        await call.write(_cfg().SerializeToString())
+        await asyncio.wait_for(started.wait(), 10)  # call_started: no audio races a refusal
+        for _ in range(5):
+            await call.write(SILENCE)
+        await call.write(bad)
+        async with asyncio.timeout(10):
+            while not any(m.WhichOneof("event") == "call_ended" for m in received):
+                await call.write(SILENCE)
+                await asyncio.sleep(0)
+        if half_close:
+            await call.done_writing()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await asyncio.wait_for(reader, 10)
+    finally:
+        call.cancel()
+        await cancel_and_wait(reader)
+    return info.value, received
+
+
+async def test_a_mid_call_error_is_announced_then_sent_as_its_own_status() -> None:
+    """Never INTERNAL: the status waits until the caller stops writing (grpc/grpc#36066)."""
+    async with (
+        scripted_mesh(ScriptedStt([])) as mesh,
+        grpc.aio.insecure_channel(mesh.address) as ch,
+    ):
+        for attempt in range(5):
+            for name, (bad, text) in MID_CALL_ERRORS.items():
+                err, received = await _fail_mid_call(ch, bad, half_close=True)
+                assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (name, attempt, err.details())
+                assert text in (err.details() or ""), (name, err.details())
+                last = received[-1]
+                assert last.WhichOneof("event") == "call_ended", name  # and exactly one, last
+                assert last.call_ended.reason == gateway_pb2.END_REASON_INVALID_INPUT
+                assert last.call_ended.message == err.details()
+        # A caller that stops writing but never half-closes still gets the status.
+        err, _ = await _fail_mid_call(ch, MID_CALL_ERRORS["bad dtmf"][0], half_close=False)
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert mesh.open_streams() == 0
