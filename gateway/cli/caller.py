@@ -26,6 +26,10 @@ from gateway.cli.clock import FRAME_MS, FrameClock
 from gateway.cli.report import CallReport, TranscriptEntry, TurnTiming
 
 DEFAULT_GATEWAY = "127.0.0.1:50060"
+# After the caller stops, a recognizer needs its end-of-speech silence plus transcription time
+# to report the last words. A final seen only before then may cover just the first part of an
+# utterance with a pause in it ("Sorry, ... what are your hours?"): wait this long for more.
+_LAST_FINAL_WAIT_S = 1.5
 
 
 @dataclass
@@ -117,6 +121,7 @@ class _Caller:
         self.finals = 0  # caller finals received
         self.caller_turn = 0  # highest turn a caller final belonged to
         self.turn_done = 0  # highest turn whose metrics arrived
+        self.last_final_at = 0.0  # when the latest caller final arrived
         self.last_audio_at = 0.0  # when the latest agent audio frame arrived
         self.audio_seen = False
         self.reply_started_at = 0.0  # first agent_speech of the latest agent turn
@@ -189,12 +194,12 @@ class _Caller:
                     f"no reply to utterance {n - 1} to talk over; utterance {n} was said anyway",
                 )
             elif n > 1:
-                await self._reply_finished(n - 1, finals_before, o.pause_ms)
+                await self._reply_finished(n - 1, finals_before, spoke_at, o.pause_ms)
             finals_before = self.finals
             await self._say(pcm)
             spoke_at = time.monotonic()
         if o.utterances:
-            await self._reply_finished(len(o.utterances), finals_before, 300)
+            await self._reply_finished(len(o.utterances), finals_before, spoke_at, 300)
         await self.call.write(gateway_pb2.ConverseRequest(hangup=gateway_pb2.Hangup()))
         await self.call.done_writing()
 
@@ -217,16 +222,19 @@ class _Caller:
             raise _CallOver
         self.clock = FrameClock()
 
-    async def _reply_finished(self, n: int, finals_before: int, quiet_ms: int) -> None:
-        """Wait until utterance ``n`` was heard, its turn was answered and the agent went quiet."""
+    async def _reply_finished(self, n: int, finals_before: int, spoke_at: float, quiet_ms: int) -> None:
+        """Wait until utterance ``n`` (said until ``spoke_at``) was heard to its end, every caller
+        turn it made was answered, and the agent went quiet."""
         t = self.options.turn_timeout_s
-        if await self._idle_until(
-            lambda: self.finals > finals_before, t, f"utterance {n} was not transcribed"
-        ):
-            await self._idle_until(
-                lambda: self.turn_done >= self.caller_turn, t, f"no turn metrics for utterance {n}"
+        await self._idle_until(lambda: self.finals > finals_before, t, f"utterance {n} was not transcribed")
+
+        def answered() -> bool:
+            heard_to_the_end = (
+                self.last_final_at > spoke_at or time.monotonic() - spoke_at >= _LAST_FINAL_WAIT_S
             )
-        await self._idle_until(lambda: self._agent_done(quiet_ms), t, f"the reply to utterance {n} ran on")
+            return heard_to_the_end and self.turn_done >= self.caller_turn and self._agent_done(quiet_ms)
+
+        await self._idle_until(answered, t, f"the reply to utterance {n} did not finish")
 
     def _agent_done(self, ms: int) -> bool:
         """Quiet for ``ms`` after a finished sentence (a slow clause mid-sentence is no end), or 2 s."""
@@ -281,6 +289,7 @@ class _Caller:
             elif kind == "caller_transcript" and msg.caller_transcript.is_final:
                 c = msg.caller_transcript
                 self.finals += 1
+                self.last_final_at = now
                 self.caller_turn = max(self.caller_turn, c.turn)
                 self._add_line(now, "caller", c.text, c.turn)
             elif kind == "turn_metrics":

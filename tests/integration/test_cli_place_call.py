@@ -243,6 +243,27 @@ async def test_a_two_turn_call_is_paced_answered_and_reported() -> None:
     assert heard.speech_starts[1] > heard.reply_ends[1]
 
 
+async def test_an_utterance_with_a_pause_is_answered_to_its_end_before_the_next() -> None:
+    # The pause splits utterance 1 into two caller turns: the fake answers the first part,
+    # the second part cuts that answer off, and only the answer to the second part is the
+    # reply the caller waits for before saying utterance 2.
+    halting = tone_pcm(300, 16000) + b"\x00\x00" * (16000 * 300 // 1000) + tone_pcm(300, 16000)
+    async with fake_gateway() as (address, gw):
+        report = await place_call(
+            CallOptions(
+                gateway=address,
+                utterances=[Utterance(pcm=halting), Utterance(pcm=tone_pcm(300, 16000))],
+                pause_ms=200,
+            )
+        )
+    assert report.ok, (report.error, report.notes)
+    heard = gw.calls[0]
+    assert len(heard.speech_starts) == 3  # two parts, then utterance 2
+    assert [t.turn for t in report.turns] == [1, 2, 3] and report.turns[0].interrupted
+    # heard.reply_ends: the greeting, the answer to the second part, the reply to utterance 2.
+    assert heard.speech_starts[2] > heard.reply_ends[1], "utterance 2 talked over the answer to utterance 1"
+
+
 async def test_barge_in_talks_over_the_reply_and_the_cut_is_reported() -> None:
     async with fake_gateway(reply_ms=2000) as (address, gw):
         report = await place_call(
