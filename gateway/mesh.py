@@ -33,7 +33,7 @@ from common import healthcheck
 SERVICES = (("stt_svc", "stt", 1), ("llm_svc", "llm", 2), ("tts_svc", "tts", 3), ("gateway", "gateway", 0))
 DEMO_SCRIPT = (
     ("Hi, I'd like to book a cleaning for next Tuesday.", None),
-    ("Actually, sorry, what are your opening hours?", 1500),  # talks over the agent's reply
+    ("Sorry, what are your opening hours?", 1500),  # talks over the agent's reply
     ("Great, thank you. Goodbye.", None),
 )
 # Lines the services log themselves ("10:29:54.681 I stt ...") already name their service.
