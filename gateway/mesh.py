@@ -222,6 +222,7 @@ def _check_port_free(host: str, port: int, package: str) -> None:
 def run_demo(gateway: str, out_dir: Path, stop: _StopSignal) -> int:
     """Place the scripted call; print the conversation and timings; write the WAVs. Exit code."""
     from gateway.cli import CallOptions, CallReport, Utterance, format_report, place_call
+    from gateway.cli.credentials import HOW_TO, authorization_for
     from gateway.wav import stereo_timeline, write_pcm16
 
     script = [Utterance(text, barge_in_after_ms=barge_in) for text, barge_in in DEMO_SCRIPT]
@@ -234,7 +235,9 @@ def run_demo(gateway: str, out_dir: Path, stop: _StopSignal) -> int:
         try:
             if stop.is_set():
                 raise asyncio.CancelledError
-            return await place_call(CallOptions(gateway=gateway, utterances=script))
+            # The services created the dev key at start-up (dev mode): a token for the demo tenant.
+            options = CallOptions(gateway=gateway, utterances=script, authorization=authorization_for("demo"))
+            return await place_call(options)
         finally:
             stop.on_signal = None
 
@@ -244,6 +247,8 @@ def run_demo(gateway: str, out_dir: Path, stop: _StopSignal) -> int:
         say("  demo call interrupted")
         return 130
     say(format_report(report))
+    if report.status in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+        say(f"  the gateway refused the demo's credential: {HOW_TO}")
     agent = write_pcm16(out_dir / "demo-agent.wav", report.agent_audio, report.rate)
     both = stereo_timeline(report.caller_chunks, report.agent_chunks, report.rate)
     whole = write_pcm16(out_dir / "demo-call.wav", both, report.rate, channels=2)

@@ -58,6 +58,9 @@ class CallOptions:
     connect_timeout_s: float = 15.0  # longest wait for call_started
     greeting_wait_s: float = 3.0  # how long to listen for a greeting to start before speaking
     end_timeout_s: float = 10.0  # how long the gateway may take to end the call after the hangup
+    # The ``authorization`` header ("Bearer <jwt>" or "ApiKey <key>"; see credentials.py). A
+    # secret: kept out of repr.
+    authorization: str = field(default="", repr=False)
 
 
 async def place_call(options: CallOptions) -> CallReport:
@@ -69,9 +72,10 @@ async def place_call(options: CallOptions) -> CallReport:
     )
     report = CallReport(agent_id=options.agent, rate=options.rate)
     async with grpc.aio.insecure_channel(options.gateway) as channel:
-        call = gateway_pb2_grpc.CallGatewayServiceStub(channel).Converse(
-            metadata=(("x-tenant-id", options.tenant),)
-        )
+        metadata = [("x-tenant-id", options.tenant)]
+        if options.authorization:
+            metadata.append(("authorization", options.authorization))
+        call = gateway_pb2_grpc.CallGatewayServiceStub(channel).Converse(metadata=tuple(metadata))
         await _Caller(call, options, report).run(speech)
     return report
 

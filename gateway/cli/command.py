@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from gateway.cli.caller import DEFAULT_GATEWAY, CallOptions, Utterance, place_call
+from gateway.cli.credentials import HOW_TO, authorization_for
 from gateway.cli.report import format_report
 from gateway.wav import WavError, read_pcm16, write_pcm16
 
@@ -20,6 +21,9 @@ into Converse in 20 ms frames on a real-time clock, fills the pauses with silenc
 line does, waits for each reply to finish, then hangs up. It prints the conversation and a
 per-turn latency table and writes the agent's audio to a WAV. The exit code is 0 only for a
 call that ended with the caller's hang-up; a failed call prints its gRPC status and message.
+
+The call carries VOICEAI_TOKEN or VOICEAI_API_KEY as its credential; on a local mesh in dev
+mode, neither is needed (a dev token for --tenant is minted with the mesh's dev key).
 """
 
 
@@ -96,6 +100,7 @@ def options_from_args(args: argparse.Namespace) -> CallOptions:
         utterances=utterances,
         pause_ms=args.pause_ms,
         turn_timeout_s=args.turn_timeout_s,
+        authorization=authorization_for(args.tenant),
     )
 
 
@@ -119,4 +124,6 @@ def main(argv: list[str] | None = None) -> int:
         print(format_report(report))
         if args.out:
             print(f"  agent audio: {args.out} ({len(report.agent_audio) / 2 / report.rate:.1f} s)")
+    if report.status in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+        print(f"voiceai: the gateway refused the credential: {HOW_TO}", file=sys.stderr)
     return 0 if report.ok else 1

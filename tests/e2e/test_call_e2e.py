@@ -21,6 +21,7 @@ from stt_svc.app import make_engine as stt_engine
 from stt_svc.providers.base import RecognitionOptions
 from tests.audio_helpers import normalise
 from tests.conftest import running
+from tests.credentials import bearer
 from tts_svc.app import Settings as TtsSettings
 from tts_svc.app import build_host as tts_host
 from tts_svc.app import make_engine as tts_engine
@@ -71,6 +72,7 @@ async def test_three_turn_call_with_barge_in_through_the_real_mesh() -> None:
                     Utterance("Sorry, what are your opening hours?", barge_in_after_ms=1200),
                     Utterance("Great, thank you. Goodbye."),
                 ],
+                authorization=bearer("demo")[1],
             )
         )
         heard_back, _, _ = stt.transcribe(report.agent_audio, RecognitionOptions(), False)  # type: ignore[attr-defined]

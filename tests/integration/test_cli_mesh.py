@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from gateway.cli import CallOptions, Utterance, place_call
+from tests.credentials import bearer
 
 pytestmark = pytest.mark.slow  # starts four Python processes and runs real-time audio
 
@@ -110,7 +111,13 @@ async def test_the_mesh_comes_up_takes_a_call_and_stops_cleanly_on_ctrl_c() -> N
 
         tone = (6000 * np.sin(2 * np.pi * 300 * np.arange(8000) / 16000)).astype("<i2").tobytes()
         report = await place_call(
-            CallOptions(gateway=f"127.0.0.1:{gw}", utterances=[Utterance(pcm=tone)], pause_ms=200)
+            CallOptions(
+                gateway=f"127.0.0.1:{gw}",
+                utterances=[Utterance(pcm=tone)],
+                pause_ms=200,
+                # The services verify it with the session's dev key (VOICEAI_AUTH_DEV_KEY_DIR).
+                authorization=bearer("demo")[1],
+            )
         )
         assert report.ok, (report.error, report.notes)
         assert [t.speaker for t in report.transcript][-2:] == ["caller", "agent"]

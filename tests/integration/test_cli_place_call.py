@@ -48,6 +48,7 @@ class Heard:
     speech_starts: list[float] = field(default_factory=list)
     reply_ends: list[float] = field(default_factory=list)
     tenant: str = ""
+    authorization: str = ""
     hung_up: bool = False
     half_closed: bool = False
     ended_at: float = 0.0  # when the fake sent call_ended
@@ -83,7 +84,8 @@ class FakeGateway(gateway_pb2_grpc.CallGatewayServiceServicer):
         cfg = first.config
         if cfg.agent_id != "demo":
             raise NotFound(f"no agent {cfg.agent_id!r} for this tenant")
-        heard = Heard(tenant=dict(context.invocation_metadata() or ()).get("x-tenant-id", ""))
+        md = dict(context.invocation_metadata() or ())
+        heard = Heard(tenant=md.get("x-tenant-id", ""), authorization=md.get("authorization", ""))
         self.calls.append(heard)
         rate, mulaw = cfg.caller_audio_format.sample_rate_hertz, cfg.caller_audio_format.encoding == 2
         out: asyncio.Queue[R | Exception | None] = asyncio.Queue()
@@ -206,6 +208,7 @@ async def test_a_two_turn_call_is_paced_answered_and_reported() -> None:
             CallOptions(
                 gateway=address,
                 tenant="acme",
+                authorization="Bearer t0k3n",
                 utterances=[Utterance(pcm=tone_pcm(400, 16000)), Utterance(pcm=tone_pcm(300, 16000))],
                 pause_ms=300,
             )
@@ -227,7 +230,7 @@ async def test_a_two_turn_call_is_paced_answered_and_reported() -> None:
     # The agent's audio came back whole: greeting + two replies.
     assert len(report.agent_audio) == len(tone_pcm(300, 16000)) + 2 * len(tone_pcm(600, 16000))
     heard = gw.calls[0]
-    assert heard.tenant == "acme" and heard.hung_up
+    assert heard.tenant == "acme" and heard.authorization == "Bearer t0k3n" and heard.hung_up
     # 20 ms frames, one after another from the first to the hangup: silence fills every pause.
     arrivals = [t for t, _ in heard.frames]
     assert {n for _, n in heard.frames} == {640}
@@ -375,11 +378,12 @@ async def test_an_error_ending_stops_the_caller_and_reports_the_status() -> None
 
 
 async def test_the_voiceai_command_speaks_a_wav_and_writes_the_agent(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("VOICEAI_API_KEY", "vai_test_key")
     caller = write_pcm16(tmp_path / "caller.wav", tone_pcm(400, 44100), 44100)
     out = tmp_path / "agent.wav"
-    async with fake_gateway() as (address, _gw):
+    async with fake_gateway() as (address, gw):
         argv = [
             "call",
             "--gateway",
@@ -393,6 +397,7 @@ async def test_the_voiceai_command_speaks_a_wav_and_writes_the_agent(
             "--json",
         ]
         code = await asyncio.get_running_loop().run_in_executor(None, main, argv)
+        assert gw.calls[0].authorization == "ApiKey vai_test_key"
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["ok"] and [t["text"] for t in summary["transcript"]] == [
