@@ -45,6 +45,8 @@ class DiscoverySettings(BaseSettings):
     stt_addresses: str = Field(default="127.0.0.1:50061")
     llm_addresses: str = Field(default="127.0.0.1:50062")
     tts_addresses: str = Field(default="127.0.0.1:50063")
+    # tenant_svc: empty = no tenancy service (the gateway then serves built-in/inline agents only).
+    tenant_addresses: str = Field(default="")
 
     def static_map(self) -> dict[str, list[str]]:
         def split(value: str) -> list[str]:
@@ -54,4 +56,5 @@ class DiscoverySettings(BaseSettings):
             "stt": split(self.stt_addresses),
             "llm": split(self.llm_addresses),
             "tts": split(self.tts_addresses),
+            "tenant": split(self.tenant_addresses),
         }

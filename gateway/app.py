@@ -5,6 +5,7 @@ from __future__ import annotations
 from common.auth import AuthSettings, build_auth
 from common.discovery import Resolver, StaticResolver
 from common.gen.voiceai.gateway.v1 import gateway_pb2_grpc
+from common.redis_conn import RedisSettings
 from common.server import ServiceBinding, ServiceHost
 from common.settings import DiscoverySettings, ServiceSettings
 from gateway.agents import AgentCatalog, BuiltinAgentCatalog
@@ -14,6 +15,7 @@ from gateway.session.history import ConversationStore, InMemoryConversationStore
 from gateway.session.playout import Pacer
 from gateway.session.reply import PhraseCache
 from gateway.session.services import MeshClients
+from gateway.tenancy import Tenancy
 
 DEFAULT_PORT = 50060
 
@@ -38,15 +40,21 @@ class GatewayApp:
         resolver: Resolver | None = None,
         catalog: AgentCatalog | None = None,
         store: ConversationStore | None = None,
+        *,
+        discovery: DiscoverySettings | None = None,
+        redis_settings: RedisSettings | None = None,
     ) -> None:
         self.settings = settings
-        resolver = resolver or StaticResolver(DiscoverySettings().static_map())
+        discovery = discovery or DiscoverySettings()
+        resolver = resolver or StaticResolver(discovery.static_map())
         self.clients = MeshClients(resolver)
         self.pacer = Pacer()
+        self.tenancy = Tenancy.build(resolver, discovery, redis_settings or RedisSettings())
         self.servicer = CallGatewayServicer(
             clients=self.clients,
-            catalog=catalog if catalog is not None else BuiltinAgentCatalog(),
-            store=store if store is not None else InMemoryConversationStore(),
+            catalog=catalog if catalog is not None else self.tenancy.catalog or BuiltinAgentCatalog(),
+            store=store if store is not None else self.tenancy.store or InMemoryConversationStore(),
+            ledger=self.tenancy.ledger,
             pacer=self.pacer,
             phrases=PhraseCache(),
             session_settings=SessionSettings(
@@ -80,6 +88,7 @@ class GatewayApp:
         finally:
             await self.pacer.stop()
             await self.clients.close()
+            await self.tenancy.close()
 
 
 def build_app(settings: Settings, resolver: Resolver | None = None, **kwargs) -> GatewayApp:  # type: ignore[no-untyped-def]

@@ -31,6 +31,7 @@ from common.gen.voiceai.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from common.streams import first_config
 from common.tasks import cancel_and_wait
 from gateway.agents import AgentCatalog, agent_from_proto
+from gateway.call_record import CallRecordBuilder, RecordingStore, RecordingTransport
 from gateway.session.call import CallSession, SessionSettings
 from gateway.session.events import (
     AgentSpeech,
@@ -50,6 +51,7 @@ from gateway.session.history import ConversationStore
 from gateway.session.playout import Pacer
 from gateway.session.reply import PhraseCache
 from gateway.session.services import MeshClients
+from gateway.tenancy import CallLedger
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +249,9 @@ class CallGatewayServicer(gateway_pb2_grpc.CallGatewayServiceServicer):
         session_settings: SessionSettings,
         outbox_limit: int = 500,
         error_linger_s: float = 1.0,
+        ledger: CallLedger | None = None,
     ) -> None:
+        self._ledger = ledger
         self._clients = clients
         self._catalog = catalog
         self._store = store
@@ -276,17 +280,21 @@ class CallGatewayServicer(gateway_pb2_grpc.CallGatewayServiceServicer):
         else:
             raise InvalidArgument("config must name an 'agent_id' or carry an inline 'agent'")
         await self._clients.check_ready()
+        tenant_id, call_id = context.tenant_id(), context.call_id()
+        # Over the tenant's quota -> RESOURCE_EXHAUSTED with a retry hint, before any work starts.
+        lease = await self._ledger.admit(tenant_id, call_id) if self._ledger else None
+        record = CallRecordBuilder(tenant_id, "" if source == "agent" else agent.agent_id)
         self._pacer.start()
 
         transport = ConverseTransport(requests, fmt, self._outbox_limit, context_.read)
         session = CallSession(
-            tenant_id=context.tenant_id(),
-            call_id=context.call_id(),
+            tenant_id=tenant_id,
+            call_id=call_id,
             agent=agent,
-            transport=transport,
+            transport=RecordingTransport(transport, record),
             clients=self._clients,
             pacer=self._pacer,
-            store=self._store,
+            store=RecordingStore(self._store, record),
             phrases=self._phrases,
             settings=self._session_settings,
         )
@@ -307,6 +315,7 @@ class CallGatewayServicer(gateway_pb2_grpc.CallGatewayServiceServicer):
         task = asyncio.get_running_loop().create_task(session.run(), name=f"call:{session.call_id[:8]}")
         task.add_done_callback(lambda _t: transport.outbox.close())
         reason = "error"
+        ended: CallEnded | None = None
         try:
             while (msg := await transport.outbox.get()) is not None:
                 yield msg
@@ -320,7 +329,8 @@ class CallGatewayServicer(gateway_pb2_grpc.CallGatewayServiceServicer):
                         if isinstance(error, InvalidArgument)
                         else EndReason.SERVICE_ERROR
                     )
-                    yield event_to_proto(CallEnded(why, error.message, session.usage, session.turn))
+                    ended = CallEnded(why, error.message, session.usage, session.turn)
+                    yield event_to_proto(ended)
                     await transport.wait_caller_done(self._error_linger_s)
                 raise
             reason = ended.reason.name.lower()
@@ -332,3 +342,5 @@ class CallGatewayServicer(gateway_pb2_grpc.CallGatewayServiceServicer):
             await cancel_and_wait(task)
             if task.done() and not task.cancelled():
                 task.exception()  # retrieved: it was reported to the client as the status
+            if self._ledger is not None:
+                self._ledger.finish(lease, tenant_id, call_id, record.build(ended))

@@ -11,8 +11,9 @@ from common.gen.voiceai.gateway.v1 import gateway_pb2
 from common.gen.voiceai.llm.v1 import llm_pb2_grpc
 from common.gen.voiceai.stt.v1 import stt_pb2_grpc
 from common.gen.voiceai.tts.v1 import tts_pb2_grpc
+from common.redis_conn import RedisSettings
 from common.server import ServiceBinding, ServiceHost
-from common.settings import ServiceSettings
+from common.settings import DiscoverySettings, ServiceSettings
 from gateway.agents import Agent, TurnTakingProfile
 from gateway.app import GatewayApp, Settings
 from tests.caller import linear16
@@ -40,7 +41,11 @@ async def scripted_mesh(
     agents: list[Agent] | None = None,
     outbox_limit: int = 500,
     services_up: bool = True,
+    tenant_address: str = "",
+    redis_url: str = "",
 ) -> AsyncIterator[Mesh]:
+    """``tenant_address``/``redis_url``: run with tenancy (agents from tenant_svc, quotas, call
+    records, Redis history) instead of the built-in catalog."""
     llm = llm or ScriptedLlm()
     tts = tts or ToneTts()
     doubles = ServiceHost(
@@ -64,13 +69,16 @@ async def scripted_mesh(
     addr = f"127.0.0.1:{port}"
     if not services_up:
         await doubles.drain(0)
-    resolver = StaticResolver({"stt": [addr], "llm": [addr], "tts": [addr]})
+    tenant = [tenant_address] if tenant_address else []
+    resolver = StaticResolver({"stt": [addr], "llm": [addr], "tts": [addr], "tenant": tenant})
     from gateway.agents import BuiltinAgentCatalog
 
     app = GatewayApp(
         Settings(outbox_limit=outbox_limit, grace_period_s=1.0),
         resolver,
-        catalog=BuiltinAgentCatalog(agents),
+        catalog=None if tenant_address else BuiltinAgentCatalog(agents),
+        discovery=DiscoverySettings(tenant_addresses=tenant_address),
+        redis_settings=RedisSettings(url=redis_url),
     )
     gw_port = await app.start()
     try:
