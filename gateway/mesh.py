@@ -1,6 +1,7 @@
 """The whole mesh on one machine: ``python -m gateway.mesh`` (``make run``) and ``--demo`` (``make demo``).
 
-Starts stt_svc, llm_svc, tts_svc and the gateway as child processes (static discovery), shows
+Starts an embedded Redis, then stt_svc, llm_svc, tts_svc, tenant_svc (embedded PostgreSQL) and
+the gateway as child processes (static discovery), seeds the demo tenant, shows
 their logs in one stream, waits until every one reports SERVING on grpc.health.v1, then runs in
 the foreground until Ctrl-C or SIGTERM and stops them gateway-first. ``--demo`` instead places a
 scripted call through the fresh mesh, prints what was said and how fast, writes the audio under
@@ -28,9 +29,16 @@ from pathlib import Path
 from typing import IO
 
 from common import healthcheck
+from gateway.mesh_state import LocalState, seed_demo_tenant
 
 # (package, log name, port offset from --base-port); started in this order, stopped in reverse.
-SERVICES = (("stt_svc", "stt", 1), ("llm_svc", "llm", 2), ("tts_svc", "tts", 3), ("gateway", "gateway", 0))
+SERVICES = (
+    ("stt_svc", "stt", 1),
+    ("llm_svc", "llm", 2),
+    ("tts_svc", "tts", 3),
+    ("tenant_svc", "tenant", 4),
+    ("gateway", "gateway", 0),
+)
 DEMO_SCRIPT = (
     ("Hi, I'd like to book a cleaning for next Tuesday.", None),
     ("Sorry, what are your opening hours?", 1500),  # talks over the agent's reply
@@ -109,10 +117,17 @@ class Service:
 class Mesh:
     """The four processes of a local mesh: started together, ready-checked, stopped gateway-first."""
 
-    def __init__(self, ports: dict[str, int], host: str = "127.0.0.1", grace_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        ports: dict[str, int],
+        host: str = "127.0.0.1",
+        grace_s: float = 5.0,
+        state_dir: Path = Path("var"),
+    ) -> None:
         self.host = host
         self.grace_s = grace_s
         self.services = [Service(pkg, name, f"{host}:{ports[name]}") for pkg, name, _ in SERVICES]
+        self.state = LocalState(state_dir)
 
     def address(self, name: str) -> str:
         return next(s.address for s in self.services if s.name == name)
@@ -121,13 +136,16 @@ class Mesh:
         """Spawn every service at once (their models load in parallel); raises if a port is taken."""
         for s in self.services:
             _check_port_free(self.host, s.port, s.package)
+        self.state.start()
         env = {
+            **self.state.env,
             **os.environ,
             "PYTHONUNBUFFERED": "1",
             "VOICEAI_HOST": self.host,
             "VOICEAI_STT_ADDRESSES": self.address("stt"),
             "VOICEAI_LLM_ADDRESSES": self.address("llm"),
             "VOICEAI_TTS_ADDRESSES": self.address("tts"),
+            "VOICEAI_TENANT_ADDRESSES": self.address("tenant"),
             # A short drain: stop() waits this long plus a margin before it kills (the
             # gateway's own default is ten minutes, meant for production calls).
             "VOICEAI_GRACE_PERIOD_S": str(self.grace_s),
@@ -198,6 +216,7 @@ class Mesh:
                 s.popen.kill()
                 s.popen.wait()
             self._wait_pump(s)
+        self.state.stop()
 
     @staticmethod
     def _wait_pump(s: Service) -> None:
@@ -276,7 +295,7 @@ class _StopSignal:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m gateway.mesh", description=__doc__)
     p.add_argument(
-        "--base-port", type=int, default=50060, help="gateway port; stt, llm, tts use the next three"
+        "--base-port", type=int, default=50060, help="gateway port; stt, llm, tts, tenant use the next four"
     )
     for _pkg, name, _offset in SERVICES:
         p.add_argument(f"--{name}-port", type=int, default=None, help=f"override the {name} port")
@@ -285,6 +304,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grace-s", type=float, default=5.0, help="drain time on stop (VOICEAI_GRACE_PERIOD_S)")
     p.add_argument("--demo", action="store_true", help="place a scripted call, then stop")
     p.add_argument("--out-dir", default="var", help="where --demo writes its WAVs")
+    p.add_argument(
+        "--state-dir", default="var", help="embedded PostgreSQL and Redis data (when not configured)"
+    )
     return p.parse_args(argv)
 
 
@@ -302,12 +324,16 @@ def main(argv: list[str] | None = None) -> int:
     stop = _StopSignal()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, stop)
-    mesh = Mesh(ports_from_args(args), args.host, args.grace_s)
+    mesh = Mesh(ports_from_args(args), args.host, args.grace_s, Path(args.state_dir))
     code = 0
     try:
         mesh.start()
         if not mesh.wait_ready(args.ready_timeout_s, stop.event):
             return 0  # stopped while starting
+        try:
+            say(f"  {seed_demo_tenant(mesh.address('tenant'))}")
+        except Exception as e:  # the mesh runs, but the demo tenant's calls would be refused
+            raise MeshError(f"could not create the demo tenant in tenant_svc: {e}") from e
         say("\n  voiceai-mesh is up:")
         for s in reversed(mesh.services):  # the gateway, the one callers use, first
             say(f"    {s.package:<8} {s.address}")

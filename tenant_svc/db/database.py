@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -25,6 +26,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from common.errors import FailedPrecondition, Unavailable
 
 log = logging.getLogger(__name__)
+# pgserver narrates every pg_ctl command at INFO; its warnings and errors still show.
+logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 _MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -65,7 +68,15 @@ def _with_user(url: str, user: str) -> str:
 
 def start_embedded(data_dir: Path, app_role: str) -> Endpoints:
     """Start (or join) the pgserver instance in ``data_dir``; several processes may share it."""
-    import pgserver  # heavy import, only on the embedded path
+    return embedded_server(data_dir, app_role)[0]
+
+
+def embedded_server(data_dir: Path, app_role: str) -> tuple[Endpoints, Any]:
+    """Like ``start_embedded``, also returning the server handle (``.cleanup()`` stops it when
+    this is the last process using it): the local mesh launcher owns the server this way."""
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (containers)
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+        import pgserver  # heavy import, only on the embedded path
 
     data_dir = data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -73,7 +84,7 @@ def start_embedded(data_dir: Path, app_role: str) -> Endpoints:
     # exits, so the local mesh's processes and a test session share one server.
     server = pgserver.get_server(data_dir, cleanup_mode="stop")
     admin = server.get_uri()
-    return Endpoints(app_url=_with_user(admin, app_role), admin_url=admin)
+    return Endpoints(app_url=_with_user(admin, app_role), admin_url=admin), server
 
 
 def endpoints(settings: DatabaseSettings) -> Endpoints:

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,8 +48,12 @@ def free_ports(n: int) -> list[int]:
 def launcher(
     *args: str, env: dict[str, str] | None = None
 ) -> Iterator[tuple[subprocess.Popen[str], list[int]]]:
-    gw, stt, llm, tts = free_ports(4)
+    gw, stt, llm, tts, tenant = free_ports(5)
     ports = [
+        "--tenant-port",
+        str(tenant),
+        "--state-dir",
+        tempfile.mkdtemp(prefix="voiceai-mesh-state-"),
         "--gateway-port",
         str(gw),
         "--stt-port",
@@ -89,7 +94,8 @@ def read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 90.0) 
 
 
 def children_of(pid: int) -> list[psutil.Process]:
-    return psutil.Process(pid).children(recursive=True)
+    """The launcher's Python services (not the embedded redis-server it also runs)."""
+    return [c for c in psutil.Process(pid).children(recursive=True) if "python" in c.name()]
 
 
 def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
@@ -103,7 +109,13 @@ async def test_the_mesh_comes_up_takes_a_call_and_stops_cleanly_on_ctrl_c() -> N
         for port in (gw, stt, llm, tts):
             assert f"127.0.0.1:{port}" in banner
         children = children_of(proc.pid)
-        assert sorted(c.cmdline()[2] for c in children) == ["gateway", "llm_svc", "stt_svc", "tts_svc"]
+        assert sorted(c.cmdline()[2] for c in children) == [
+            "gateway",
+            "llm_svc",
+            "stt_svc",
+            "tenant_svc",
+            "tts_svc",
+        ]
         # Every child is in its own process group: a terminal's Ctrl-C reaches the launcher only.
         assert all(os.getpgid(c.pid) != os.getpgid(proc.pid) for c in children)
         # A short drain under the launcher, so Ctrl-C does not wait out the gateway's 10 minutes.
@@ -130,14 +142,14 @@ async def test_the_mesh_comes_up_takes_a_call_and_stops_cleanly_on_ctrl_c() -> N
     assert wait_gone(children, 5) == []
     # Stopped gateway first, then the services in reverse start order.
     stops = [m.group(1) for m in re.finditer(r"^\S+ I (\w+)\s+stopped$", out, re.MULTILINE)]
-    assert stops == ["gateway", "tts", "llm", "stt"], out
+    assert stops == ["gateway", "tenant", "tts", "llm", "stt"], out
 
 
 def test_the_services_die_with_the_launcher() -> None:
     with launcher() as (proc, _ports):
         read_until(proc, "voiceai-mesh is up")
         children = children_of(proc.pid)
-        assert len(children) == 4
+        assert len(children) == 5
         proc.kill()  # SIGKILL: no chance to clean up; the kernel tells the children
         proc.wait()
         assert wait_gone(children, 10) == []

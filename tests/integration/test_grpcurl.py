@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.bench import procs
+from tests.credentials import token
 
 GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or "grpcurl"
 
@@ -21,6 +22,7 @@ SERVICES = [
     ("llm_svc", "voiceai.llm.v1.LanguageModelService"),
     ("tts_svc", "voiceai.tts.v1.TextToSpeechService"),
     ("gateway", "voiceai.gateway.v1.CallGatewayService"),
+    ("tenant_svc", "voiceai.tenant.v1.TenantService"),
 ]
 
 
@@ -34,8 +36,9 @@ def grpcurl(*args: str) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("module", "service"), SERVICES)
-def test_service_answers_grpcurl_and_stops_on_sigterm(module: str, service: str) -> None:
-    with procs.start(module, module, {"VOICEAI_USE_UVLOOP": "1"}) as proc:
+def test_service_answers_grpcurl_and_stops_on_sigterm(module: str, service: str, tmp_path: Path) -> None:
+    env = {"VOICEAI_USE_UVLOOP": "1", "VOICEAI_PG_DATA_DIR": str(tmp_path / "pg")}
+    with procs.start(module, module, env) as proc:
         listed = grpcurl(proc.address, "list").split()
         assert service in listed and "grpc.health.v1.Health" in listed
         assert json.loads(grpcurl(proc.address, "grpc.health.v1.Health/Check"))["status"] == "SERVING"
@@ -45,11 +48,20 @@ def test_service_answers_grpcurl_and_stops_on_sigterm(module: str, service: str)
                 "x-tenant-id:demo",
                 "-H",
                 "x-call-id:grpcurl-1",
+                "-H",
+                f"authorization:Bearer {token('demo')}",
                 "-d",
                 '{"messages":[{"role":"ROLE_USER","content":"hello"}]}',
                 proc.address,
                 "voiceai.llm.v1.LanguageModelService/StreamChat",
             )
             assert '"delta"' in out and '"done"' in out and "offline-responder" in out
+        if module == "tenant_svc":
+            platform = f"authorization:Bearer {token(None, ('platform',))}"
+            body = '{"tenant_id":"grpcurl-co","tenant":{"display_name":"Grpcurl Co"}}'
+            created = grpcurl("-H", platform, "-d", body, proc.address, f"{service}/CreateTenant")
+            assert '"name": "tenants/grpcurl-co"' in created
+            listed = grpcurl("-H", platform, proc.address, f"{service}/ListTenants")
+            assert "tenants/grpcurl-co" in listed
         proc.popen.send_signal(signal.SIGTERM)
         assert proc.popen.wait(15) == 0
