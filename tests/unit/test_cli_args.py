@@ -68,10 +68,11 @@ def test_mesh_ports_follow_the_base_port_unless_overridden() -> None:
         "stt": 50061,
         "llm": 50062,
         "tts": 50063,
+        "tenant": 50064,
         "gateway": 50060,
     }
     ports = mesh.ports_from_args(mesh.parse_args(["--base-port", "6000", "--tts-port", "7000"]))
-    assert ports == {"stt": 6001, "llm": 6002, "tts": 7000, "gateway": 6000}
+    assert ports == {"stt": 6001, "llm": 6002, "tts": 7000, "tenant": 6004, "gateway": 6000}
     args = mesh.parse_args(["--demo"])
     assert args.demo and args.out_dir == "var" and args.grace_s == 5.0
     assert not mesh.parse_args([]).demo
