@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,11 +14,13 @@ from tenant_svc.db.database import DatabaseSettings, open_pool
 
 
 @pytest.fixture(scope="session")
-def database_settings(tmp_path_factory: pytest.TempPathFactory) -> DatabaseSettings:
+def database_settings() -> DatabaseSettings:
     """DATABASE_URL (app role) + VOICEAI_DATABASE_ADMIN_URL (owner) when set, else embedded."""
     if os.environ.get("DATABASE_URL"):
         return DatabaseSettings()
-    return DatabaseSettings(url="", pg_data_dir=Path(tmp_path_factory.mktemp("pg")) / "data")
+    # Not under pytest's 0700 tmp root: as root, pgserver runs PostgreSQL as its own user, which
+    # must be able to reach the data directory to stop the server cleanly.
+    return DatabaseSettings(url="", pg_data_dir=Path(tempfile.mkdtemp(prefix="voiceai-test-pg-")) / "data")
 
 
 @pytest.fixture(scope="session")
