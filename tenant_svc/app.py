@@ -7,12 +7,15 @@ import logging
 from common.auth import AuthSettings, build_auth
 from common.config_cache import ConfigCache
 from common.gen.voiceai.tenant.v1 import tenant_service_pb2_grpc
+from common.plans import PlanBook
+from common.quotas import QuotaSettings, TenantQuotas
 from common.redis_conn import RedisSettings, open_redis
 from common.server import ServiceBinding, ServiceHost
 from common.settings import ServiceSettings
 from tenant_svc.changes import ChangeListener
 from tenant_svc.credentials import ApiKeyIssuer, PostgresApiKeys
 from tenant_svc.db.database import DatabaseSettings, open_pool
+from tenant_svc.ratelimit import TenantRateLimit
 from tenant_svc.repository import Repository
 from tenant_svc.server import TenantServicer
 
@@ -59,7 +62,14 @@ async def build_host(
             if result is not None:
                 await result
 
-    servicer = TenantServicer(repo, ApiKeyIssuer(auth_settings), changed)
+    rate = (
+        TenantRateLimit(
+            TenantQuotas(redis, PlanBook(), QuotaSettings(), prefix=redis_settings.key_prefix), repo
+        )
+        if redis is not None
+        else None
+    )
+    servicer = TenantServicer(repo, ApiKeyIssuer(auth_settings), changed, rate)
     host = ServiceHost(
         settings,
         [

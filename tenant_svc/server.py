@@ -23,6 +23,7 @@ from common.gen.voiceai.tenant.v1 import tenant_service_pb2_grpc as svc_grpc
 from tenant_svc import validation as v
 from tenant_svc.changes import ChangeListener
 from tenant_svc.credentials import ApiKeyIssuer, actor, is_platform
+from tenant_svc.ratelimit import TenantRateLimit, rate_limited
 from tenant_svc.repository import AGENT_COLUMNS, Repository
 
 AGENT_FIELDS = (*AGENT_COLUMNS, "max_call_duration")
@@ -44,7 +45,14 @@ def _generated() -> str:
 
 
 class TenantServicer(svc_grpc.TenantServiceServicer):
-    def __init__(self, repo: Repository, keys: ApiKeyIssuer, on_change: ChangeListener | None = None) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        keys: ApiKeyIssuer,
+        on_change: ChangeListener | None = None,
+        rate: TenantRateLimit | None = None,
+    ) -> None:
+        self._rate = rate
         self._repo = repo
         self._keys = keys
         self._on_change: ChangeListener = on_change or (lambda *_: None)
@@ -55,6 +63,7 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
             await result
 
     # -- tenants --------------------------------------------------------------------------
+    @rate_limited
     async def CreateTenant(self, request: svc.CreateTenantRequest, _: Ctx) -> pb.Tenant:
         tid = v.tenant_id(request.tenant_id)
         if not request.tenant.display_name.strip():
@@ -67,10 +76,12 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
             await t.audit(actor(), "CreateTenant", tenant.name)
         return tenant
 
+    @rate_limited
     async def GetTenant(self, request: svc.GetTenantRequest, _: Ctx) -> pb.Tenant:
         async with self._repo.tenant(_scope(v.tenant_of(request.name))) as t:
             return await t.get_tenant()
 
+    @rate_limited
     async def ListTenants(self, request: svc.ListTenantsRequest, _: Ctx) -> svc.ListTenantsResponse:
         size = v.page_size(request.page_size)
         after = str(v.decode_page(request.page_token, "*", "ListTenants", ""))
@@ -83,6 +94,7 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
         )
         return svc.ListTenantsResponse(tenants=tenants[:size], next_page_token=token)
 
+    @rate_limited
     async def UpdateTenant(self, request: svc.UpdateTenantRequest, _: Ctx) -> pb.Tenant:
         tid = _scope(v.tenant_of(request.tenant.name, "tenant.name"))
         touches_plan = "plan_tier" in request.update_mask.paths or "*" in request.update_mask.paths
@@ -99,6 +111,7 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
         await self._changed("tenant", tid, tid)
         return tenant
 
+    @rate_limited
     async def DeleteTenant(self, request: svc.DeleteTenantRequest, _: Ctx) -> empty_pb2.Empty:
         tid = v.tenant_of(request.name)
         async with self._repo.platform() as p:
@@ -107,6 +120,7 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
         return empty_pb2.Empty()
 
     # -- agents ---------------------------------------------------------------------------
+    @rate_limited
     async def CreateAgent(self, request: svc.CreateAgentRequest, _: Ctx) -> pb.Agent:
         tid = _scope(v.tenant_of(request.parent, "parent"))
         aid = v.new_id(request.agent_id, "agent_id", _generated())
@@ -115,11 +129,13 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
             await t.audit(actor(), "CreateAgent", agent.name)
         return agent
 
+    @rate_limited
     async def GetAgent(self, request: svc.GetAgentRequest, _: Ctx) -> pb.Agent:
         tid, aid = v.child_id(request.name, "agents")
         async with self._repo.tenant(_scope(tid)) as t:
             return await t.get_agent(aid)
 
+    @rate_limited
     async def ListAgents(self, request: svc.ListAgentsRequest, _: Ctx) -> svc.ListAgentsResponse:
         tid = _scope(v.tenant_of(request.parent, "parent"))
         size = v.page_size(request.page_size)
@@ -133,6 +149,7 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
         )
         return svc.ListAgentsResponse(agents=agents[:size], next_page_token=token)
 
+    @rate_limited
     async def UpdateAgent(self, request: svc.UpdateAgentRequest, _: Ctx) -> pb.Agent:
         tid, aid = v.child_id(request.agent.name, "agents", "agent.name")
         async with self._repo.tenant(_scope(tid)) as t:
@@ -143,6 +160,7 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
         await self._changed("agent", tid, aid)
         return agent
 
+    @rate_limited
     async def DeleteAgent(self, request: svc.DeleteAgentRequest, _: Ctx) -> empty_pb2.Empty:
         tid, aid = v.child_id(request.name, "agents")
         async with self._repo.tenant(_scope(tid)) as t:
@@ -158,6 +176,7 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
             raise InvalidArgument("phone_number.agent must be an agent of the same tenant")
         return aid
 
+    @rate_limited
     async def CreatePhoneNumber(self, request: svc.CreatePhoneNumberRequest, _: Ctx) -> pb.PhoneNumber:
         tid = _scope(v.tenant_of(request.parent, "parent"))
         number = v.e164(request.phone_number.e164_number, "phone_number.e164_number")
@@ -169,11 +188,13 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
         await self._changed("phone_number", tid, pid)
         return phone
 
+    @rate_limited
     async def GetPhoneNumber(self, request: svc.GetPhoneNumberRequest, _: Ctx) -> pb.PhoneNumber:
         tid, pid = v.child_id(request.name, "phoneNumbers")
         async with self._repo.tenant(_scope(tid)) as t:
             return await t.get_phone_number(pid)
 
+    @rate_limited
     async def ListPhoneNumbers(
         self, request: svc.ListPhoneNumbersRequest, _: Ctx
     ) -> svc.ListPhoneNumbersResponse:
@@ -186,6 +207,7 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
         token = v.encode_page(tid, "ListPhoneNumbers", last) if last else ""
         return svc.ListPhoneNumbersResponse(phone_numbers=phones[:size], next_page_token=token)
 
+    @rate_limited
     async def UpdatePhoneNumber(self, request: svc.UpdatePhoneNumberRequest, _: Ctx) -> pb.PhoneNumber:
         tid, pid = v.child_id(request.phone_number.name, "phoneNumbers", "phone_number.name")
         async with self._repo.tenant(_scope(tid)) as t:
@@ -197,6 +219,7 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
         await self._changed("phone_number", tid, pid)
         return phone
 
+    @rate_limited
     async def DeletePhoneNumber(self, request: svc.DeletePhoneNumberRequest, _: Ctx) -> empty_pb2.Empty:
         tid, pid = v.child_id(request.name, "phoneNumbers")
         async with self._repo.tenant(_scope(tid)) as t:
@@ -205,6 +228,7 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
         await self._changed("phone_number", tid, pid)
         return empty_pb2.Empty()
 
+    @rate_limited
     async def LookupPhoneNumber(
         self, request: svc.LookupPhoneNumberRequest, _: Ctx
     ) -> svc.LookupPhoneNumberResponse:
@@ -221,6 +245,7 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
         )
 
     # -- API keys -------------------------------------------------------------------------
+    @rate_limited
     async def CreateApiKey(self, request: svc.CreateApiKeyRequest, _: Ctx) -> svc.CreateApiKeyResponse:
         tid = _scope(v.tenant_of(request.parent, "parent"))
         roles = v.roles(request.api_key.roles)
@@ -235,11 +260,13 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
             await t.audit(actor(), "CreateApiKey", key.name)
         return svc.CreateApiKeyResponse(api_key=key, key=plaintext)
 
+    @rate_limited
     async def GetApiKey(self, request: svc.GetApiKeyRequest, _: Ctx) -> pb.ApiKey:
         tid, kid = v.child_id(request.name, "apiKeys")
         async with self._repo.tenant(_scope(tid)) as t:
             return await t.get_api_key(kid)
 
+    @rate_limited
     async def ListApiKeys(self, request: svc.ListApiKeysRequest, _: Ctx) -> svc.ListApiKeysResponse:
         tid = _scope(v.tenant_of(request.parent, "parent"))
         size = v.page_size(request.page_size)
@@ -249,6 +276,7 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
         token = v.encode_page(tid, "ListApiKeys", keys[size - 1].key_prefix) if len(keys) > size else ""
         return svc.ListApiKeysResponse(api_keys=keys[:size], next_page_token=token)
 
+    @rate_limited
     async def RevokeApiKey(self, request: svc.RevokeApiKeyRequest, _: Ctx) -> pb.ApiKey:
         tid, kid = v.child_id(request.name, "apiKeys")
         async with self._repo.tenant(_scope(tid)) as t:
@@ -258,6 +286,7 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
         return key
 
     # -- calls and audit ------------------------------------------------------------------
+    @rate_limited
     async def CreateCall(self, request: svc.CreateCallRequest, _: Ctx) -> pb.Call:
         tid = _scope(v.tenant_of(request.parent, "parent"))
         cid = v.new_id(request.call_id.lower(), "call_id", "")
@@ -273,11 +302,13 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
         async with self._repo.tenant(tid) as t:
             return await t.insert_call(cid, aid, request.call)
 
+    @rate_limited
     async def GetCall(self, request: svc.GetCallRequest, _: Ctx) -> pb.Call:
         tid, cid = v.child_id(request.name, "calls")
         async with self._repo.tenant(_scope(tid)) as t:
             return await t.get_call(cid)
 
+    @rate_limited
     async def ListCalls(self, request: svc.ListCallsRequest, _: Ctx) -> svc.ListCallsResponse:
         tid = _scope(v.tenant_of(request.parent, "parent"))
         size = v.page_size(request.page_size)
@@ -287,6 +318,7 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
         token = v.encode_page(tid, "ListCalls", rows[size - 1][0]) if len(rows) > size else ""
         return svc.ListCallsResponse(calls=[c for _, c in rows[:size]], next_page_token=token)
 
+    @rate_limited
     async def ListAuditLogEntries(
         self, request: svc.ListAuditLogEntriesRequest, _: Ctx
     ) -> svc.ListAuditLogEntriesResponse:

@@ -48,7 +48,7 @@ class TenantApi:
     def key_md(self, key: str, tenant: str) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {key}"), ("x-tenant-id", tenant))
 
-    async def new_tenant(self, tier: pb.PlanTier = pb.PLAN_TIER_FREE) -> str:
+    async def new_tenant(self, tier: pb.PlanTier = pb.PLAN_TIER_PRO) -> str:
         tid = f"t-{uuid.uuid4().hex[:12]}"
         await self.stub.CreateTenant(
             svc.CreateTenantRequest(

@@ -40,7 +40,7 @@ async def world(
     async with tenant_api(database_settings, Path(tmp_path_factory.mktemp("dev-auth")), redis_url) as api:
         tenants, keys, snapshot = [], {}, {}
         for i in range(N_TENANTS):
-            t = await api.new_tenant()
+            t = await api.new_tenant(pb.PLAN_TIER_ENTERPRISE)  # the attacks must not hit a rate limit
             agent = await api.new_agent(t, "shared-id", f"secret prompt {i}")
             number = f"+1{900 + i}555{int(t[-6:], 16) % 10**4:04d}"
             await api.stub.CreatePhoneNumber(

@@ -267,3 +267,20 @@ async def test_audit_log_records_who_changed_what(api: TenantApi) -> None:
         )
     )
     assert code == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_requests_per_minute_per_tenant_by_plan(api: TenantApi) -> None:
+    free, other = await api.new_tenant(pb.PLAN_TIER_FREE), await api.new_tenant(pb.PLAN_TIER_FREE)
+    md = api.md(free, "viewer")
+    codes = []
+    for _ in range(30):  # free: 60 per minute with a burst of 10
+        try:
+            await api.stub.GetTenant(svc.GetTenantRequest(name=f"tenants/{free}"), metadata=md)
+            codes.append("OK")
+        except grpc.aio.AioRpcError as e:
+            codes.append(e.code().name)
+            details = e.details() or ""
+    assert "RESOURCE_EXHAUSTED" in codes and codes[0] == "OK"
+    assert "retry in" in details and free not in details
+    # Another tenant on the same plan is not affected; bad credentials never spend the quota.
+    await api.stub.GetTenant(svc.GetTenantRequest(name=f"tenants/{other}"), metadata=api.md(other, "viewer"))
