@@ -47,14 +47,17 @@ ALLOWED_CALLERS = {
     "tenant": {"gateway", "portal"},
 }
 CONSUL_NAMESPACE = "consul"
-# Environment the Consul resolver will read (not yet in common/: it is being built); any other
-# VOICEAI_* name must be a field of a settings class.
-PENDING_CONSUL_ENV = {"VOICEAI_ZONE", "VOICEAI_CONSUL_SERVICE_ADDRESS", "VOICEAI_CONSUL_TAGS"}
-OTHER_ENV = {"HOST_IP", "POD_IP", "CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN"} | {
-    "DEEPGRAM_API_KEY",
-    "OPENAI_API_KEY",
-    "ELEVENLABS_API_KEY",
+# What components/consul sets, until common.consul (being built) is merged: then its settings
+# class is the reference, as for every other VOICEAI_* name.
+PENDING_CONSUL_ENV = {
+    "CONSUL_HTTP_ADDR",
+    "CONSUL_HTTP_TOKEN",
+    "VOICEAI_CONSUL_ADVERTISE_HOST",
+    "VOICEAI_CONSUL_ZONE",
+    "VOICEAI_CONSUL_GPU",
 }
+# Downward-API helpers for $(...) expansion, and the providers' own variable names.
+OTHER_ENV = {"HOST_IP", "POD_IP", "DEEPGRAM_API_KEY", "OPENAI_API_KEY", "ELEVENLABS_API_KEY"}
 
 
 # ------------------------------------------------------------------------- a small kustomize
@@ -248,6 +251,7 @@ def test_deployments_probe_grpc_and_drain(target: str) -> None:
         # SIGTERM comes after preStop; the drain and closing must fit before the kubelet kills.
         (sleep, seconds) = c["lifecycle"]["preStop"]["exec"]["command"]
         drain = float(env_value(c, "VOICEAI_GRACE_PERIOD_S") or 0)
+        drain += float(env_value(c, "VOICEAI_DRAIN_NOTICE_S") or 0)
         assert sleep == "sleep" and int(seconds) + drain + 10 <= spec["terminationGracePeriodSeconds"], name
     assert template(deployments["gateway"])["terminationGracePeriodSeconds"] == 600
     assert config["VOICEAI_HOST"] == "0.0.0.0" and config["VOICEAI_AUTH_MODE"] == "jwt"
@@ -320,8 +324,17 @@ def settings_env_names() -> set[str]:
     from tenant_svc.db.database import DatabaseSettings
     from tts_svc.app import Settings as Tts
 
-    names = set()
+    classes: list[Any] = []
+    try:
+        from common.consul import ConsulSettings  # type: ignore[import-not-found, unused-ignore]
+
+        classes.append(ConsulSettings)
+    except ImportError:
+        names = set(PENDING_CONSUL_ENV)
+    else:
+        names = set()
     for cls in (
+        *classes,
         AuthSettings,
         QuotaSettings,
         RedisSettings,
@@ -344,7 +357,7 @@ def test_environment_names_are_settings_the_code_reads(target: str) -> None:
     docs = rendered(target)
     used = {k for m in of_kind(docs, "ConfigMap").values() for k in m.get("data", {})}
     used |= {e["name"] for d in docs for c in containers(d) for e in c.get("env", [])}
-    unknown = used - settings_env_names() - PENDING_CONSUL_ENV - OTHER_ENV
+    unknown = used - settings_env_names() - OTHER_ENV
     assert unknown == set(), f"no settings field reads {sorted(unknown)} (a typo?)"
 
 
@@ -417,6 +430,19 @@ def test_production_scrapes_metrics_and_uses_the_registry_image() -> None:
     assert {c["image"] for d in docs for c in containers(d)} == {
         "registry.example.com/voiceai/voiceai-mesh:0.1.0"
     }
+
+
+def test_consul_registers_the_pod_with_its_node_agent_in_production_only() -> None:
+    for name, doc in of_kind(rendered("overlays/production"), "Deployment").items():
+        (c,) = template(doc)["containers"]
+        env = {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
+        assert env["HOST_IP"] == {"fieldRef": {"fieldPath": "status.hostIP"}}, name
+        assert env["CONSUL_HTTP_ADDR"] == "http://$(HOST_IP):8500", name
+        assert env["VOICEAI_CONSUL_ADVERTISE_HOST"] == "$(POD_IP)", name
+        zone = "metadata.labels['topology.kubernetes.io/zone']"
+        assert env["VOICEAI_CONSUL_ZONE"] == {"fieldRef": {"fieldPath": zone}}, name
+    # Setting CONSUL_HTTP_ADDR is what turns Consul on: the base stays on static discovery.
+    assert all(env_value(c, "CONSUL_HTTP_ADDR") is None for d in rendered("base") for c in containers(d))
 
 
 def test_gpu_overlay_puts_speech_on_the_gpu_pool_only() -> None:
