@@ -1,9 +1,11 @@
 """Service discovery and client-side balancing of long-lived streams.
 
 ``Resolver`` answers "which instances serve X"; ``StaticResolver`` reads fixed addresses (the
-default when no Consul is configured; a Consul resolver implements the same Protocol).
+default when no Consul is configured; ``common.consul_resolver.ConsulResolver`` implements the
+same Protocol).
 ``ChannelPool`` keeps one channel per instance and opens each new stream on the instance with
-the fewest streams in flight (ties broken round-robin), so long calls spread evenly.
+the fewest streams in flight (ties broken round-robin), so long calls spread evenly. An instance
+that leaves discovery gets no new streams; its channel closes once its last stream has ended.
 """
 
 from __future__ import annotations
@@ -62,12 +64,14 @@ def channel_options(max_message_bytes: int = 4 * 1024 * 1024) -> list[tuple[str,
 
 
 class _Instance:
-    __slots__ = ("channel", "endpoint", "in_flight")
+    __slots__ = ("channel", "endpoint", "in_flight", "retired")
 
     def __init__(self, endpoint: Endpoint, channel: grpc.aio.Channel) -> None:
         self.endpoint = endpoint
         self.channel = channel
         self.in_flight = 0
+        # Gone from discovery while streams still ran on it: closed when the last one ends.
+        self.retired = False
 
 
 class ChannelPool:
@@ -79,9 +83,14 @@ class ChannelPool:
         self._instances: dict[str, _Instance] = {}
         self._interceptors = context_client_interceptors() if propagate_context else []
         self._rr = itertools.count()
+        self._retired: set[_Instance] = set()
 
     async def _refresh(self) -> list[_Instance]:
         endpoints = await self._resolver.resolve(self.service)
+        listed = {ep.address for ep in endpoints}
+        for addr in [a for a in self._instances if a not in listed]:
+            await self._retire(self._instances.pop(addr))
+        # Built after the last await, so what pick() returns is open and still listed.
         live: list[_Instance] = []
         for ep in endpoints:
             inst = self._instances.get(ep.address)
@@ -93,6 +102,15 @@ class ChannelPool:
                 self._instances[ep.address] = inst
             live.append(inst)
         return live
+
+    async def _retire(self, inst: _Instance) -> None:
+        """Gone from discovery: no new streams. Idle, its channel closes now; else when the last
+        stream on it ends (discovery never cuts a stream that is running)."""
+        if inst.in_flight:
+            inst.retired = True
+            self._retired.add(inst)
+        else:
+            await inst.channel.close()
 
     async def pick(self) -> _Instance:
         live = await self._refresh()
@@ -111,11 +129,20 @@ class ChannelPool:
             yield inst.channel
         finally:
             inst.in_flight -= 1
+            if inst.retired and not inst.in_flight:
+                self._retired.discard(inst)
+                await inst.channel.close()
 
     def in_flight(self) -> dict[str, int]:
+        """Streams in flight per address discovery still lists (retired instances excluded)."""
         return {addr: inst.in_flight for addr, inst in self._instances.items()}
 
+    def retired(self) -> dict[str, int]:
+        """Streams still running on instances discovery no longer lists."""
+        return {inst.endpoint.address: inst.in_flight for inst in self._retired}
+
     async def close(self) -> None:
-        for inst in self._instances.values():
+        for inst in [*self._instances.values(), *self._retired]:
             await inst.channel.close()
         self._instances.clear()
+        self._retired.clear()
