@@ -2,8 +2,9 @@
 
 ``ServiceHost`` owns one grpc.aio server and what every service exposes next to its own API:
 the standard health service, server reflection (grpcurl), Prometheus metrics, message-size
-limits, the context interceptor, and a graceful drain (NOT_SERVING -> stop accepting -> let
-open streams finish within the grace period -> cancel the rest).
+limits, the context interceptor, and a graceful drain (NOT_SERVING -> ``on_draining`` hooks such
+as Consul deregistration -> stop accepting -> let open streams finish within the grace period ->
+cancel the rest).
 """
 
 from __future__ import annotations
@@ -112,6 +113,10 @@ class ServiceHost:
         self.draining = False
         # Closed in order after the server has stopped (pools, clients the servicers hold).
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
+        # Run once SERVING, and as a drain begins right after NOT_SERVING while new RPCs are still
+        # accepted: discovery registration (common.consul), so clients stop picking us first.
+        self.on_serving: list[Callable[[], Awaitable[None]]] = []
+        self.on_draining: list[Callable[[], Awaitable[None]]] = []
 
     @property
     def service_names(self) -> list[str]:
@@ -133,6 +138,8 @@ class ServiceHost:
         await self._server.start()
         self._start_metrics()
         await self.set_serving(True)
+        for hook in self.on_serving:
+            await hook()
         log.info(
             "serving %s on %s:%d (metrics %s)",
             ",".join(n.rsplit(".", 1)[-1] for n in self.service_names),
@@ -169,6 +176,11 @@ class ServiceHost:
         log.info("draining: NOT_SERVING, open streams get %.0f s to finish", grace)
         await self.set_serving(False)
         try:
+            for hook in self.on_draining:
+                try:
+                    await hook()
+                except Exception:
+                    log.exception("a drain hook failed")
             if self.settings.drain_notice_s > 0:
                 await asyncio.sleep(self.settings.drain_notice_s)
             await self._server.stop(grace)
