@@ -1,4 +1,5 @@
-"""The shared ``python -m <service>`` entry: flags, logging, serve until SIGTERM, drain."""
+"""The shared ``python -m <service>`` entry: flags, logging, Consul registration when configured,
+serve until SIGTERM, drain."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 from collections.abc import Awaitable, Callable
 
 from common import logs
+from common.consul import register_with_consul
 from common.server import ServiceHost, run
 from common.settings import ServiceSettings
 
@@ -28,6 +30,7 @@ def serve_main(
 
     async def main() -> None:
         host = await build(settings)
+        register_with_consul(host, name)
         await host.start()
         await host.serve_until_signal()
 

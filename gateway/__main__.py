@@ -7,6 +7,7 @@ import asyncio
 import logging
 
 from common import logs
+from common.consul import register_with_consul
 from common.server import run
 from gateway.app import DEFAULT_PORT, Settings, build_app
 
@@ -26,6 +27,7 @@ def main() -> None:
 
     async def serve() -> None:
         app = build_app(settings)
+        register_with_consul(app.host, "gateway")
         await app.start()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()

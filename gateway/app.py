@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from common.auth import AuthSettings, build_auth
-from common.discovery import Resolver, StaticResolver
+from common.consul_resolver import ConsulResolver, resolver_from_settings
+from common.discovery import Resolver
 from common.gen.voiceai.gateway.v1 import gateway_pb2_grpc
 from common.redis_conn import RedisSettings
 from common.server import ServiceBinding, ServiceHost
@@ -46,7 +47,11 @@ class GatewayApp:
     ) -> None:
         self.settings = settings
         discovery = discovery or DiscoverySettings()
-        resolver = resolver or StaticResolver(discovery.static_map())
+        # A Consul watch built here starts and stops with the app; a resolver passed in is the caller's.
+        self._watch: ConsulResolver | None = None
+        if resolver is None:
+            resolver = resolver_from_settings(discovery)
+            self._watch = resolver if isinstance(resolver, ConsulResolver) else None
         self.clients = MeshClients(resolver)
         self.pacer = Pacer()
         self.tenancy = Tenancy.build(resolver, discovery, redis_settings or RedisSettings())
@@ -79,6 +84,8 @@ class GatewayApp:
         )
 
     async def start(self) -> int:
+        if self._watch is not None:
+            self._watch.watch("stt", "llm", "tts")
         return await self.host.start()
 
     async def drain(self, grace: float | None = None) -> None:
@@ -89,6 +96,8 @@ class GatewayApp:
             await self.pacer.stop()
             await self.clients.close()
             await self.tenancy.close()
+            if self._watch is not None:
+                await self._watch.aclose()
 
 
 def build_app(settings: Settings, resolver: Resolver | None = None, **kwargs) -> GatewayApp:  # type: ignore[no-untyped-def]
