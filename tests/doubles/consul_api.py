@@ -272,6 +272,9 @@ class ConsulApiDouble:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # As Go's net/http (the real agent): headers and body go out as two writes, and with Nagle on
+    # the body would wait ~40 ms for the client's delayed ACK.
+    disable_nagle_algorithm = True
     server: ThreadingHTTPServer
 
     @property
