@@ -163,7 +163,7 @@ async def test_nothing_configured_changes_nothing(monkeypatch: pytest.MonkeyPatc
     assert isinstance(resolver_from_settings(), ConsulResolver)
 
 
-def test_wildcard_bind_needs_an_advertise_address() -> None:
+async def test_wildcard_bind_needs_an_advertise_address() -> None:
     settings = ConsulSettings(addr="127.0.0.1:8500")
     for wildcard in ("0.0.0.0", "::"):
         with pytest.raises(ValueError, match="VOICEAI_CONSUL_ADVERTISE_HOST"):
