@@ -16,7 +16,7 @@ import grpc.aio
 
 from common import context
 from common.config_cache import ConfigCache, config_name
-from common.discovery import ChannelPool, Resolver
+from common.discovery import ChannelPool, Resolver, StaticResolver
 from common.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -216,7 +216,9 @@ class Tenancy:
             quotas = TenantQuotas(redis, PlanBook(), QuotaSettings(), prefix=prefix)
             store = RedisConversationStore(redis, prefix=prefix)
             closers.append(redis.aclose)
-        if not discovery.static_map().get("tenant"):
+        # Tenancy is on when tenant_svc can be found: static addresses, or any dynamic resolver
+        # (Consul), which finds `voiceai-tenant` itself.
+        if isinstance(resolver, StaticResolver) and not discovery.static_map().get("tenant"):
             ledger = CallLedger(None, quotas) if quotas else None
             if ledger is not None:
                 closers.insert(0, ledger.close)

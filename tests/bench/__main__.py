@@ -2,14 +2,15 @@
 
 Sections: services (per-service overhead with zero-cost engines; local engine speed), then
 gateway (N concurrent calls through the whole mesh), then state (config cache and quotas on
-an embedded Redis), then tenancy (tenant_svc Get/List over gRPC + PostgreSQL with RLS and auth).
+an embedded Redis), then tenancy (tenant_svc Get/List over gRPC + PostgreSQL with RLS and auth), then discovery
+(Consul: time for a critical instance to stop getting streams; balancing spread).
 """
 
 from __future__ import annotations
 
 import sys
 
-from tests.bench import gateway, services, state, tenancy
+from tests.bench import discovery, gateway, services, state, tenancy
 
 
 def main() -> None:
@@ -17,6 +18,7 @@ def main() -> None:
     gateway.main(sys.argv[1:])
     state.main([])
     tenancy.main([])
+    discovery.main([])
 
 
 if __name__ == "__main__":
