@@ -17,6 +17,8 @@ from gateway.session.playout import Pacer
 from gateway.session.reply import PhraseCache
 from gateway.session.services import MeshClients
 from gateway.tenancy import Tenancy
+from tenant_svc.credentials import LazyPostgresApiKeys
+from tenant_svc.db.database import DatabaseSettings
 
 DEFAULT_PORT = 50060
 
@@ -44,6 +46,7 @@ class GatewayApp:
         *,
         discovery: DiscoverySettings | None = None,
         redis_settings: RedisSettings | None = None,
+        database: DatabaseSettings | None = None,
     ) -> None:
         self.settings = settings
         discovery = discovery or DiscoverySettings()
@@ -67,6 +70,10 @@ class GatewayApp:
             ),
             outbox_limit=settings.outbox_limit,
         )
+        # Callers may use API keys when the tenant database is configured (read only through its
+        # owner-only lookup function); otherwise JWTs only.
+        database = database or DatabaseSettings()
+        keys = LazyPostgresApiKeys(database) if database.url.get_secret_value() else None
         self.host = ServiceHost(
             settings,
             [
@@ -80,12 +87,14 @@ class GatewayApp:
             require_call_id=False,  # the gateway mints call ids for new calls
             # The edge: callers' tokens are checked here and exchanged for short-lived internal
             # tokens on every hop behind it.
-            auth=build_auth(AuthSettings(), issue_internal_tokens=True),
+            auth=build_auth(AuthSettings(), api_keys=keys, issue_internal_tokens=True),
         )
+        if keys is not None:
+            self.host.on_stop.append(keys.close)
 
     async def start(self) -> int:
         if self._watch is not None:
-            self._watch.watch("stt", "llm", "tts")
+            self._watch.watch("stt", "llm", "tts", "tenant")
         return await self.host.start()
 
     async def drain(self, grace: float | None = None) -> None:

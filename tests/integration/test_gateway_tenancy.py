@@ -16,7 +16,7 @@ from google.rpc import status_pb2
 from common.gen.voiceai.gateway.v1 import gateway_pb2
 from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
 from common.gen.voiceai.tenant.v1 import tenant_service_pb2 as svc
-from tenant_svc.db.database import DatabaseSettings
+from tenant_svc.db.database import DatabaseSettings, endpoints
 from tests.caller import ConverseCaller, linear16
 from tests.credentials import KEY_DIR, bearer
 from tests.doubles.mesh_services import ScriptedStt, tone
@@ -129,3 +129,33 @@ async def test_calls_over_the_plan_get_resource_exhausted_with_retry_info(
         # Slots are released when calls end: a new call is admitted again.
         async with ConverseCaller(ch, config("reception"), metadata=caller_md(tenant)) as again:
             await again.wait_for(lambda c: c.of("call_started"), timeout=5)
+
+
+async def test_converse_with_an_api_key_of_the_tenant(
+    api: TenantApi, redis_url: str, database_settings: DatabaseSettings
+) -> None:
+    tenant, other = await api.new_tenant(), await api.new_tenant()
+    await api.new_agent(tenant, "reception")
+    created = await api.stub.CreateApiKey(
+        svc.CreateApiKeyRequest(parent=f"tenants/{tenant}", api_key=pb.ApiKey(roles=["agent"])),
+        metadata=api.md(tenant, "admin"),
+    )
+    key_md = (("x-tenant-id", tenant), ("authorization", f"ApiKey {created.key}"))
+    gateway_db = DatabaseSettings(url=endpoints(database_settings).app_url)  # the app role, as deployed
+    async with (
+        scripted_mesh(
+            ScriptedStt([]), tenant_address=api.address, redis_url=redis_url, database=gateway_db
+        ) as mesh,
+        grpc.aio.insecure_channel(mesh.address) as ch,
+    ):
+        async with ConverseCaller(ch, config("reception"), metadata=key_md) as caller:
+            await caller.wait_for(lambda c: c.of("call_started"), timeout=5)
+            await caller.hangup()
+        wrong_tenant = (("x-tenant-id", other), ("authorization", f"ApiKey {created.key}"))
+        async with ConverseCaller(ch, config("reception"), metadata=wrong_tenant) as caller:
+            await caller.wait_for(lambda c: c.error, timeout=5, keep_talking=False)
+        assert caller.error is not None and caller.error.code() == grpc.StatusCode.PERMISSION_DENIED
+        forged = (("x-tenant-id", tenant), ("authorization", f"ApiKey {created.key[:-4]}AAAA"))
+        async with ConverseCaller(ch, config("reception"), metadata=forged) as caller:
+            await caller.wait_for(lambda c: c.error, timeout=5, keep_talking=False)
+        assert caller.error is not None and caller.error.code() == grpc.StatusCode.UNAUTHENTICATED
