@@ -372,8 +372,10 @@ async def test_an_error_ending_stops_the_caller_and_reports_the_status() -> None
     # The caller stopped writing once call_ended arrived and half-closed (no hangup message),
     # which is what lets the gateway send its status without a write racing it.
     assert heard.half_closed and not heard.hung_up
+    # A frame or two already in flight when call_ended left may still arrive (a loaded machine
+    # delays both); a caller that kept talking would send 50 frames a second.
     late = [t for t, _ in heard.frames if t > heard.ended_at + 0.1]
-    assert late == [], f"{len(late)} frames after call_ended"
+    assert len(late) <= 2, f"{len(late)} frames after call_ended"
     assert len(heard.speech_starts) == 1  # utterance 2 was never spoken
 
 
