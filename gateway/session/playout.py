@@ -1,7 +1,7 @@
 """Agent audio playout: 20 ms frames paced in real time, with pause, resume and clear.
 
-One ``Pacer`` per process ticks every 20 ms on an absolute schedule and asks each active
-``Playout`` for one frame; a per-process clock costs one timer for all calls instead of one
+One ``Pacer`` per process ticks on an absolute schedule and asks each active ``Playout`` for
+one frame every 20 ms; a per-process clock costs a few timers for all calls instead of one
 task wake-up per call per frame. A ``Playout`` holds the agent's queued audio as segments
 tagged with the text they speak, so the caller sees the words as they are heard and the
 history can record exactly what was said before a barge-in.
@@ -121,8 +121,8 @@ class Playout:
         return self._segments[0] if self._segments else None
 
     def _wake(self) -> None:
-        if self.pacer is not None and not self.paused and self.pacer.activate(self):
-            self.pacer.start_early(self)
+        if self.pacer is not None and not self.paused:
+            self.pacer.activate(self)
 
     # -- consumer side (Pacer)
     def tick(self) -> bool:
@@ -153,35 +153,56 @@ class Playout:
 
 
 class Pacer:
-    """Per-process 20 ms clock driving every active playout."""
+    """Per-process real-time clock driving every active playout (see module docstring).
 
-    def __init__(self, frame_ms: int = FRAME_MS, max_catch_up: int = 3) -> None:
+    The 20 ms period is split into ``phases`` sub-ticks, each serving its own group of
+    playouts. A playout that gets audio after being idle sends its first frame at once and
+    joins the group that ticked last, so its second frame follows 15-20 ms later (never late,
+    at most a quarter frame early) instead of waiting up to a whole period for a shared tick;
+    and each sub-tick writes about a quarter of the calls' frames rather than all in one
+    burst. With nothing to play the clock stops, and restarts on the next first frame.
+    """
+
+    def __init__(self, frame_ms: int = FRAME_MS, phases: int = 4, max_catch_up: int = 3) -> None:
         self._period = frame_ms / 1000.0
-        self._active: dict[int, Playout] = {}
-        self._max_catch_up = max_catch_up
+        self._phases = phases
+        self._step = self._period / phases
+        self._groups: list[dict[int, Playout]] = [{} for _ in range(phases)]
+        self._group_of: dict[int, int] = {}
+        self._max_behind = max_catch_up * phases
         self._task: asyncio.Task[None] | None = None
-        self._next_tick = 0.0
+        self._next_tick = 0.0  # when group ``_next_group`` ticks next
+        self._next_group = 0
+        self._parked: asyncio.Future[None] | None = None
         self.late_ticks = 0
 
-    def activate(self, playout: Playout) -> bool:
-        """Mark ``playout`` as having audio; True if it was idle until now."""
+    def activate(self, playout: Playout) -> None:
+        """``playout`` has audio after being idle: send its first frame now, then one per period."""
         key = id(playout)
-        if key in self._active:
-            return False
-        self._active[key] = playout
-        return True
-
-    def start_early(self, playout: Playout) -> None:
-        """Send the first frame of a new utterance now rather than at the next tick, unless
-        that tick is near: saves up to a frame of latency, keeps the next gap >= half a frame."""
-        if self._next_tick - time.monotonic() > self._period / 2 and not playout.tick():
-            self._active.pop(id(playout), None)
+        if key in self._group_of or not playout.tick():
+            return  # already ticking, or no whole frame yet (the next append tries again)
+        if self._group_of:
+            group = (self._next_group - 1) % self._phases  # ticked last: next tick in (15, 20] ms
+        else:  # the clock was stopped: restart it on this frame
+            group = 0
+            self._next_group = 1 % self._phases
+            self._next_tick = time.monotonic() + self._step
+            if self._parked is not None and not self._parked.done():
+                self._parked.set_result(None)
+        self._groups[group][key] = playout
+        self._group_of[key] = group
 
     def forget(self, playout: Playout) -> None:
-        self._active.pop(id(playout), None)
+        group = self._group_of.pop(id(playout), None)
+        if group is not None:
+            self._groups[group].pop(id(playout), None)
 
     def attach(self, playout: Playout) -> None:
         playout.pacer = self
+
+    @property
+    def active(self) -> int:
+        return len(self._group_of)
 
     def start(self) -> None:
         if self._task is None:
@@ -199,33 +220,40 @@ class Pacer:
             self._task = None
 
     async def _run(self) -> None:
-        period = self._period
-        next_tick = time.monotonic() + period
+        loop = asyncio.get_running_loop()
         while True:
-            self._next_tick = next_tick
-            delay = next_tick - time.monotonic()
-            if delay > 0:
+            if not self._group_of:
+                self._parked = loop.create_future()
+                await self._parked  # activate() restarts the clock
+                self._parked = None
+                continue
+            delay = self._next_tick - time.monotonic()
+            if delay > 0.001:  # timers have 1 ms resolution: a tick due within 1 ms is due
                 await asyncio.sleep(delay)
-            now = time.monotonic()
-            behind = int((now - next_tick) / period)
-            if behind > self._max_catch_up:
+                continue  # the clock may have been restarted meanwhile
+            behind = int((time.monotonic() - self._next_tick) / self._step)
+            if behind > self._max_behind:
                 # Far behind (loop stalled): skip ahead rather than burst seconds of audio.
-                self.late_ticks += behind
-                next_tick = now
+                self.late_ticks += behind // self._phases
+                self._next_tick = time.monotonic()
                 behind = 0
             for _ in range(behind + 1):
-                self._tick_all()
-            next_tick += period * (behind + 1)
+                group = self._next_group
+                self._tick_group(group)
+                self._next_group = (group + 1) % self._phases
+                self._next_tick += self._step
 
-    def _tick_all(self) -> None:
-        if not self._active:
+    def _tick_group(self, group: int) -> None:
+        playouts = self._groups[group]
+        if not playouts:
             return
         idle = []
-        for key, playout in self._active.items():
+        for key, playout in playouts.items():
             if not playout.context.run(_tick_or_log, playout):
                 idle.append(key)
         for key in idle:
-            self._active.pop(key, None)
+            playouts.pop(key, None)
+            self._group_of.pop(key, None)
 
 
 def _tick_or_log(playout: Playout) -> bool:

@@ -26,6 +26,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import asdict
@@ -187,6 +188,28 @@ def leak_check(gw: procs.Proc) -> tuple[float, float]:
     return uvloop.run(run())
 
 
+def print_probes(directory: str, windows: list[tuple[int, float, float]]) -> None:
+    """Event-loop lag (how late a 5 ms timer fired) and GC pauses of each process, per run."""
+    print("   event-loop lag p50/p99/max ms; GC collections gen0/gen1/gen2, longest pause ms")
+    for name in ("gateway", "stt", "llm", "tts"):
+        try:
+            with open(os.path.join(directory, f"{name}.probe.json")) as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            continue
+        cells = []
+        for n, t0, t1 in windows:
+            lag = [v for t, v in data["lag"] if t0 <= t <= t1]
+            gcs = [(g, d) for t, g, d in data["gc"] if t0 <= t <= t1]
+            counts = "/".join(str(sum(1 for g, _ in gcs if g == gen)) for gen in range(3))
+            longest = max((d for _, d in gcs), default=0.0)
+            cells.append(
+                f"{n}: {_pct(lag, 50):.1f}/{_pct(lag, 99):.1f}/{max(lag, default=0.0):.0f}"
+                f" gc {counts} {longest:.1f}"
+            )
+        print(f"   {name:>8}  " + "  |  ".join(cells))
+
+
 def fake_env() -> dict[str, str]:
     return {
         "VOICEAI_STT_ENGINE": "tests.fakes.stt:ZeroCostRecognizer",
@@ -231,12 +254,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--profile", metavar="DIR", help="run every mesh process under cProfile, stats into DIR"
     )
+    parser.add_argument(
+        "--probe", action="store_true", help="report event-loop lag and GC pauses of every mesh process"
+    )
     args = parser.parse_args(argv)
     env = fake_env()
+    probe_dir = tempfile.mkdtemp(prefix="voiceai-probe-") if args.probe else None
+    hook_dir = args.profile or probe_dir
+    hooks = ",".join(h for h, on in (("profile", args.profile), ("probe", args.probe)) if on)
+    windows: list[tuple[int, float, float]] = []
+
+    def start(name: str, module: str, env: dict[str, str]):  # type: ignore[no-untyped-def]
+        return procs.start(name, module, env, profile_dir=hook_dir, hooks=hooks)
+
     with (
-        procs.start("stt", "stt_svc", env, profile_dir=args.profile) as stt,
-        procs.start("llm", "llm_svc", env, profile_dir=args.profile) as llm,
-        procs.start("tts", "tts_svc", env, profile_dir=args.profile) as tts,
+        start("stt", "stt_svc", env) as stt,
+        start("llm", "llm_svc", env) as llm,
+        start("tts", "tts_svc", env) as tts,
     ):
         gw_env = {
             **env,
@@ -244,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
             "VOICEAI_LLM_ADDRESSES": llm.address,
             "VOICEAI_TTS_ADDRESSES": tts.address,
         }
-        with procs.start("gateway", "gateway", gw_env, profile_dir=args.profile) as gw:
+        with start("gateway", "gateway", gw_env) as gw:
             mesh = [stt, llm, tts, gw]
             arrivals = (
                 "synchronized: all turns at once"
@@ -264,12 +298,16 @@ def main(argv: list[str] | None = None) -> None:
             )
             for n in (int(x) for x in args.calls.split(",")):
                 plans = plans_for(n, args.turns, sync=args.sync, stagger_s=args.stagger, seed=args.seed)
+                t0 = time.monotonic()
                 print(_row(run_load(gw, mesh, plans, args.calls_per_process)), flush=True)
+                windows.append((n, t0, time.monotonic()))
             if not args.no_leak_check:
                 rss100, rss1000 = leak_check(gw)
                 print(
                     f"gateway RSS after 100 short calls: {rss100:.1f} MB; after 1,000: {rss1000:.1f} MB ({rss1000 - rss100:+.1f} MB)"
                 )
+    if probe_dir is not None:
+        print_probes(probe_dir, windows)
     print(
         "  (added = end to end minus the configured latencies above, over turns that started while all"
         " calls were connected; CPU is all four mesh processes per call-minute; caller lag p99 = how late"
