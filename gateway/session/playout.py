@@ -155,24 +155,26 @@ class Playout:
 class Pacer:
     """Per-process real-time clock driving every active playout (see module docstring).
 
-    The 20 ms period is split into ``phases`` sub-ticks, each serving its own group of
-    playouts. A playout that gets audio after being idle sends its first frame at once and
-    joins the group that ticked last, so its second frame follows 15-20 ms later (never late,
-    at most a quarter frame early) instead of waiting up to a whole period for a shared tick;
-    and each sub-tick writes about a quarter of the calls' frames rather than all in one
-    burst. With nothing to play the clock stops, and restarts on the next first frame.
+    The 20 ms period is split into ``phases`` slots; each playout belongs to one slot phase
+    and gets one frame per period, on its slot. A playout that gets audio after being idle
+    sends its first frame at once and joins the phase of the slot that has just begun, so its
+    second frame follows 15-20 ms later (never late, at most a quarter frame early) instead of
+    waiting up to a whole period for a shared tick; each slot writes only its own share of the
+    calls' frames rather than all of them in one burst. The clock wakes only for slots that
+    have playouts, and parks when there is nothing to play.
     """
 
     def __init__(self, frame_ms: int = FRAME_MS, phases: int = 4, max_catch_up: int = 3) -> None:
         self._period = frame_ms / 1000.0
         self._phases = phases
         self._step = self._period / phases
-        self._groups: list[dict[int, Playout]] = [{} for _ in range(phases)]
+        # per phase: playout id -> (playout, first slot it may be ticked on)
+        self._groups: list[dict[int, tuple[Playout, int]]] = [{} for _ in range(phases)]
         self._group_of: dict[int, int] = {}
         self._max_behind = max_catch_up * phases
         self._task: asyncio.Task[None] | None = None
-        self._next_tick = 0.0  # when group ``_next_group`` ticks next
-        self._next_group = 0
+        self._anchor = 0.0  # slot k starts at _anchor + k * _step; its phase is k % phases
+        self._slot = 0  # the first slot not yet served
         self._parked: asyncio.Future[None] | None = None
         self.late_ticks = 0
 
@@ -181,15 +183,18 @@ class Pacer:
         key = id(playout)
         if key in self._group_of or not playout.tick():
             return  # already ticking, or no whole frame yet (the next append tries again)
+        now = time.monotonic()
         if self._group_of:
-            group = (self._next_group - 1) % self._phases  # ticked last: next tick in (15, 20] ms
-        else:  # the clock was stopped: restart it on this frame
-            group = 0
-            self._next_group = 1 % self._phases
-            self._next_tick = time.monotonic() + self._step
+            slot = int((now - self._anchor) / self._step)  # the slot that has just begun
+        else:  # nothing was playing: restart the clock on this frame (slot 0)
+            slot = 0
+            self._anchor = now
+            self._slot = 1
             if self._parked is not None and not self._parked.done():
                 self._parked.set_result(None)
-        self._groups[group][key] = playout
+        group = slot % self._phases
+        # Not on this slot even if it is served late: the frame for it has just gone out.
+        self._groups[group][key] = (playout, slot + self._phases)
         self._group_of[key] = group
 
     def forget(self, playout: Playout) -> None:
@@ -219,6 +224,14 @@ class Pacer:
                 await self._task
             self._task = None
 
+    def _next_busy_slot(self) -> int:
+        slot = self._slot
+        for _ in range(self._phases):
+            if self._groups[slot % self._phases]:
+                break
+            slot += 1
+        return slot
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -227,28 +240,29 @@ class Pacer:
                 await self._parked  # activate() restarts the clock
                 self._parked = None
                 continue
-            delay = self._next_tick - time.monotonic()
-            if delay > 0.001:  # timers have 1 ms resolution: a tick due within 1 ms is due
+            slot = self._next_busy_slot()
+            delay = self._anchor + slot * self._step - time.monotonic()
+            if delay > 0.001:  # timers have 1 ms resolution: a slot due within 1 ms is due
                 await asyncio.sleep(delay)
-                continue  # the clock may have been restarted meanwhile
-            behind = int((time.monotonic() - self._next_tick) / self._step)
-            if behind > self._max_behind:
+                continue  # playouts may have come or gone meanwhile
+            now_slot = int((time.monotonic() - self._anchor) / self._step)
+            if now_slot - slot > self._max_behind:
                 # Far behind (loop stalled): skip ahead rather than burst seconds of audio.
-                self.late_ticks += behind // self._phases
-                self._next_tick = time.monotonic()
-                behind = 0
-            for _ in range(behind + 1):
-                group = self._next_group
-                self._tick_group(group)
-                self._next_group = (group + 1) % self._phases
-                self._next_tick += self._step
+                self.late_ticks += (now_slot - slot) // self._phases
+                slot = now_slot
+            last = max(slot, now_slot)
+            for k in range(slot, last + 1):
+                self._tick_group(k)
+            self._slot = last + 1
 
-    def _tick_group(self, group: int) -> None:
-        playouts = self._groups[group]
+    def _tick_group(self, slot: int) -> None:
+        playouts = self._groups[slot % self._phases]
         if not playouts:
             return
         idle = []
-        for key, playout in playouts.items():
+        for key, (playout, first_slot) in playouts.items():
+            if slot < first_slot:
+                continue
             if not playout.context.run(_tick_or_log, playout):
                 idle.append(key)
         for key in idle:
