@@ -66,7 +66,7 @@ def _pct(values: list[float] | np.ndarray, p: float) -> float:
     return float(np.percentile(values, p)) if len(values) else float("nan")
 
 
-def _spawn_loadgen(address: str, start_at: float, plans: list[CallPlan]) -> subprocess.Popen[bytes]:
+def spawn_loadgen(address: str, start_at: float, plans: list[CallPlan]) -> subprocess.Popen[bytes]:
     popen = subprocess.Popen(
         [sys.executable, "-m", "tests.bench.loadgen"],
         stdin=subprocess.PIPE,
@@ -94,9 +94,7 @@ def run_load(
     rss_peak = rss0
     start_at = time.monotonic() + 2.0  # the callers' processes start meanwhile
     gen_cpu0 = _children_cpu()  # the callers are reaped children: their CPU lands here
-    gens = [
-        _spawn_loadgen(gw.address, start_at, plans[i : i + per_process]) for i in range(0, n, per_process)
-    ]
+    gens = [spawn_loadgen(gw.address, start_at, plans[i : i + per_process]) for i in range(0, n, per_process)]
     outputs: list[bytes] = [b""] * len(gens)
 
     def collect(i: int) -> None:
