@@ -56,6 +56,7 @@ class SessionSettings:
     """Process-wide knobs (per-agent behaviour lives in ``TurnTakingProfile``)."""
 
     stt_chunk_ms: int = 100  # caller audio is batched toward STT, flushed at speech start/end
+    stt_quiet_chunk_ms: int = 500  # batches once the line has been quiet for a while
     max_call_s: float = 3600.0
     stt_reopen_attempts: int = 2
 
@@ -105,6 +106,7 @@ class CallSession:
             agent,
             self.usage,
             chunk_ms=self.settings.stt_chunk_ms,
+            quiet_chunk_ms=self.settings.stt_quiet_chunk_ms,
             reopen_attempts=self.settings.stt_reopen_attempts,
         )
         self.playout = Playout(

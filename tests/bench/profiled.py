@@ -29,6 +29,7 @@ class Probe:
     def __init__(self) -> None:
         self.lag: list[tuple[float, float]] = []
         self.gc: list[tuple[float, int, float]] = []
+        self.heap: list[tuple[float, int]] = []  # GC-tracked objects outside the frozen start-up set
         self._gc_start = 0.0
 
     def on_gc(self, phase: str, info: dict[str, Any]) -> None:
@@ -44,11 +45,16 @@ class Probe:
             self.lag.append((now, (now - due) * 1000.0))
             loop.call_later(PROBE_PERIOD_S, tick, now + PROBE_PERIOD_S)
 
+        def count_heap() -> None:
+            self.heap.append((time.monotonic(), len(gc.get_objects())))
+            loop.call_later(1.0, count_heap)
+
         loop.call_soon(tick, time.monotonic())
+        loop.call_later(1.0, count_heap)
 
     def dump(self, path: str) -> None:
         with open(path, "w") as f:
-            json.dump({"lag": self.lag, "gc": self.gc}, f)
+            json.dump({"lag": self.lag, "gc": self.gc, "heap": self.heap}, f)
 
 
 def main() -> None:
