@@ -1,6 +1,7 @@
 """`make bench`: every benchmark section in order. Numbers are printed, never asserted.
 
 Sections: services (per-service overhead with zero-cost engines; local engine speed), then
+echo (the transport floor: a bare grpc.aio echo at the caller edge's message rate), then
 gateway (N concurrent calls through the whole mesh), then state (config cache and quotas on
 an embedded Redis), then tenancy (tenant_svc Get/List over gRPC + PostgreSQL with RLS and auth),
 then discovery (Consul: time for a critical instance to stop getting streams; balancing spread).
@@ -13,9 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tests.bench import discovery, gateway, services, state, tenancy
+from tests.bench import discovery, echo, gateway, services, state, tenancy
 
-SECTIONS = ("services", "gateway", "state", "tenancy", "discovery")
+SECTIONS = ("services", "echo", "gateway", "state", "tenancy", "discovery")
 
 
 def main() -> None:
@@ -33,6 +34,8 @@ def main() -> None:
 
     if wanted("services"):
         services.main()
+    if wanted("echo"):
+        echo.main(["--streams", "10,50,100,200"])
     if wanted("gateway"):
         gateway.main(rest)
     if wanted("state"):
