@@ -163,9 +163,12 @@ class CallSession:
             await asyncio.shield(cleanup)
 
     async def _release(self, active: ActiveReply | None) -> None:
-        await cancel_and_wait(*(self._tasks), active.task if active else None)
-        await self.input.close()
-        await self.store.drop(self.tenant_id, self.call_id)
+        try:
+            await cancel_and_wait(*(self._tasks), active.task if active else None)
+            await self.input.close()
+            await self.store.drop(self.tenant_id, self.call_id)
+        finally:
+            self.playout.close()
 
     def abort(self, error: VoiceAIError) -> None:
         """End the call with an error status (e.g. the transport cannot keep up)."""

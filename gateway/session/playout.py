@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 FRAME_MS = 20
 
 
+def _ignore(*_args: object) -> None:
+    return None
+
+
 @dataclass(slots=True)
 class Segment:
     """Agent audio for one piece of text (a sentence or clause), in the caller's format."""
@@ -105,6 +109,13 @@ class Playout:
         """Put back a segment taken out by ``clear`` (keeps its play position)."""
         self._segments.append(seg)
         self._wake()
+
+    def close(self) -> None:
+        """The call is over: drop queued audio and the callbacks into the call, so no reference
+        cycle keeps the call's objects (and their buffers) alive until a full collection."""
+        self._segments.clear()
+        self._send = self._on_segment_start = self._on_reply_done = _ignore
+        self.pacer = None
 
     def pause(self) -> None:
         self.paused = True

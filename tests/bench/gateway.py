@@ -189,8 +189,8 @@ def leak_check(gw: procs.Proc) -> tuple[float, float]:
 def print_probes(directory: str, windows: list[tuple[int, float, float]]) -> None:
     """Event-loop lag (how late a 5 ms timer fired) and GC pauses of each process, per run."""
     print(
-        "   event-loop lag p50/p99/max ms; GC collections gen0/gen1/gen2, longest pause ms;"
-        " most GC-tracked objects (not frozen)"
+        "   event-loop lag p50/p99/max ms; GC collections gen0/gen1/gen2, longest pause ms (its CPU"
+        " ms); most GC-tracked objects (not frozen)"
     )
     for name in ("gateway", "stt", "llm", "tts"):
         try:
@@ -201,13 +201,14 @@ def print_probes(directory: str, windows: list[tuple[int, float, float]]) -> Non
         cells = []
         for n, t0, t1 in windows:
             lag = [v for t, v in data["lag"] if t0 <= t <= t1]
-            gcs = [(g, d) for t, g, d in data["gc"] if t0 <= t <= t1]
-            counts = "/".join(str(sum(1 for g, _ in gcs if g == gen)) for gen in range(3))
-            longest = max((d for _, d in gcs), default=0.0)
+            gcs = [(g, d, c) for t, g, d, c in data["gc"] if t0 <= t <= t1]
+            counts = "/".join(str(sum(1 for g, _, _ in gcs if g == gen)) for gen in range(3))
+            longest = max((d for _, d, _ in gcs), default=0.0)
+            longest_cpu = max((c for _, _, c in gcs), default=0.0)
             heap = max((v for t, v in data["heap"] if t0 <= t <= t1), default=0)
             cells.append(
                 f"{n}: {_pct(lag, 50):.1f}/{_pct(lag, 99):.1f}/{max(lag, default=0.0):.0f}"
-                f" gc {counts} {longest:.1f} heap {heap / 1000:.0f}k"
+                f" gc {counts} {longest:.1f}({longest_cpu:.1f}) heap {heap / 1000:.0f}k"
             )
         print(f"   {name:>8}  " + "  |  ".join(cells))
 

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import collections
 import cProfile
 import functools
 import gc
@@ -28,16 +29,21 @@ PROBE_PERIOD_S = 0.005
 class Probe:
     def __init__(self) -> None:
         self.lag: list[tuple[float, float]] = []
-        self.gc: list[tuple[float, int, float]] = []
+        self.gc: list[tuple[float, int, float, float]] = []  # (when, generation, wall ms, CPU ms)
         self.heap: list[tuple[float, int]] = []  # GC-tracked objects outside the frozen start-up set
+        self.heap_peak = 0
+        self.heap_types: list[tuple[str, int]] = []  # at the peak, with VOICEAI_BENCH_HEAP_TYPES=1
         self._gc_start = 0.0
+        self._gc_cpu = 0.0
 
     def on_gc(self, phase: str, info: dict[str, Any]) -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.thread_time()
         if phase == "start":
-            self._gc_start = now
+            self._gc_start, self._gc_cpu = now, cpu
         else:
-            self.gc.append((time.monotonic(), int(info["generation"]), (now - self._gc_start) * 1000.0))
+            wall_ms = (now - self._gc_start) * 1000.0
+            cpu_ms = (cpu - self._gc_cpu) * 1000.0
+            self.gc.append((time.monotonic(), int(info["generation"]), wall_ms, cpu_ms))
 
     def start(self, loop: Any) -> None:
         def tick(due: float) -> None:
@@ -46,7 +52,12 @@ class Probe:
             loop.call_later(PROBE_PERIOD_S, tick, now + PROBE_PERIOD_S)
 
         def count_heap() -> None:
-            self.heap.append((time.monotonic(), len(gc.get_objects())))
+            objects = gc.get_objects()
+            self.heap.append((time.monotonic(), len(objects)))
+            if len(objects) > self.heap_peak and os.environ.get("VOICEAI_BENCH_HEAP_TYPES"):
+                self.heap_peak = len(objects)
+                self.heap_types = collections.Counter(type(o).__qualname__ for o in objects).most_common(40)
+            del objects
             loop.call_later(1.0, count_heap)
 
         loop.call_soon(tick, time.monotonic())
@@ -54,7 +65,7 @@ class Probe:
 
     def dump(self, path: str) -> None:
         with open(path, "w") as f:
-            json.dump({"lag": self.lag, "gc": self.gc, "heap": self.heap}, f)
+            json.dump({"lag": self.lag, "gc": self.gc, "heap": self.heap, "heap_types": self.heap_types}, f)
 
 
 def main() -> None:
