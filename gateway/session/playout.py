@@ -163,6 +163,23 @@ class Playout:
         return False
 
 
+def heard_text(segments: list[Segment], dropped: list[Segment]) -> str:
+    """What the caller actually heard: whole played segments plus the played share of the
+    segment that was cut (by audio played, to a word boundary)."""
+    dropped_ids = {id(s) for s in dropped}
+    parts: list[str] = []
+    for seg in segments:
+        if id(seg) not in dropped_ids:
+            parts.append(seg.text)
+            continue
+        if seg.sent and seg.audio:
+            share = min(1.0, seg.sent / len(seg.audio))
+            wordlist = seg.text.split()
+            parts.append(" ".join(wordlist[: round(len(wordlist) * share)]))
+        break
+    return " ".join(p for p in parts if p).strip()
+
+
 class Pacer:
     """Per-process real-time clock driving every active playout (see module docstring).
 

@@ -191,3 +191,14 @@ def describe_rpc_error(service: str, error: BaseException) -> str:
     if isinstance(error, grpc.aio.AioRpcError):
         return f"{title} service failed: {error.code().name}: {error.details()}"
     return f"{title} service failed: {type(error).__name__}: {error}"
+
+
+def describe_failure(error: BaseException) -> str:
+    """The first cause of a failed turn, for the log (task groups wrap it in an ExceptionGroup)."""
+    if isinstance(error, BaseExceptionGroup) and error.exceptions:
+        return describe_failure(error.exceptions[0])
+    if isinstance(error, grpc.aio.AioRpcError):
+        return f"{error.code().name}: {error.details()}"
+    with contextlib.suppress(Exception):
+        return f"{type(error).__name__}: {error}"
+    return type(error).__name__
