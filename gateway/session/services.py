@@ -183,9 +183,6 @@ def text_request(text: str) -> tts_pb2.StreamingSynthesizeRequest:
     return tts_pb2.StreamingSynthesizeRequest(text=text)
 
 
-FLUSH = tts_pb2.StreamingSynthesizeRequest(flush=tts_pb2.Flush())
-
-
 def describe_rpc_error(service: str, error: BaseException) -> str:
     title = SERVICE_TITLES.get(service, service)
     if isinstance(error, grpc.aio.AioRpcError):
