@@ -140,39 +140,55 @@ async def speak_reply(
 ) -> None:
     """Generate and speak the agent's reply for ``turn``; fills ``spoken`` as it goes."""
     request = chat_request(agent, history)
-    async with (  # LLM first: its first token is on the critical path, the TTS setup is not
-        llm_stream(clients.llm, request) as llm_call,
-        tts_stream(clients.tts, synthesis_config(agent, fmt)) as tts_call,
-    ):
-        writer = TextWriter(tts_call)
-
-        async def pipe_tokens() -> None:
-            async for resp in llm_call:
-                kind = resp.WhichOneof("event")
-                if kind == "delta":
-                    text = resp.delta.text
-                    if not text:
-                        continue
-                    timer.mark("llm_first_token")
-                    spoken.text += text
-                    usage.tts_characters += len(text)
-                    writer.push(text)
-                elif kind == "done":
-                    u = resp.done.usage
-                    usage.llm_prompt_tokens += u.llm_prompt_tokens
-                    usage.llm_completion_tokens += u.llm_completion_tokens
-            writer.end()
-
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(pipe_tokens(), name=f"turn{turn}-llm")
-            tg.create_task(writer.run(), name=f"turn{turn}-text")
-            tg.create_task(
-                _play_tts(tts_call, playout, turn, timer, spoken, usage, fmt),
-                name=f"turn{turn}-tts",
-            )
+    # LLM first: its first token is on the critical path, the TTS setup is not. Yielding once
+    # lets grpc's task that sends the request run before this turn sets up its TTS stream: when
+    # many turns start together, every LLM request goes out before any TTS stream is opened.
+    async with llm_stream(clients.llm, request) as llm_call:
+        await asyncio.sleep(0)
+        async with tts_stream(clients.tts, synthesis_config(agent, fmt)) as tts_call:
+            await _pipe_reply(llm_call, tts_call, playout, turn, timer, usage, spoken, fmt)
     if spoken.segments:
         spoken.segments[-1].complete = True
     playout.finish_reply(turn)
+
+
+async def _pipe_reply(
+    llm_call: grpc.aio.UnaryStreamCall,
+    tts_call: grpc.aio.StreamStreamCall,
+    playout: Playout,
+    turn: int,
+    timer: TurnTimer,
+    usage: Usage,
+    spoken: SpokenText,
+    fmt: Format,
+) -> None:
+    """LLM tokens into TTS as they arrive; TTS audio into playout."""
+    writer = TextWriter(tts_call)
+
+    async def pipe_tokens() -> None:
+        async for resp in llm_call:
+            kind = resp.WhichOneof("event")
+            if kind == "delta":
+                text = resp.delta.text
+                if not text:
+                    continue
+                timer.mark("llm_first_token")
+                spoken.text += text
+                usage.tts_characters += len(text)
+                writer.push(text)
+            elif kind == "done":
+                u = resp.done.usage
+                usage.llm_prompt_tokens += u.llm_prompt_tokens
+                usage.llm_completion_tokens += u.llm_completion_tokens
+        writer.end()
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(pipe_tokens(), name=f"turn{turn}-llm")
+        tg.create_task(writer.run(), name=f"turn{turn}-text")
+        tg.create_task(
+            _play_tts(tts_call, playout, turn, timer, spoken, usage, fmt),
+            name=f"turn{turn}-tts",
+        )
 
 
 async def synthesize_text(
