@@ -209,8 +209,15 @@ class Pacer:
     def activate(self, playout: Playout) -> None:
         """``playout`` has audio after being idle: send its first frame now, then one per period."""
         key = id(playout)
-        if key in self._group_of or not playout.tick():
-            return  # already ticking, or no whole frame yet (the next append tries again)
+        if key in self._group_of:
+            return  # already ticking
+        self._group_of[key] = -1  # starting: a wake from inside its first tick changes nothing
+        try:
+            sent = playout.context.run(_tick_or_log, playout)  # as the call, like every tick
+        finally:
+            del self._group_of[key]
+        if not sent:
+            return  # no whole frame yet: the next append tries again
         now = time.monotonic()
         if self._group_of:
             slot = int((now - self._anchor) / self._step)  # the slot that has just begun
