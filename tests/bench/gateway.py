@@ -35,6 +35,7 @@ import numpy as np
 
 from tests.bench import procs
 from tests.bench.loadgen import CallPlan
+from tests.credentials import bearer  # fixes the dev signing key every mesh process verifies with
 
 END_OF_TURN_SILENCE_MS = 500
 STT_FINAL_MS = 0
@@ -48,8 +49,9 @@ def plans_for(n: int, turns: int, *, sync: bool, stagger_s: float, seed: int) ->
     plans = []
     for i in range(n):
         tenant = f"bench-{i % 10}"
+        auth = bearer(tenant)[1]
         if sync:
-            plans.append(CallPlan((i % 50) * 0.0004, [50] * turns, [0] * turns, tenant))
+            plans.append(CallPlan((i % 50) * 0.0004, [50] * turns, [0] * turns, tenant, auth))
         else:
             plans.append(
                 CallPlan(
@@ -57,6 +59,7 @@ def plans_for(n: int, turns: int, *, sync: bool, stagger_s: float, seed: int) ->
                     [rng.randint(30, 70) for _ in range(turns)],
                     [rng.randint(10, 50) for _ in range(turns)],
                     tenant,
+                    auth,
                 )
             )
     return plans
@@ -170,7 +173,7 @@ def leak_check(gw: procs.Proc) -> tuple[float, float]:
             converse = ch.stream_stream(METHOD)
             after: dict[int, float] = {}
             for i in range(1, 1001):
-                call = converse(metadata=(("x-tenant-id", "bench-leak"),))
+                call = converse(metadata=(("x-tenant-id", "bench-leak"), bearer("bench-leak")))
                 await call.write(config)
                 for _ in range(5):
                     await call.write(SILENCE_FRAME)

@@ -70,6 +70,7 @@ class CallPlan:
     speech_frames: list[int]
     pause_frames: list[int]
     tenant: str
+    authorization: str  # "Bearer <token>" for the tenant
 
 
 @dataclass
@@ -124,7 +125,7 @@ class _Call:
         next_at = start_at + plan.start_s
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
         converse = channel.stream_stream(METHOD)  # bytes in, bytes out: no protobuf on the hot path
-        call = converse(metadata=(("x-tenant-id", plan.tenant),))
+        call = converse(metadata=(("x-tenant-id", plan.tenant), ("authorization", plan.authorization)))
         reader = asyncio.get_running_loop().create_task(self.read(call))
         lag = result.lag_ms
 
