@@ -219,9 +219,13 @@ def tune_runtime(settings: ServiceSettings) -> None:
 
     A shorter GIL switch interval lets grpc's poller thread hand messages to the event loop
     sooner (the 5 ms default shows up directly in per-hop latency). Start-up objects (modules,
-    models) are frozen so collections do not rescan them.
+    models) are frozen so collections do not rescan them. A full collection stops the loop for
+    as long as it takes to traverse every live object; a service whose sessions are freed by
+    reference counting (no cycles, so nothing waits for a full collection) can make them rarer.
     """
     sys.setswitchinterval(settings.gil_switch_interval_s)
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, settings.gc_full_collection_every)
     gc.collect()
     gc.freeze()
 

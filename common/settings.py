@@ -34,6 +34,9 @@ class ServiceSettings(BaseSettings):
     use_uvloop: bool = True
     # sys.setswitchinterval: how long a thread may hold the GIL when another wants it.
     gil_switch_interval_s: float = 0.0005
+    # A full GC (all generations) at most once per this many second-generation collections
+    # (CPython's default is 10). Its pause grows with the live heap.
+    gc_full_collection_every: int = 10
 
 
 class DiscoverySettings(BaseSettings):

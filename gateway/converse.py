@@ -65,6 +65,10 @@ ACTIVE_CALLS = Gauge("voiceai_gateway_active_calls", "Calls in progress on this 
 CALLS = Counter("voiceai_gateway_calls_total", "Calls ended", ["reason"])
 
 
+def _ignore() -> None:
+    return None
+
+
 class _Outbox:
     """Bounded FIFO of responses with a close marker that never blocks the producer."""
 
@@ -340,6 +344,7 @@ class CallGatewayServicer(gateway_pb2_grpc.CallGatewayServiceServicer):
             ACTIVE_CALLS.dec()
             CALLS.labels(reason).inc()
             await cancel_and_wait(task)
+            transport.on_overflow = _ignore  # the closure refers to the transport: break the cycle
             if task.done() and not task.cancelled():
                 task.exception()  # retrieved: it was reported to the client as the status
             if self._ledger is not None:

@@ -1,23 +1,21 @@
 """CallSession: one call from connect to hang-up, whatever transport carries it.
 
-It owns the call's single STT stream, decides when the caller's turn is over, runs one agent
-reply per turn (LLM tokens piped into TTS), pauses and cuts the agent off when the caller
-barges in, keeps the agent from ever going silent, and times every turn. Every task it starts
-is held here and cancelled in ``run``'s ``finally``.
+It decides when the caller's turn is over (the caller's audio and STT stream are
+``CallerInput``'s), runs one agent reply per turn (LLM tokens piped into TTS), pauses and cuts
+the agent off when the caller barges in, and times every turn. The never-silent fallbacks are
+in ``fallbacks``; the call's tasks and timers in ``runtime.CallBase``: every task it starts is
+cancelled in ``run``'s ``finally``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
-
-import grpc.aio
+from dataclasses import dataclass
 
 from common.audio import silence
-from common.errors import InvalidArgument, Unavailable, VoiceAIError
+from common.errors import InvalidArgument, Unavailable
 from common.tasks import cancel_and_wait
 from gateway.agents import Agent
 from gateway.session import endpointing
@@ -33,20 +31,20 @@ from gateway.session.events import (
     CallTransport,
     ClearAudio,
     EndReason,
-    Usage,
 )
+from gateway.session.fallbacks import ActiveReply, NeverSilent
 from gateway.session.history import ConversationStore, HistoryEntry
-from gateway.session.playout import Pacer, Playout, Segment
-from gateway.session.reply import PhraseCache, SpokenText, speak_reply
+from gateway.session.playout import Pacer, Playout, Segment, heard_text
+from gateway.session.reply import PhraseCache, speak_reply
 from gateway.session.services import (
     Final,
     Interim,
     MeshClients,
     SpeechStarted,
     UtteranceEnd,
-    describe_rpc_error,
+    describe_failure,
 )
-from gateway.session.timing import FILLERS, INTERRUPTIONS, TurnTimer
+from gateway.session.timing import INTERRUPTIONS, TurnTimer
 
 log = logging.getLogger(__name__)
 
@@ -56,22 +54,12 @@ class SessionSettings:
     """Process-wide knobs (per-agent behaviour lives in ``TurnTakingProfile``)."""
 
     stt_chunk_ms: int = 100  # caller audio is batched toward STT, flushed at speech start/end
+    stt_quiet_chunk_ms: int = 500  # batches once the line has been quiet for a while
     max_call_s: float = 3600.0
     stt_reopen_attempts: int = 2
 
 
-@dataclass(slots=True)
-class ActiveReply:
-    """The agent's current turn: what it is saying and the task producing it."""
-
-    turn: int
-    timer: TurnTimer | None
-    spoken: SpokenText = field(default_factory=SpokenText)
-    task: asyncio.Task[None] | None = None
-    record: bool = True
-
-
-class CallSession:
+class CallSession(NeverSilent):
     """One call: caller audio in, turn-taking, agent replies out (see module docstring)."""
 
     def __init__(
@@ -87,8 +75,8 @@ class CallSession:
         phrases: PhraseCache,
         settings: SessionSettings | None = None,
     ) -> None:
+        super().__init__(call_id)
         self.tenant_id = tenant_id
-        self.call_id = call_id
         self.agent = agent
         self.profile = agent.turn_taking
         self.transport = transport
@@ -97,14 +85,13 @@ class CallSession:
         self.store = store
         self.phrases = phrases
         self.settings = settings or SessionSettings()
-        self.usage = Usage()
-        self.turn = 0
         self.input = CallerInput(
             self.fmt,
             clients,
             agent,
             self.usage,
             chunk_ms=self.settings.stt_chunk_ms,
+            quiet_chunk_ms=self.settings.stt_quiet_chunk_ms,
             reopen_attempts=self.settings.stt_reopen_attempts,
         )
         self.playout = Playout(
@@ -123,10 +110,6 @@ class CallSession:
         self._last_final_at = 0.0
         self._active: ActiveReply | None = None
         self._paused = False
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._ended: asyncio.Future[CallEnded] | None = None
-        self._closed = False
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> CallEnded:
@@ -149,9 +132,7 @@ class CallSession:
             self._pacer.forget(self.playout)
             self.playout.pacer = None
             self.playout.clear()
-            for handle in self._timers.values():
-                handle.cancel()
-            self._timers.clear()
+            self._close_timers()
             active, self._active = self._active, None
             # The rest must finish even if this task is cancelled again meanwhile (a client
             # that vanishes can cancel the handler more than once): run it shielded.
@@ -161,64 +142,18 @@ class CallSession:
             await asyncio.shield(cleanup)
 
     async def _release(self, active: ActiveReply | None) -> None:
-        await cancel_and_wait(*(self._tasks), active.task if active else None)
-        await self.input.close()
-        await self.store.drop(self.tenant_id, self.call_id)
-
-    def abort(self, error: VoiceAIError) -> None:
-        """End the call with an error status (e.g. the transport cannot keep up)."""
-        self._fail(error)
-
-    def _end(self, reason: EndReason, message: str) -> None:
-        if self._ended is not None and not self._ended.done():
-            self._ended.set_result(CallEnded(reason, message, self.usage, self.turn))
-
-    def _fail(self, error: BaseException) -> None:
-        if self._ended is not None and not self._ended.done():
-            self._ended.set_exception(error)
-
-    def _spawn(self, coro, name: str) -> asyncio.Task[None] | None:  # type: ignore[no-untyped-def]
-        if self._closed:  # the call is over: late callbacks start nothing
-            coro.close()
-            return None
-        task = asyncio.get_running_loop().create_task(coro, name=f"{name}:{self.call_id[:8]}")
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if task.cancelled():
-            return
-        error = task.exception()
-        if error is not None:
-            if isinstance(error, VoiceAIError):
-                self._fail(error)
-            else:
-                log.error("call task %s failed", task.get_name(), exc_info=error)
-                self._end(EndReason.SERVICE_ERROR, f"internal error in {task.get_name().split(':')[0]}")
-
-    def _schedule(self, key: str, delay_s: float, callback, *args) -> None:  # type: ignore[no-untyped-def]
-        self._cancel_timer(key)
-        self._timers[key] = asyncio.get_running_loop().call_later(max(0.0, delay_s), callback, *args)
-
-    def _cancel_timer(self, key: str) -> None:
-        handle = self._timers.pop(key, None)
-        if handle is not None:
-            handle.cancel()
+        try:
+            await cancel_and_wait(*(self._tasks), active.task if active else None)
+            await self.input.close()
+            await self.store.drop(self.tenant_id, self.call_id)
+        finally:
+            self.playout.close()
 
     def _max_duration(self) -> None:
         self._end(
             EndReason.MAX_DURATION,
             f"the call reached its maximum duration of {self.settings.max_call_s:.0f} s",
         )
-
-    async def _warm_phrases(self) -> None:
-        for text in (self.profile.filler_phrase, self.profile.apology_phrase):
-            try:
-                await self.phrases.warm(self.clients, self.agent, self.fmt, text)
-            except (grpc.aio.AioRpcError, VoiceAIError) as e:
-                log.warning("could not pre-synthesize a fallback phrase: %s", describe_rpc_error("tts", e))
 
     # ------------------------------------------------------------------ caller -> STT
     async def _read_caller(self) -> None:
@@ -371,78 +306,9 @@ class CallSession:
         except asyncio.CancelledError:
             raise
         except Exception as e:  # any failure of the turn: apologise, the call goes on
-            why = "the turn timed out" if isinstance(e, TimeoutError) else _first_cause(e)
+            why = "the turn timed out" if isinstance(e, TimeoutError) else describe_failure(e)
             log.warning("turn %d failed (%s); apologising", active.turn, why)
             self._apologize(active)
-
-    def _no_response(self, active: ActiveReply) -> None:
-        self._timers.pop("no-response", None)
-        if self._active is not active or active.timer is None or active.timer.has("first_audio_out"):
-            return
-        waiting = next(
-            (s for s in ("llm_first_token", "tts_first_audio") if not active.timer.has(s)),
-            "playout",
-        )
-        log.warning(
-            "turn %d: no agent audio %d ms after the caller stopped (waiting for %s); saying the filler",
-            active.turn,
-            self.profile.no_response_budget_ms,
-            waiting,
-        )
-        pieces = self.phrases.get(self.agent, self.fmt, self.profile.filler_phrase)
-        if pieces:
-            active.timer.timings.filler_spoken = True
-            FILLERS.inc()
-            self._enqueue_front(pieces, active.turn)
-        # A reply that still has no audio a while after the filler is stuck: cancel it rather
-        # than wait on it forever (at least 3 s more, so a slow but healthy LLM can finish).
-        self._schedule("stuck", max(self.profile.no_response_budget_ms / 1000.0, 3.0), self._stuck, active)
-
-    def _stuck(self, active: ActiveReply) -> None:
-        self._timers.pop("stuck", None)
-        if self._active is active and active.timer is not None and not active.timer.has("tts_first_audio"):
-            log.warning("turn %d: reply produced no audio in time; cancelling it", active.turn)
-            if active.task is not None:
-                active.task.cancel()
-            self._apologize(active)
-
-    def _apologize(self, active: ActiveReply) -> None:
-        if self._active is not active:
-            return
-        self.playout.clear()
-        active.spoken = SpokenText()
-        self._speak_phrase(self.profile.apology_phrase, active.turn, reuse=active)
-
-    def _enqueue_front(self, pieces: list[tuple[str, bytes]], turn: int) -> None:
-        queued = self.playout.clear()
-        for text, audio in pieces:
-            seg = self.playout.start_segment(text, turn)
-            seg.complete = True
-            self.playout.append(seg, audio)
-        for seg in queued:
-            self.playout.requeue(seg)
-
-    def _speak_phrase(self, text: str, turn: int, reuse: ActiveReply | None = None) -> None:
-        """Speak a fixed phrase (greeting, apology) as the agent's current reply."""
-        active = reuse or ActiveReply(turn, None)
-        self._active = active
-        active.spoken.text = text
-
-        async def speak() -> None:
-            pieces = self.phrases.get(self.agent, self.fmt, text)
-            if pieces is None:
-                pieces = await self.phrases.warm(self.clients, self.agent, self.fmt, text)
-            self.usage.tts_characters += len(text)
-            for piece_text, audio in pieces:
-                seg = self.playout.start_segment(piece_text, turn)
-                seg.complete = True
-                active.spoken.segments.append(seg)
-                self.playout.append(seg, audio)
-            self.playout.finish_reply(turn)
-
-        if reuse is not None and reuse.task is not None and reuse.task is not asyncio.current_task():
-            reuse.task.cancel()
-        active.task = self._spawn(speak(), f"phrase{turn}")
 
     # ------------------------------------------------------------------ playout callbacks
     def _on_segment_start(self, seg: Segment) -> None:
@@ -507,30 +373,3 @@ class CallSession:
             active.task.cancel()
         self.transport.send_event(ClearAudio(active.turn))
         self._finish(active, heard_text(active.spoken.segments, dropped), interrupted=True)
-
-
-def heard_text(segments: list[Segment], dropped: list[Segment]) -> str:
-    """What the caller actually heard: whole played segments plus the played share of the
-    segment that was cut (by audio played, to a word boundary)."""
-    dropped_ids = {id(s) for s in dropped}
-    parts: list[str] = []
-    for seg in segments:
-        if id(seg) not in dropped_ids:
-            parts.append(seg.text)
-            continue
-        if seg.sent and seg.audio:
-            share = min(1.0, seg.sent / len(seg.audio))
-            wordlist = seg.text.split()
-            parts.append(" ".join(wordlist[: round(len(wordlist) * share)]))
-        break
-    return " ".join(p for p in parts if p).strip()
-
-
-def _first_cause(error: BaseException) -> str:
-    if isinstance(error, BaseExceptionGroup) and error.exceptions:
-        return _first_cause(error.exceptions[0])
-    if isinstance(error, grpc.aio.AioRpcError):
-        return f"{error.code().name}: {error.details()}"
-    with contextlib.suppress(Exception):
-        return f"{type(error).__name__}: {error}"
-    return type(error).__name__

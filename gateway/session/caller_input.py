@@ -3,7 +3,10 @@
 ``CallerInput`` owns the call's recognition stream (reopened when it fails), the audio clock
 that maps STT offsets to arrival times, the energy VAD used as a backstop, and the batching of
 caller frames toward STT: batches of ``chunk_ms``, flushed at once when the VAD sees speech
-start or stop, so neither barge-in detection nor endpointing waits for a batch.
+start or stop, so neither barge-in detection nor endpointing waits for a batch. Once the line
+has been quiet for longer than the recognizer needs to close an utterance (its endpointing
+window plus a margin), batches grow to ``quiet_chunk_ms``: a caller listening to the agent
+costs a few messages a second instead of ten, and nothing waits on that audio.
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ from gateway.session.services import MeshClients, SttEvent, SttStream, describe_
 
 log = logging.getLogger(__name__)
 
+# Small batches continue this long past the recognizer's endpointing window: its VAD may place
+# the end of speech a little later than the gateway's energy VAD does.
+QUIET_MARGIN_MS = 300
+
 
 class CallerInput:
     """Caller audio in, recognition events out (see module docstring)."""
@@ -35,6 +42,7 @@ class CallerInput:
         usage: Usage,
         *,
         chunk_ms: int = 100,
+        quiet_chunk_ms: int = 500,
         reopen_attempts: int = 2,
     ) -> None:
         self.fmt = fmt
@@ -47,14 +55,18 @@ class CallerInput:
         self._stt: SttStream | None = None
         self._buf = bytearray()
         self._chunk = fmt.bytes_for_ms(chunk_ms)
+        self._quiet_chunk = max(self._chunk, fmt.bytes_for_ms(quiet_chunk_ms))
+        self._endpointing_ms = max(200, agent.turn_taking.end_of_turn_silence_ms - 200)
+        # Quiet audio past this point cannot change the recognizer's current utterance.
+        self._settled = fmt.bytes_for_ms(self._endpointing_ms + QUIET_MARGIN_MS)
+        self._quiet = 0  # bytes since the last voiced frame
         self._max_message = fmt.bytes_for_ms(1000)
         self._seconds_per_byte = 1.0 / (fmt.sample_rate * fmt.bytes_per_sample)
         self._was_voiced = False
 
     async def open(self) -> None:
         stt = SttStream(self._clients.stt)
-        endpointing_ms = max(200, self._agent.turn_taking.end_of_turn_silence_ms - 200)
-        await stt.open(self.fmt, self._agent.language_code, self._agent.keyterms, endpointing_ms)
+        await stt.open(self.fmt, self._agent.language_code, self._agent.keyterms, self._endpointing_ms)
         self._stt = stt
 
     async def on_audio(self, data: bytes) -> float:
@@ -72,7 +84,13 @@ class CallerInput:
         self._usage.stt_seconds += n * self._seconds_per_byte
         buf = self._buf
         buf += data
-        if len(buf) >= self._chunk or voiced != self._was_voiced:
+        if voiced:
+            self._quiet = 0
+            limit = self._chunk
+        else:
+            self._quiet += n
+            limit = self._chunk if self._quiet <= self._settled else self._quiet_chunk
+        if len(buf) >= limit or voiced != self._was_voiced:
             chunk = bytes(buf)
             buf.clear()
             if self._stt is not None:  # None only while the stream is being reopened

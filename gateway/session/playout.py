@@ -1,7 +1,7 @@
 """Agent audio playout: 20 ms frames paced in real time, with pause, resume and clear.
 
-One ``Pacer`` per process ticks every 20 ms on an absolute schedule and asks each active
-``Playout`` for one frame; a per-process clock costs one timer for all calls instead of one
+One ``Pacer`` per process ticks on an absolute schedule and asks each active ``Playout`` for
+one frame every 20 ms; a per-process clock costs a few timers for all calls instead of one
 task wake-up per call per frame. A ``Playout`` holds the agent's queued audio as segments
 tagged with the text they speak, so the caller sees the words as they are heard and the
 history can record exactly what was said before a barge-in.
@@ -26,6 +26,10 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 FRAME_MS = 20
+
+
+def _ignore(*_args: object) -> None:
+    return None
 
 
 @dataclass(slots=True)
@@ -106,6 +110,13 @@ class Playout:
         self._segments.append(seg)
         self._wake()
 
+    def close(self) -> None:
+        """The call is over: drop queued audio and the callbacks into the call, so no reference
+        cycle keeps the call's objects (and their buffers) alive until a full collection."""
+        self._segments.clear()
+        self._send = self._on_segment_start = self._on_reply_done = _ignore
+        self.pacer = None
+
     def pause(self) -> None:
         self.paused = True
 
@@ -121,8 +132,8 @@ class Playout:
         return self._segments[0] if self._segments else None
 
     def _wake(self) -> None:
-        if self.pacer is not None and not self.paused and self.pacer.activate(self):
-            self.pacer.start_early(self)
+        if self.pacer is not None and not self.paused:
+            self.pacer.activate(self)
 
     # -- consumer side (Pacer)
     def tick(self) -> bool:
@@ -152,36 +163,86 @@ class Playout:
         return False
 
 
-class Pacer:
-    """Per-process 20 ms clock driving every active playout."""
+def heard_text(segments: list[Segment], dropped: list[Segment]) -> str:
+    """What the caller actually heard: whole played segments plus the played share of the
+    segment that was cut (by audio played, to a word boundary)."""
+    dropped_ids = {id(s) for s in dropped}
+    parts: list[str] = []
+    for seg in segments:
+        if id(seg) not in dropped_ids:
+            parts.append(seg.text)
+            continue
+        if seg.sent and seg.audio:
+            share = min(1.0, seg.sent / len(seg.audio))
+            wordlist = seg.text.split()
+            parts.append(" ".join(wordlist[: round(len(wordlist) * share)]))
+        break
+    return " ".join(p for p in parts if p).strip()
 
-    def __init__(self, frame_ms: int = FRAME_MS, max_catch_up: int = 3) -> None:
+
+class Pacer:
+    """Per-process real-time clock driving every active playout (see module docstring).
+
+    The 20 ms period is split into ``phases`` slots; each playout belongs to one slot phase
+    and gets one frame per period, on its slot. A playout that gets audio after being idle
+    sends its first frame at once and joins the phase of the slot that has just begun, so its
+    second frame follows 15-20 ms later (never late, at most a quarter frame early) instead of
+    waiting up to a whole period for a shared tick; each slot writes only its own share of the
+    calls' frames rather than all of them in one burst. The clock wakes only for slots that
+    have playouts, and parks when there is nothing to play.
+    """
+
+    def __init__(self, frame_ms: int = FRAME_MS, phases: int = 4, max_catch_up: int = 3) -> None:
         self._period = frame_ms / 1000.0
-        self._active: dict[int, Playout] = {}
-        self._max_catch_up = max_catch_up
+        self._phases = phases
+        self._step = self._period / phases
+        # per phase: playout id -> (playout, first slot it may be ticked on)
+        self._groups: list[dict[int, tuple[Playout, int]]] = [{} for _ in range(phases)]
+        self._group_of: dict[int, int] = {}
+        self._max_behind = max_catch_up * phases
         self._task: asyncio.Task[None] | None = None
-        self._next_tick = 0.0
+        self._anchor = 0.0  # slot k starts at _anchor + k * _step; its phase is k % phases
+        self._slot = 0  # the first slot not yet served
+        self._parked: asyncio.Future[None] | None = None
         self.late_ticks = 0
 
-    def activate(self, playout: Playout) -> bool:
-        """Mark ``playout`` as having audio; True if it was idle until now."""
+    def activate(self, playout: Playout) -> None:
+        """``playout`` has audio after being idle: send its first frame now, then one per period."""
         key = id(playout)
-        if key in self._active:
-            return False
-        self._active[key] = playout
-        return True
-
-    def start_early(self, playout: Playout) -> None:
-        """Send the first frame of a new utterance now rather than at the next tick, unless
-        that tick is near: saves up to a frame of latency, keeps the next gap >= half a frame."""
-        if self._next_tick - time.monotonic() > self._period / 2 and not playout.tick():
-            self._active.pop(id(playout), None)
+        if key in self._group_of:
+            return  # already ticking
+        self._group_of[key] = -1  # starting: a wake from inside its first tick changes nothing
+        try:
+            sent = playout.context.run(_tick_or_log, playout)  # as the call, like every tick
+        finally:
+            del self._group_of[key]
+        if not sent:
+            return  # no whole frame yet: the next append tries again
+        now = time.monotonic()
+        if self._group_of:
+            slot = int((now - self._anchor) / self._step)  # the slot that has just begun
+        else:  # nothing was playing: restart the clock on this frame (slot 0)
+            slot = 0
+            self._anchor = now
+            self._slot = 1
+            if self._parked is not None and not self._parked.done():
+                self._parked.set_result(None)
+        group = slot % self._phases
+        # Not on this slot even if it is served late: the frame for it has just gone out.
+        self._groups[group][key] = (playout, slot + self._phases)
+        self._group_of[key] = group
 
     def forget(self, playout: Playout) -> None:
-        self._active.pop(id(playout), None)
+        group = self._group_of.pop(id(playout), None)
+        if group is not None:
+            self._groups[group].pop(id(playout), None)
 
     def attach(self, playout: Playout) -> None:
         playout.pacer = self
+
+    @property
+    def active(self) -> int:
+        return len(self._group_of)
 
     def start(self) -> None:
         if self._task is None:
@@ -198,34 +259,50 @@ class Pacer:
                 await self._task
             self._task = None
 
-    async def _run(self) -> None:
-        period = self._period
-        next_tick = time.monotonic() + period
-        while True:
-            self._next_tick = next_tick
-            delay = next_tick - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            now = time.monotonic()
-            behind = int((now - next_tick) / period)
-            if behind > self._max_catch_up:
-                # Far behind (loop stalled): skip ahead rather than burst seconds of audio.
-                self.late_ticks += behind
-                next_tick = now
-                behind = 0
-            for _ in range(behind + 1):
-                self._tick_all()
-            next_tick += period * (behind + 1)
+    def _next_busy_slot(self) -> int:
+        slot = self._slot
+        for _ in range(self._phases):
+            if self._groups[slot % self._phases]:
+                break
+            slot += 1
+        return slot
 
-    def _tick_all(self) -> None:
-        if not self._active:
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._group_of:
+                self._parked = loop.create_future()
+                await self._parked  # activate() restarts the clock
+                self._parked = None
+                continue
+            slot = self._next_busy_slot()
+            delay = self._anchor + slot * self._step - time.monotonic()
+            if delay > 0.001:  # timers have 1 ms resolution: a slot due within 1 ms is due
+                await asyncio.sleep(delay)
+                continue  # playouts may have come or gone meanwhile
+            now_slot = int((time.monotonic() - self._anchor) / self._step)
+            if now_slot - slot > self._max_behind:
+                # Far behind (loop stalled): skip ahead rather than burst seconds of audio.
+                self.late_ticks += (now_slot - slot) // self._phases
+                slot = now_slot
+            last = max(slot, now_slot)
+            for k in range(slot, last + 1):
+                self._tick_group(k)
+            self._slot = last + 1
+
+    def _tick_group(self, slot: int) -> None:
+        playouts = self._groups[slot % self._phases]
+        if not playouts:
             return
         idle = []
-        for key, playout in self._active.items():
+        for key, (playout, first_slot) in playouts.items():
+            if slot < first_slot:
+                continue
             if not playout.context.run(_tick_or_log, playout):
                 idle.append(key)
         for key in idle:
-            self._active.pop(key, None)
+            playouts.pop(key, None)
+            self._group_of.pop(key, None)
 
 
 def _tick_or_log(playout: Playout) -> bool:

@@ -11,6 +11,8 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import grpc.aio
+
 from common.audio import Format
 from common.gen.voiceai.llm.v1 import llm_pb2
 from common.gen.voiceai.tts.v1 import tts_pb2
@@ -18,10 +20,12 @@ from gateway.agents import Agent
 from gateway.session.events import Usage
 from gateway.session.history import HistoryEntry
 from gateway.session.playout import Playout, Segment
-from gateway.session.services import FLUSH, MeshClients, llm_stream, text_request, tts_stream
+from gateway.session.services import MeshClients, llm_stream, text_request, tts_stream
 from gateway.session.timing import TurnTimer
 
 _ROLES = {"user": llm_pb2.ROLE_USER, "assistant": llm_pb2.ROLE_ASSISTANT}
+# Characters per TTS text message: 4 bytes of UTF-8 each at most, under the service's 4 KiB.
+MAX_TEXT_CHARS = 1000
 
 
 @dataclass(slots=True)
@@ -80,6 +84,49 @@ async def _play_tts(
             return
 
 
+class TextWriter:
+    """Writes LLM text into a TTS stream as it arrives, then ends the stream's input (the
+    service flushes at the end of input). Text that arrives while a write is in flight goes out
+    together in the next write: a burst of tokens costs one message, not one per token, and no
+    token waits longer than the write already in flight."""
+
+    def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
+        self._call = call
+        self._pending: list[str] = []
+        self._wake = asyncio.Event()
+        self._ended = False
+
+    def push(self, text: str) -> None:
+        self._pending.append(text)
+        self._wake.set()
+
+    def end(self) -> None:
+        self._ended = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            if self._pending:
+                await self._call.write(text_request(self._take()))
+            elif self._ended:
+                break
+            else:
+                self._wake.clear()
+                await self._wake.wait()
+        await self._call.done_writing()
+
+    def _take(self) -> str:
+        """Pending text up to MAX_TEXT_CHARS (the service limits a message to 4 KiB of UTF-8)."""
+        pending = self._pending
+        n, size = 0, 0
+        while n < len(pending) and (n == 0 or size + len(pending[n]) <= MAX_TEXT_CHARS):
+            size += len(pending[n])
+            n += 1
+        text = "".join(pending[:n])
+        del pending[:n]
+        return text
+
+
 async def speak_reply(
     clients: MeshClients,
     agent: Agent,
@@ -93,38 +140,55 @@ async def speak_reply(
 ) -> None:
     """Generate and speak the agent's reply for ``turn``; fills ``spoken`` as it goes."""
     request = chat_request(agent, history)
-    async with (  # LLM first: its first token is on the critical path, the TTS setup is not
-        llm_stream(clients.llm, request) as llm_call,
-        tts_stream(clients.tts, synthesis_config(agent, fmt)) as tts_call,
-    ):
-
-        async def pipe_tokens() -> None:
-            async for resp in llm_call:
-                kind = resp.WhichOneof("event")
-                if kind == "delta":
-                    text = resp.delta.text
-                    if not text:
-                        continue
-                    timer.mark("llm_first_token")
-                    spoken.text += text
-                    usage.tts_characters += len(text)
-                    await tts_call.write(text_request(text))
-                elif kind == "done":
-                    u = resp.done.usage
-                    usage.llm_prompt_tokens += u.llm_prompt_tokens
-                    usage.llm_completion_tokens += u.llm_completion_tokens
-            await tts_call.write(FLUSH)
-            await tts_call.done_writing()
-
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(pipe_tokens(), name=f"turn{turn}-llm")
-            tg.create_task(
-                _play_tts(tts_call, playout, turn, timer, spoken, usage, fmt),
-                name=f"turn{turn}-tts",
-            )
+    # LLM first: its first token is on the critical path, the TTS setup is not. Yielding once
+    # lets grpc's task that sends the request run before this turn sets up its TTS stream: when
+    # many turns start together, every LLM request goes out before any TTS stream is opened.
+    async with llm_stream(clients.llm, request) as llm_call:
+        await asyncio.sleep(0)
+        async with tts_stream(clients.tts, synthesis_config(agent, fmt)) as tts_call:
+            await _pipe_reply(llm_call, tts_call, playout, turn, timer, usage, spoken, fmt)
     if spoken.segments:
         spoken.segments[-1].complete = True
     playout.finish_reply(turn)
+
+
+async def _pipe_reply(
+    llm_call: grpc.aio.UnaryStreamCall,
+    tts_call: grpc.aio.StreamStreamCall,
+    playout: Playout,
+    turn: int,
+    timer: TurnTimer,
+    usage: Usage,
+    spoken: SpokenText,
+    fmt: Format,
+) -> None:
+    """LLM tokens into TTS as they arrive; TTS audio into playout."""
+    writer = TextWriter(tts_call)
+
+    async def pipe_tokens() -> None:
+        async for resp in llm_call:
+            kind = resp.WhichOneof("event")
+            if kind == "delta":
+                text = resp.delta.text
+                if not text:
+                    continue
+                timer.mark("llm_first_token")
+                spoken.text += text
+                usage.tts_characters += len(text)
+                writer.push(text)
+            elif kind == "done":
+                u = resp.done.usage
+                usage.llm_prompt_tokens += u.llm_prompt_tokens
+                usage.llm_completion_tokens += u.llm_completion_tokens
+        writer.end()
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(pipe_tokens(), name=f"turn{turn}-llm")
+        tg.create_task(writer.run(), name=f"turn{turn}-text")
+        tg.create_task(
+            _play_tts(tts_call, playout, turn, timer, spoken, usage, fmt),
+            name=f"turn{turn}-tts",
+        )
 
 
 async def synthesize_text(
@@ -134,8 +198,7 @@ async def synthesize_text(
     pieces: list[tuple[str, bytearray]] = []
     async with tts_stream(clients.tts, synthesis_config(agent, fmt)) as call:
         await call.write(text_request(text))
-        await call.write(FLUSH)
-        await call.done_writing()
+        await call.done_writing()  # the service flushes at the end of input
         async for resp in call:
             kind = resp.WhichOneof("event")
             if kind == "audio":

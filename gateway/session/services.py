@@ -53,15 +53,23 @@ class UtteranceEnd:
 SttEvent = SpeechStarted | Interim | Final | UtteranceEnd
 
 
+def _metadata() -> tuple[tuple[str, str], ...] | None:
+    """The bound request context (tenant, call, credential, trace) for the next hop."""
+    ctx = context.current()
+    return ctx.metadata() if ctx is not None else None
+
+
 class MeshClients:
     """Channel pools for stt, llm and tts; shared by every call in the process."""
 
     def __init__(self, resolver: Resolver) -> None:
-        # The STT stream carries caller audio (~10 messages/s per call): it passes the request
-        # context as explicit metadata, skipping grpc.aio's per-message interceptor wrapping.
+        # Every stream passes the request context as explicit metadata (``_metadata``) instead of
+        # through client interceptors: grpc.aio wraps an intercepted call in extra tasks, and
+        # routes each write of an intercepted stream through a queue (measured: +0.3 ms to open
+        # a StreamChat, and CPU per message on the STT and TTS streams).
         self.stt = ChannelPool("stt", resolver, propagate_context=False)
-        self.llm = ChannelPool("llm", resolver)
-        self.tts = ChannelPool("tts", resolver)
+        self.llm = ChannelPool("llm", resolver, propagate_context=False)
+        self.tts = ChannelPool("tts", resolver, propagate_context=False)
 
     async def check_ready(self, timeout: float = 2.0) -> None:
         """Raise UNAVAILABLE naming the first service with no reachable instance."""
@@ -98,10 +106,7 @@ class SttStream:
     async def open(self, fmt: Format, language: str, keyterms: tuple[str, ...], endpointing_ms: int) -> None:
         self._ctx = self._pool.stream()
         channel = await self._ctx.__aenter__()
-        ctx = context.current()
-        self._call = stt_pb2_grpc.SpeechToTextServiceStub(channel).StreamingRecognize(
-            metadata=ctx.metadata() if ctx is not None else None
-        )
+        self._call = stt_pb2_grpc.SpeechToTextServiceStub(channel).StreamingRecognize(metadata=_metadata())
         config = stt_pb2.RecognitionConfig(
             language_code=language,
             audio_format=fmt.to_proto(),
@@ -153,7 +158,7 @@ async def llm_stream(
 ) -> AsyncIterator[grpc.aio.UnaryStreamCall]:
     """A StreamChat call, cancelled on exit however the block ends."""
     async with pool.stream() as channel:
-        call = llm_pb2_grpc.LanguageModelServiceStub(channel).StreamChat(request)
+        call = llm_pb2_grpc.LanguageModelServiceStub(channel).StreamChat(request, metadata=_metadata())
         try:
             yield call
         finally:
@@ -166,7 +171,7 @@ async def tts_stream(
 ) -> AsyncIterator[grpc.aio.StreamStreamCall]:
     """A StreamingSynthesize call with its config sent, cancelled on exit."""
     async with pool.stream() as channel:
-        call = tts_pb2_grpc.TextToSpeechServiceStub(channel).StreamingSynthesize()
+        call = tts_pb2_grpc.TextToSpeechServiceStub(channel).StreamingSynthesize(metadata=_metadata())
         try:
             await call.write(tts_pb2.StreamingSynthesizeRequest(config=config))
             yield call
@@ -178,11 +183,19 @@ def text_request(text: str) -> tts_pb2.StreamingSynthesizeRequest:
     return tts_pb2.StreamingSynthesizeRequest(text=text)
 
 
-FLUSH = tts_pb2.StreamingSynthesizeRequest(flush=tts_pb2.Flush())
-
-
 def describe_rpc_error(service: str, error: BaseException) -> str:
     title = SERVICE_TITLES.get(service, service)
     if isinstance(error, grpc.aio.AioRpcError):
         return f"{title} service failed: {error.code().name}: {error.details()}"
     return f"{title} service failed: {type(error).__name__}: {error}"
+
+
+def describe_failure(error: BaseException) -> str:
+    """The first cause of a failed turn, for the log (task groups wrap it in an ExceptionGroup)."""
+    if isinstance(error, BaseExceptionGroup) and error.exceptions:
+        return describe_failure(error.exceptions[0])
+    if isinstance(error, grpc.aio.AioRpcError):
+        return f"{error.code().name}: {error.details()}"
+    with contextlib.suppress(Exception):
+        return f"{type(error).__name__}: {error}"
+    return type(error).__name__

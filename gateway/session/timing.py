@@ -56,6 +56,8 @@ class TurnTimer:
             if value is not None:
                 TURN_STAGE_MS.labels(stage).observe(value)
         TURNS.labels("interrupted" if t.interrupted else "completed").inc()
+        if not log.isEnabledFor(logging.INFO):  # the arguments below are built eagerly
+            return t
         log.info(
             "turn %d: %s%s%s",
             t.turn,

@@ -1,207 +1,219 @@
 """Gateway load benchmark: N concurrent Converse calls through the whole mesh.
 
 Every service runs as its own process with a zero-cost engine of fixed latency (tests/fakes),
-so what is measured is the mesh itself: gRPC hops, the gateway's call logic and pacing.
+so what is measured is the mesh itself: gRPC hops, the gateway's call logic and pacing. The
+callers run in separate processes (tests/bench/loadgen.py), at most ``--calls-per-process``
+each.
 
-    python -m tests.bench.gateway [--calls 10,50,100,200] [--turns 3]
+    python -m tests.bench.gateway [--calls 10,50,100,200] [--turns 5] [--sync]
 
 Mesh-added latency per turn = (first agent audio frame received - last caller speech frame
-sent) - (configured end-of-turn silence + LLM first-token latency + TTS first-audio latency).
+handed to gRPC) - (configured end-of-turn silence + STT final + LLM first-token + TTS
+first-audio latencies). Only turns that start while all N calls are connected count.
+
+Arrivals. By default calls dial at random moments over ``--stagger`` seconds and speak turns of
+random length (0.6-1.4 s) after random pauses (0.2-1.0 s), so turns arrive spread out as they do
+on a real line: N concurrent calls, not N simultaneous turns. ``--sync`` is the thundering herd
+instead: every call dials within one frame period and speaks 1 s turns with no pause, so all N
+turns end within 20 ms of each other, every turn (and the worst case for per-turn work).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import gc
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict
 
-import grpc.aio
 import numpy as np
-import psutil
 
-from common.gen.voiceai.common.v1 import audio_pb2
-from common.gen.voiceai.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from tests.bench import procs
+from tests.bench.loadgen import CallPlan
+from tests.credentials import bearer  # fixes the dev signing key every mesh process verifies with
 
 END_OF_TURN_SILENCE_MS = 500
 STT_FINAL_MS = 0
 LLM_FIRST_TOKEN_MS = 100
 TTS_FIRST_AUDIO_MS = 50
 CONFIGURED_MS = END_OF_TURN_SILENCE_MS + STT_FINAL_MS + LLM_FIRST_TOKEN_MS + TTS_FIRST_AUDIO_MS
-RATE = 16000
-FRAME = RATE * 20 // 1000 * 2
-SPEECH_MS = 1000
-
-_t = np.arange(RATE * SPEECH_MS // 1000) / RATE
-SPEECH = (6000 * np.sin(2 * np.pi * 220 * _t)).astype(np.int16).tobytes()
-SILENCE_FRAME = b"\x00" * FRAME
-SPEECH_FRAMES = [SPEECH[i : i + FRAME] for i in range(0, len(SPEECH), FRAME)]
 
 
-def _config() -> gateway_pb2.ConverseRequest:
-    return gateway_pb2.ConverseRequest(
-        config=gateway_pb2.CallConfig(
-            agent=gateway_pb2.AgentConfig(
-                system_prompt="bench",
-                turn_taking=gateway_pb2.TurnTaking(end_of_turn_silence_ms=END_OF_TURN_SILENCE_MS),
-            ),
-            caller_audio_format=audio_pb2.AudioFormat(
-                encoding=audio_pb2.AUDIO_ENCODING_LINEAR16, sample_rate_hertz=RATE, channels=1
-            ),
-        )
-    )
-
-
-@dataclass
-class CallStats:
-    added_ms: list[float] = field(default_factory=list)
-    gaps_ms: list[float] = field(default_factory=list)
-    stages: list[tuple[int, int, int, int, int]] = field(default_factory=list)
-    turns_done: int = 0
-    error: str = ""
-
-
-async def _call(
-    stub: gateway_pb2_grpc.CallGatewayServiceStub, turns: int, idx: int, stats: CallStats
-) -> None:
-    call = stub.Converse(metadata=(("x-tenant-id", f"bench-{idx % 10}"),))
-    await call.write(_config())
-    state = {"turn_done": 0, "first_audio": None, "last_audio": 0.0}
-
-    async def read() -> None:
-        async for msg in call:
-            kind = msg.WhichOneof("event")
-            now = time.monotonic()
-            if kind == "audio":
-                if state["first_audio"] is None:
-                    state["first_audio"] = now
-                elif now - state["last_audio"] < 0.2:  # same utterance: a pacing gap
-                    stats.gaps_ms.append((now - state["last_audio"]) * 1000)
-                state["last_audio"] = now
-            elif kind == "turn_metrics":
-                m = msg.turn_metrics
-                state["turn_done"] = m.turn
-                stats.stages.append(
-                    (
-                        m.stt_final_ms,
-                        m.end_of_turn_ms,
-                        m.llm_first_token_ms,
-                        m.tts_first_audio_ms,
-                        m.first_audio_out_ms,
-                    )
+def plans_for(n: int, turns: int, *, sync: bool, stagger_s: float, seed: int) -> list[CallPlan]:
+    rng = random.Random(seed * 1000 + n)
+    plans = []
+    for i in range(n):
+        tenant = f"bench-{i % 10}"
+        auth = bearer(tenant)[1]
+        if sync:
+            plans.append(CallPlan((i % 50) * 0.0004, [50] * turns, [0] * turns, tenant, auth))
+        else:
+            plans.append(
+                CallPlan(
+                    rng.uniform(0.0, stagger_s),
+                    [rng.randint(30, 70) for _ in range(turns)],
+                    [rng.randint(10, 50) for _ in range(turns)],
+                    tenant,
+                    auth,
                 )
-
-    reader = asyncio.get_running_loop().create_task(read())
-    next_at = time.monotonic() + (idx % 50) * 0.0004  # spread callers within a frame period
-    try:
-        for turn in range(1, turns + 1):
-            for frame in SPEECH_FRAMES:
-                next_at += 0.02
-                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-                await call.write(gateway_pb2.ConverseRequest(audio=frame))
-            speech_end = time.monotonic()
-            state["first_audio"] = None
-            deadline = speech_end + 15
-            while state["turn_done"] < turn and time.monotonic() < deadline:
-                next_at += 0.02
-                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-                await call.write(gateway_pb2.ConverseRequest(audio=SILENCE_FRAME))
-            if state["turn_done"] < turn:
-                stats.error = f"turn {turn} never finished"
-                return
-            if state["first_audio"] is not None:
-                stats.added_ms.append((state["first_audio"] - speech_end) * 1000 - CONFIGURED_MS)
-            stats.turns_done += 1
-        await call.write(gateway_pb2.ConverseRequest(hangup=gateway_pb2.Hangup()))
-        await call.done_writing()
-        await asyncio.wait_for(reader, 5)
-    except (grpc.aio.AioRpcError, TimeoutError) as e:
-        stats.error = str(e)[:200]
-    finally:
-        reader.cancel()
-        call.cancel()
+            )
+    return plans
 
 
-def _pct(values: list[float], p: float) -> float:
-    return float(np.percentile(values, p)) if values else float("nan")
+def _pct(values: list[float] | np.ndarray, p: float) -> float:
+    return float(np.percentile(values, p)) if len(values) else float("nan")
 
 
-async def run_load(address: str, n: int, turns: int, mesh: list[procs.Proc]) -> dict[str, float]:
-    async with grpc.aio.insecure_channel(address) as ch:
-        stub = gateway_pb2_grpc.CallGatewayServiceStub(ch)
-        gw = next(p for p in mesh if p.name == "gateway")
-        rss0 = gw.rss_mb()
-        cpu0 = {p.name: p.cpu_seconds() for p in mesh}
-        me = psutil.Process()
-        own0 = sum(me.cpu_times()[:2])
-        t0 = time.monotonic()
-        stats = [CallStats() for _ in range(n)]
-        rss_peak = rss0
+def spawn_loadgen(address: str, start_at: float, plans: list[CallPlan]) -> subprocess.Popen[bytes]:
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "tests.bench.loadgen"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": procs.ROOT},
+        cwd=procs.ROOT,
+    )
+    spec = {
+        "address": address,
+        "start_at": start_at,
+        "end_of_turn_silence_ms": END_OF_TURN_SILENCE_MS,
+        "plans": [asdict(p) for p in plans],
+    }
+    assert popen.stdin is not None
+    popen.stdin.write(json.dumps(spec).encode())
+    popen.stdin.close()
+    return popen
 
-        async def sample_rss() -> None:
-            nonlocal rss_peak
-            while True:
-                await asyncio.sleep(0.5)
-                rss_peak = max(rss_peak, gw.rss_mb())
 
-        sampler = asyncio.get_running_loop().create_task(sample_rss())
-        await asyncio.gather(*(_call(stub, turns, i, s) for i, s in enumerate(stats)))
-        sampler.cancel()
-        elapsed = time.monotonic() - t0
-        cpu_by = {p.name: p.cpu_seconds() - cpu0[p.name] for p in mesh}
-        loadgen_cores = (sum(me.cpu_times()[:2]) - own0) / elapsed
-        cpu = sum(cpu_by.values())
-    added = [v for s in stats for v in s.added_ms]
-    gaps = [v for s in stats for v in s.gaps_ms]
-    errors = [s.error for s in stats if s.error]
-    stages = np.array([st for s in stats for st in s.stages], dtype=float)
-    medians = np.median(stages, axis=0) if len(stages) else [float("nan")] * 5
+def run_load(
+    gw: procs.Proc, mesh: list[procs.Proc], plans: list[CallPlan], per_process: int
+) -> dict[str, object]:
+    n = len(plans)
+    rss0 = gw.rss_mb()
+    rss_peak = rss0
+    start_at = time.monotonic() + 2.0  # the callers' processes start meanwhile
+    gen_cpu0 = _children_cpu()  # the callers are reaped children: their CPU lands here
+    gens = [spawn_loadgen(gw.address, start_at, plans[i : i + per_process]) for i in range(0, n, per_process)]
+    outputs: list[bytes] = [b""] * len(gens)
+
+    def collect(i: int) -> None:
+        assert gens[i].stdout is not None
+        outputs[i] = gens[i].stdout.read()
+        gens[i].wait()
+
+    readers = [threading.Thread(target=collect, args=(i,)) for i in range(len(gens))]
+    for t in readers:
+        t.start()
+    time.sleep(max(0.0, start_at - time.monotonic()))
+    cpu0 = {p.name: p.cpu_seconds() for p in mesh}
+    gw_main0 = gw.main_thread_cpu_seconds()
+    t0 = time.monotonic()
+    while any(t.is_alive() for t in readers):
+        time.sleep(0.5)
+        rss_peak = max(rss_peak, gw.rss_mb())
+    elapsed = time.monotonic() - t0
+    cpu_by = {p.name: p.cpu_seconds() - cpu0[p.name] for p in mesh}
+    gw_main = gw.main_thread_cpu_seconds() - gw_main0
+    results = [r for out in outputs for r in json.loads(out or b"[]")]
+    gen_cpu = _children_cpu() - gen_cpu0
+
+    errors = [r["error"] for r in results if r["error"]]
+    call_minutes = sum(r["ended"] - r["connected"] for r in results if r["ended"]) / 60.0
+    window_start = max((r["connected"] for r in results), default=0.0)
+    window_end = min((r["ended"] for r in results), default=0.0)
+    turns = [t for r in results for t in r["turns"]]
+    steady = [t for t in turns if window_start <= t[0] <= window_end and t[1] > 0]
+    added = [(t[1] - t[0]) * 1000.0 - CONFIGURED_MS for t in steady]
+    stages = np.array([t[2] for t in steady], dtype=float) if steady else np.zeros((0, 5))
+    gaps = [abs(g - 20.0) for r in results for g in r["gaps_ms"]]
+    lag = [v for r in results for v in r["lag_ms"]]
+    cpu = sum(cpu_by.values())
+    per_min = max(call_minutes, 1e-9)
     return {
         "calls": n,
-        "turns": sum(s.turns_done for s in stats),
+        "turns": len(turns),
+        "steady_turns": len(steady),
         "errors": len(errors),
-        "added_p50": _pct(added, 50),
-        "added_p95": _pct(added, 95),
-        "added_p99": _pct(added, 99),
-        "cpu_s_per_call_min": cpu / (n * elapsed / 60.0),
+        "first_error": errors[0] if errors else "",
+        "added": added,
+        "cpu_s_per_call_min": cpu / per_min,
         "rss_mb_per_call": (rss_peak - rss0) / n,
-        "jitter_p99": _pct([abs(g - 20.0) for g in gaps], 99),
-        "stages": " / ".join(f"{v:.0f}" for v in medians),
-        "cpu_split": " ".join(f"{k}={v / (n * elapsed / 60.0):.3f}" for k, v in cpu_by.items())
-        + f"; load generator used {loadgen_cores:.2f} cores, mesh {cpu / elapsed:.2f}",
+        "jitter_p99": _pct(gaps, 99),
+        "lag_p99": _pct(lag, 99),
+        "stage_p50": np.median(stages, axis=0) if len(stages) else [float("nan")] * 5,
+        "stage_p99": np.percentile(stages, 99, axis=0) if len(stages) else [float("nan")] * 5,
+        "cpu_split": " ".join(f"{k}={v / per_min:.3f}" for k, v in cpu_by.items())
+        + f" (gateway loop thread {gw_main / max(cpu_by['gateway'], 1e-9):.0%})"
+        + f"; callers used {gen_cpu / elapsed:.2f} cores in {len(gens)} process(es), mesh {cpu / elapsed:.2f}",
     }
 
 
-async def leak_check(address: str, gw: procs.Proc) -> tuple[float, float]:
+def _children_cpu() -> float:
+    t = os.times()
+    return float(t.children_user + t.children_system)
+
+
+def leak_check(gw: procs.Proc) -> tuple[float, float]:
     """RSS of the gateway after 100 and after 1,000 short sequential calls."""
+    import asyncio
 
-    async def short_call(stub: gateway_pb2_grpc.CallGatewayServiceStub) -> None:
-        call = stub.Converse(metadata=(("x-tenant-id", "bench-leak"),))
-        await call.write(_config())
-        for _ in range(5):
-            await call.write(gateway_pb2.ConverseRequest(audio=SILENCE_FRAME))
-        await call.write(gateway_pb2.ConverseRequest(hangup=gateway_pb2.Hangup()))
-        await call.done_writing()
-        async for _ in call:
-            pass
+    import grpc.aio
+    import uvloop
 
-    async with grpc.aio.insecure_channel(address) as ch:
-        stub = gateway_pb2_grpc.CallGatewayServiceStub(ch)
-        after: dict[int, float] = {}
-        for i in range(1, 1001):
-            await short_call(stub)
-            if i in (100, 1000):
-                await asyncio.sleep(0.3)
-                after[i] = gw.rss_mb()
-    return after[100], after[1000]
+    from tests.bench.loadgen import HANGUP, METHOD, SILENCE_FRAME, config_request
+
+    config = config_request(END_OF_TURN_SILENCE_MS)
+
+    async def run() -> tuple[float, float]:
+        async with grpc.aio.insecure_channel(gw.address) as ch:
+            converse = ch.stream_stream(METHOD)
+            after: dict[int, float] = {}
+            for i in range(1, 1001):
+                call = converse(metadata=(("x-tenant-id", "bench-leak"), bearer("bench-leak")))
+                await call.write(config)
+                for _ in range(5):
+                    await call.write(SILENCE_FRAME)
+                await call.write(HANGUP)
+                await call.done_writing()
+                async for _ in call:
+                    pass
+                if i in (100, 1000):
+                    await asyncio.sleep(0.3)
+                    after[i] = gw.rss_mb()
+            return after[100], after[1000]
+
+    return uvloop.run(run())
 
 
-def _run(coro):  # type: ignore[no-untyped-def]
-    import uvloop  # the load generator must not be the bottleneck
-
-    return uvloop.run(coro)
+def print_probes(directory: str, windows: list[tuple[int, float, float]]) -> None:
+    """Event-loop lag (how late a 5 ms timer fired) and GC pauses of each process, per run."""
+    print(
+        "   event-loop lag p50/p99/max ms; GC collections gen0/gen1/gen2, longest pause ms (its CPU"
+        " ms); most GC-tracked objects (not frozen)"
+    )
+    for name in ("gateway", "stt", "llm", "tts"):
+        try:
+            with open(os.path.join(directory, f"{name}.probe.json")) as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            continue
+        cells = []
+        for n, t0, t1 in windows:
+            lag = [v for t, v in data["lag"] if t0 <= t <= t1]
+            gcs = [(g, d, c) for t, g, d, c in data["gc"] if t0 <= t <= t1]
+            counts = "/".join(str(sum(1 for g, _, _ in gcs if g == gen)) for gen in range(3))
+            longest = max((d for _, d, _ in gcs), default=0.0)
+            longest_cpu = max((c for _, _, c in gcs), default=0.0)
+            heap = max((v for t, v in data["heap"] if t0 <= t <= t1), default=0)
+            cells.append(
+                f"{n}: {_pct(lag, 50):.1f}/{_pct(lag, 99):.1f}/{max(lag, default=0.0):.0f}"
+                f" gc {counts} {longest:.1f}({longest_cpu:.1f}) heap {heap / 1000:.0f}k"
+            )
+        print(f"   {name:>8}  " + "  |  ".join(cells))
 
 
 def fake_env() -> dict[str, str]:
@@ -216,20 +228,55 @@ def fake_env() -> dict[str, str]:
     }
 
 
+def _row(r: dict[str, object]) -> str:
+    added = r["added"]
+    assert isinstance(added, list)
+    p50, p99 = r["stage_p50"], r["stage_p99"]
+    stages = " / ".join(f"{a:.0f}|{b:.0f}" for a, b in zip(p50, p99, strict=True))  # type: ignore[call-overload]
+    line = (
+        f"{r['calls']:>6} {r['steady_turns']:>4}/{r['turns']:<4} {r['errors']:>4}"
+        f" {_pct(added, 50):>8.1f}ms {_pct(added, 95):>5.1f}ms {_pct(added, 99):>5.1f}ms"
+        f" {r['cpu_s_per_call_min']:>14.3f} {r['rss_mb_per_call']:>11.3f}"
+        f" {r['jitter_p99']:>9.1f}ms {r['lag_p99']:>9.1f}ms   {stages}   [CPU s/call-min: {r['cpu_split']}]"
+    )
+    if r["first_error"]:
+        line += f"\n       first error: {r['first_error']}"
+    return line
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m tests.bench.gateway",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--calls", default="10,50,100,200")
-    parser.add_argument("--turns", type=int, default=3)
+    parser.add_argument("--calls", default="10,50,100,200", help="comma-separated concurrency levels")
+    parser.add_argument("--turns", type=int, default=5, help="turns per call")
+    parser.add_argument("--sync", action="store_true", help="thundering herd: all turns at once")
+    parser.add_argument("--stagger", type=float, default=3.0, help="seconds over which calls dial")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--calls-per-process", type=int, default=100, help="callers per load process")
     parser.add_argument("--no-leak-check", action="store_true")
+    parser.add_argument(
+        "--profile", metavar="DIR", help="run every mesh process under cProfile, stats into DIR"
+    )
+    parser.add_argument(
+        "--probe", action="store_true", help="report event-loop lag and GC pauses of every mesh process"
+    )
     args = parser.parse_args(argv)
     env = fake_env()
-    gc.freeze()
+    probe_dir = tempfile.mkdtemp(prefix="voiceai-probe-") if args.probe else None
+    hook_dir = args.profile or probe_dir
+    hooks = ",".join(h for h, on in (("profile", args.profile), ("probe", args.probe)) if on)
+    windows: list[tuple[int, float, float]] = []
+
+    def start(name: str, module: str, env: dict[str, str]):  # type: ignore[no-untyped-def]
+        return procs.start(name, module, env, profile_dir=hook_dir, hooks=hooks)
+
     with (
-        procs.start("stt", "stt_svc", env) as stt,
-        procs.start("llm", "llm_svc", env) as llm,
-        procs.start("tts", "tts_svc", env) as tts,
+        start("stt", "stt_svc", env) as stt,
+        start("llm", "llm_svc", env) as llm,
+        start("tts", "tts_svc", env) as tts,
     ):
         gw_env = {
             **env,
@@ -237,29 +284,40 @@ def main(argv: list[str] | None = None) -> None:
             "VOICEAI_LLM_ADDRESSES": llm.address,
             "VOICEAI_TTS_ADDRESSES": tts.address,
         }
-        with procs.start("gateway", "gateway", gw_env) as gw:
+        with start("gateway", "gateway", gw_env) as gw:
             mesh = [stt, llm, tts, gw]
+            arrivals = (
+                "synchronized: all turns at once"
+                if args.sync
+                else f"calls dial over {args.stagger:.0f} s, random turn lengths and pauses"
+            )
             print(
                 f"\n== Gateway load: whole mesh, zero-cost engines (end-of-turn silence {END_OF_TURN_SILENCE_MS} ms,"
                 f" STT final {STT_FINAL_MS} ms, LLM first token {LLM_FIRST_TOKEN_MS} ms,"
-                f" TTS first audio {TTS_FIRST_AUDIO_MS} ms; {args.turns} turns per call)"
+                f" TTS first audio {TTS_FIRST_AUDIO_MS} ms; {args.turns} turns per call; {arrivals})"
             )
-            header = f"{'calls':>6} {'turns':>6} {'err':>4} {'added p50':>10} {'p95':>7} {'p99':>7} {'CPU s/call-min':>15} {'RSS MB/call':>12} {'jitter p99':>11}   gateway stage medians (ms after speech end): stt_final / end_of_turn / llm_first_token / tts_first_audio / first_audio_out"
-            print(header)
+            print(
+                f"{'calls':>6} {'turns':>9} {'err':>4} {'added p50':>10} {'p95':>7} {'p99':>7}"
+                f" {'CPU s/call-min':>14} {'RSS MB/call':>11} {'jitter p99':>11} {'caller lag':>11}"
+                "   gateway stages p50|p99 (ms after speech end): stt_final / end_of_turn /"
+                " llm_first_token / tts_first_audio / first_audio_out"
+            )
             for n in (int(x) for x in args.calls.split(",")):
-                r = _run(run_load(gw.address, n, args.turns, mesh))
-                print(
-                    f"{n:>6} {r['turns']:>6.0f} {r['errors']:>4.0f} {r['added_p50']:>8.1f}ms {r['added_p95']:>5.1f}ms"
-                    f" {r['added_p99']:>5.1f}ms {r['cpu_s_per_call_min']:>15.3f} {r['rss_mb_per_call']:>12.3f}"
-                    f" {r['jitter_p99']:>9.1f}ms   {r['stages']}   [CPU s/call-min: {r['cpu_split']}]"
-                )
+                plans = plans_for(n, args.turns, sync=args.sync, stagger_s=args.stagger, seed=args.seed)
+                t0 = time.monotonic()
+                print(_row(run_load(gw, mesh, plans, args.calls_per_process)), flush=True)
+                windows.append((n, t0, time.monotonic()))
             if not args.no_leak_check:
-                rss100, rss1000 = _run(leak_check(gw.address, gw))
+                rss100, rss1000 = leak_check(gw)
                 print(
                     f"gateway RSS after 100 short calls: {rss100:.1f} MB; after 1,000: {rss1000:.1f} MB ({rss1000 - rss100:+.1f} MB)"
                 )
+    if probe_dir is not None:
+        print_probes(probe_dir, windows)
     print(
-        "  (mesh-added latency = end to end minus the configured latencies above; CPU is all four mesh processes)"
+        "  (added = end to end minus the configured latencies above, over turns that started while all"
+        " calls were connected; CPU is all four mesh processes per call-minute; caller lag p99 = how late"
+        " the callers' own timers woke, an upper bound on how much of 'added' is the load generator)"
     )
 
 

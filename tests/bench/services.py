@@ -22,8 +22,9 @@ from common.gen.voiceai.common.v1 import audio_pb2
 from common.gen.voiceai.stt.v1 import stt_pb2, stt_pb2_grpc
 from common.gen.voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
 from tests.bench import procs
+from tests.credentials import bearer  # fixes the dev signing key every mesh process verifies with
 
-MD = (("x-tenant-id", "bench"), ("x-call-id", "bench"))
+MD = (("x-tenant-id", "bench"), ("x-call-id", "bench"), bearer("bench"))
 F16 = audio_pb2.AudioFormat(encoding=audio_pb2.AUDIO_ENCODING_LINEAR16, sample_rate_hertz=16000, channels=1)
 FRAME = b"\x10\x00" * 320  # 20 ms of quiet LINEAR16 16 kHz
 

@@ -225,5 +225,10 @@ class ToneTts(tts_pb2_grpc.TextToSpeechServiceServicer):
                             yield r
                     buf = ""
                     yield tts_pb2.StreamingSynthesizeResponse(flush_done=tts_pb2.FlushDone(characters=chars))
+            # "Half-closing the request stream flushes and ends" (tts.proto).
+            if buf.strip():
+                async for r in speak(buf.strip()):
+                    yield r
+            yield tts_pb2.StreamingSynthesizeResponse(flush_done=tts_pb2.FlushDone(characters=chars))
         finally:
             self.streams.leave()

@@ -94,6 +94,30 @@ async def test_pacer_sends_real_time_frames() -> None:
     assert 0.15 <= elapsed <= 0.5  # ten 20 ms frames take about 200 ms, not zero
 
 
+async def test_first_frame_goes_out_at_once_and_the_clock_stops_when_idle() -> None:
+    pacer = Pacer()
+    pacer.start()
+    a, a_frames, _, a_done = _playout()
+    b, b_frames, _, b_done = _playout()
+    pacer.attach(a)
+    pacer.attach(b)
+    seg = a.start_segment("x", 1)
+    a.append(seg, b"\x01" * FRAME * 5)
+    a.finish_reply(1)
+    assert len(a_frames) == 1  # no wait for the next tick
+    await asyncio.sleep(0.03)
+    seg = b.start_segment("y", 1)
+    b.append(seg, b"\x02" * FRAME * 3)
+    b.finish_reply(1)
+    assert len(b_frames) == 1 and pacer.active == 2
+    while not (a_done and b_done):  # noqa: ASYNC110 - plain lists filled by callbacks
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    assert len(a_frames) == 5 and len(b_frames) == 3
+    assert pacer.active == 0  # idle playouts are forgotten; the clock parks
+    await pacer.stop()
+
+
 def test_audio_of_a_cut_off_turn_is_never_queued() -> None:
     p, frames, _, done = _playout()
     seg = p.start_segment("Long reply.", 4)
