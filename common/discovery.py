@@ -6,12 +6,16 @@ same Protocol).
 ``ChannelPool`` keeps one channel per instance and opens each new stream on the instance with
 the fewest streams in flight (ties broken round-robin), so long calls spread evenly. An instance
 that leaves discovery gets no new streams; its channel closes once its last stream has ended.
+An instance a client saw fail (``mark_failed``) gets no new streams for a few seconds while any
+other instance is available: a stream that fails over does not land on the instance that just
+died, before discovery has noticed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -63,6 +67,14 @@ def channel_options(max_message_bytes: int = 4 * 1024 * 1024) -> list[tuple[str,
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """One stream's hold on an instance: its address (for ``mark_failed``) and channel."""
+
+    address: str
+    channel: grpc.aio.Channel
+
+
 class _Instance:
     __slots__ = ("channel", "endpoint", "in_flight", "retired")
 
@@ -77,13 +89,22 @@ class _Instance:
 class ChannelPool:
     """Channels to every instance of one service; picks the least-loaded one per stream."""
 
-    def __init__(self, service: str, resolver: Resolver, *, propagate_context: bool = True) -> None:
+    def __init__(
+        self,
+        service: str,
+        resolver: Resolver,
+        *,
+        propagate_context: bool = True,
+        failure_penalty_s: float = 5.0,
+    ) -> None:
         self.service = service
         self._resolver = resolver
         self._instances: dict[str, _Instance] = {}
         self._interceptors = context_client_interceptors() if propagate_context else []
         self._rr = itertools.count()
         self._retired: set[_Instance] = set()
+        self._failure_penalty_s = failure_penalty_s
+        self._failed_until: dict[str, float] = {}  # address -> monotonic time the penalty ends
 
     async def _refresh(self) -> list[_Instance]:
         endpoints = await self._resolver.resolve(self.service)
@@ -112,8 +133,24 @@ class ChannelPool:
         else:
             await inst.channel.close()
 
+    def mark_failed(self, address: str, seconds: float | None = None) -> None:
+        """A stream on ``address`` just failed in a way that points at the instance (it died,
+        reset the stream, was overloaded): new streams avoid it for ``seconds`` (default the
+        pool's ``failure_penalty_s``) unless no other instance is available."""
+        until = time.monotonic() + (self._failure_penalty_s if seconds is None else seconds)
+        self._failed_until[address] = max(until, self._failed_until.get(address, 0.0))
+
+    def _healthy(self, live: list[_Instance]) -> list[_Instance]:
+        if not self._failed_until:
+            return live
+        now = time.monotonic()
+        for addr in [a for a, until in self._failed_until.items() if until <= now]:
+            del self._failed_until[addr]
+        healthy = [inst for inst in live if inst.endpoint.address not in self._failed_until]
+        return healthy or live  # all of them failed recently: a retry may still succeed
+
     async def pick(self) -> _Instance:
-        live = await self._refresh()
+        live = self._healthy(await self._refresh())
         if not live:
             raise Unavailable(f"no instance of the {self.service} service is known to discovery")
         start = next(self._rr)
@@ -123,10 +160,16 @@ class ChannelPool:
     @contextlib.asynccontextmanager
     async def stream(self) -> AsyncIterator[grpc.aio.Channel]:
         """A channel for one stream, counted as in flight until the block exits."""
+        async with self.lease() as lease:
+            yield lease.channel
+
+    @contextlib.asynccontextmanager
+    async def lease(self) -> AsyncIterator[Lease]:
+        """Like ``stream``, and says which instance was picked."""
         inst = await self.pick()
         inst.in_flight += 1
         try:
-            yield inst.channel
+            yield Lease(inst.endpoint.address, inst.channel)
         finally:
             inst.in_flight -= 1
             if inst.retired and not inst.in_flight:
@@ -136,6 +179,11 @@ class ChannelPool:
     def in_flight(self) -> dict[str, int]:
         """Streams in flight per address discovery still lists (retired instances excluded)."""
         return {addr: inst.in_flight for addr, inst in self._instances.items()}
+
+    def failed(self) -> list[str]:
+        """Addresses currently avoided after ``mark_failed``."""
+        now = time.monotonic()
+        return [a for a, until in self._failed_until.items() if until > now]
 
     def retired(self) -> dict[str, int]:
         """Streams still running on instances discovery no longer lists."""
