@@ -35,7 +35,8 @@ from gateway.session.events import (
 from gateway.session.fallbacks import ActiveReply, NeverSilent
 from gateway.session.history import ConversationStore, HistoryEntry
 from gateway.session.playout import Pacer, Playout, Segment, heard_text
-from gateway.session.reply import PhraseCache, speak_reply
+from gateway.session.reply import PhraseCache
+from gateway.session.reply_failover import speak_with_failover
 from gateway.session.services import (
     Final,
     Interim,
@@ -292,7 +293,7 @@ class CallSession(NeverSilent):
         assert active.timer is not None
         try:
             async with asyncio.timeout(self.profile.turn_timeout_ms / 1000.0):
-                await speak_reply(
+                await speak_with_failover(
                     self.clients,
                     self.agent,
                     history,

@@ -1,6 +1,7 @@
 """The caller's side of a call: caller audio validated, timed and fed to the one STT stream.
 
-``CallerInput`` owns the call's recognition stream (reopened when it fails), the audio clock
+``CallerInput`` owns the call's recognition stream (``recognition.Recognition``: re-opened on
+another instance when it fails, with the caller audio not yet finalized replayed), the audio clock
 that maps STT offsets to arrival times, the energy VAD used as a backstop, and the batching of
 caller frames toward STT: batches of ``chunk_ms``, flushed at once when the VAD sees speech
 start or stop, so neither barge-in detection nor endpointing waits for a batch. Once the line
@@ -11,20 +12,16 @@ costs a few messages a second instead of ten, and nothing waits on that audio.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import AsyncIterator
 
-import grpc.aio
-
 from common.audio import Format
-from common.errors import InvalidArgument, Unavailable, VoiceAIError
+from common.errors import InvalidArgument
 from gateway.agents import Agent
 from gateway.session.clock import AudioClock, EnergyVad
 from gateway.session.events import Usage
-from gateway.session.services import MeshClients, SttEvent, SttStream, describe_rpc_error
-
-log = logging.getLogger(__name__)
+from gateway.session.recognition import Recognition
+from gateway.session.services import MeshClients, SttEvent
 
 # Small batches continue this long past the recognizer's endpointing window: its VAD may place
 # the end of speech a little later than the gateway's energy VAD does.
@@ -52,7 +49,7 @@ class CallerInput:
         self._agent = agent
         self._usage = usage
         self._reopen_attempts = reopen_attempts
-        self._stt: SttStream | None = None
+        self._stt: Recognition | None = None
         self._buf = bytearray()
         self._chunk = fmt.bytes_for_ms(chunk_ms)
         self._quiet_chunk = max(self._chunk, fmt.bytes_for_ms(quiet_chunk_ms))
@@ -65,8 +62,15 @@ class CallerInput:
         self._was_voiced = False
 
     async def open(self) -> None:
-        stt = SttStream(self._clients.stt)
-        await stt.open(self.fmt, self._agent.language_code, self._agent.keyterms, self._endpointing_ms)
+        stt = Recognition(
+            self._clients.stt,
+            self.fmt,
+            self._agent.language_code,
+            self._agent.keyterms,
+            self._endpointing_ms,
+            reopen_attempts=self._reopen_attempts,
+        )
+        await stt.open()
         self._stt = stt
 
     async def on_audio(self, data: bytes) -> float:
@@ -93,36 +97,15 @@ class CallerInput:
         if len(buf) >= limit or voiced != self._was_voiced:
             chunk = bytes(buf)
             buf.clear()
-            if self._stt is not None:  # None only while the stream is being reopened
+            if self._stt is not None:  # None only before open()
                 await self._stt.send(chunk)
         self._was_voiced = voiced
         return now
 
-    async def events(self) -> AsyncIterator[SttEvent]:
-        """Recognition events for the whole call; the stream is reopened when it fails.
-
-        Raises Unavailable when it cannot be kept open.
-        """
-        attempts = 0
-        while True:
-            assert self._stt is not None
-            try:
-                async for event in self._stt.events():
-                    attempts = 0
-                    yield event
-                return
-            except grpc.aio.AioRpcError as e:
-                attempts += 1
-                reason = describe_rpc_error("stt", e)
-                if attempts > self._reopen_attempts:
-                    raise Unavailable(reason) from e
-                log.warning("%s; reopening the recognition stream", reason)
-            old, self._stt = self._stt, None
-            await old.close()
-            try:
-                await self.open()
-            except (grpc.aio.AioRpcError, VoiceAIError) as e:
-                raise Unavailable(describe_rpc_error("stt", e)) from e
+    def events(self) -> AsyncIterator[SttEvent]:
+        """Recognition events for the whole call (see ``Recognition.events``)."""
+        assert self._stt is not None
+        return self._stt.events()
 
     async def close(self) -> None:
         if self._stt is not None:

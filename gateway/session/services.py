@@ -2,7 +2,8 @@
 
 Each stream object owns its grpc.aio call and cancels it explicitly on close (abandoned aio
 calls are not reliably collected). Channels come from ``ChannelPool``s, so new streams go to
-the least-loaded instance and carry the call's tenant and call ids.
+the least-loaded instance and carry the call's tenant and call ids. LLM and TTS streams are
+``TrackedCall``s: their errors name the instance that failed (``instances``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from common.errors import Unavailable
 from common.gen.voiceai.llm.v1 import llm_pb2, llm_pb2_grpc
 from common.gen.voiceai.stt.v1 import stt_pb2, stt_pb2_grpc
 from common.gen.voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
+from gateway.session.instances import TrackedCall
 
 SERVICE_TITLES = {"stt": "speech-to-text", "llm": "language-model", "tts": "text-to-speech"}
 
@@ -102,11 +104,15 @@ class SttStream:
         self._pool = pool
         self._ctx: Any = None
         self._call: grpc.aio.StreamStreamCall | None = None
+        self.address = ""  # the instance it runs on, once open
 
     async def open(self, fmt: Format, language: str, keyterms: tuple[str, ...], endpointing_ms: int) -> None:
-        self._ctx = self._pool.stream()
-        channel = await self._ctx.__aenter__()
-        self._call = stt_pb2_grpc.SpeechToTextServiceStub(channel).StreamingRecognize(metadata=_metadata())
+        self._ctx = self._pool.lease()
+        lease = await self._ctx.__aenter__()
+        self.address = lease.address
+        self._call = stt_pb2_grpc.SpeechToTextServiceStub(lease.channel).StreamingRecognize(
+            metadata=_metadata()
+        )
         config = stt_pb2.RecognitionConfig(
             language_code=language,
             audio_format=fmt.to_proto(),
@@ -153,25 +159,25 @@ class SttStream:
 
 
 @contextlib.asynccontextmanager
-async def llm_stream(
-    pool: ChannelPool, request: llm_pb2.StreamChatRequest
-) -> AsyncIterator[grpc.aio.UnaryStreamCall]:
+async def llm_stream(pool: ChannelPool, request: llm_pb2.StreamChatRequest) -> AsyncIterator[TrackedCall]:
     """A StreamChat call, cancelled on exit however the block ends."""
-    async with pool.stream() as channel:
-        call = llm_pb2_grpc.LanguageModelServiceStub(channel).StreamChat(request, metadata=_metadata())
+    async with pool.lease() as lease:
+        call = llm_pb2_grpc.LanguageModelServiceStub(lease.channel).StreamChat(request, metadata=_metadata())
         try:
-            yield call
+            yield TrackedCall(call, pool.service, lease.address)
         finally:
             call.cancel()
 
 
 @contextlib.asynccontextmanager
-async def tts_stream(
-    pool: ChannelPool, config: tts_pb2.SynthesisConfig
-) -> AsyncIterator[grpc.aio.StreamStreamCall]:
+async def tts_stream(pool: ChannelPool, config: tts_pb2.SynthesisConfig) -> AsyncIterator[TrackedCall]:
     """A StreamingSynthesize call with its config sent, cancelled on exit."""
-    async with pool.stream() as channel:
-        call = tts_pb2_grpc.TextToSpeechServiceStub(channel).StreamingSynthesize(metadata=_metadata())
+    async with pool.lease() as lease:
+        call = TrackedCall(
+            tts_pb2_grpc.TextToSpeechServiceStub(lease.channel).StreamingSynthesize(metadata=_metadata()),
+            pool.service,
+            lease.address,
+        )
         try:
             await call.write(tts_pb2.StreamingSynthesizeRequest(config=config))
             yield call

@@ -82,6 +82,7 @@ class ScriptedStt(stt_pb2_grpc.SpeechToTextServiceServicer):
                 loud = samples.size > 0 and float(np.sqrt(np.mean(samples**2))) > 1000
                 pos_ms += chunk_ms
                 if self.fail_after_ms is not None and pos_ms > self.fail_after_ms:
+                    self.fail_after_ms = None  # once: a re-opened stream is sent the audio again
                     await context.abort(grpc.StatusCode.INTERNAL, "scripted STT failure")
                 if loud:
                     quiet_ms = 0.0
