@@ -63,8 +63,8 @@ class InstanceRpcError(grpc.aio.AioRpcError):
 class TrackedCall:
     """A grpc.aio stream whose errors name the service and instance (see module docstring).
 
-    Supports what the gateway uses on its LLM and TTS streams: iteration, ``write``,
-    ``done_writing`` and ``cancel``.
+    Iteration, ``read``, ``write`` and ``done_writing`` tag their errors; anything else is the
+    wrapped call's own.
     """
 
     __slots__ = ("_call", "_responses", "address", "service")
@@ -100,6 +100,12 @@ class TrackedCall:
         except grpc.aio.AioRpcError as e:
             raise self._tag(e) from e
 
+    async def read(self) -> Any:
+        try:
+            return await self._call.read()
+        except grpc.aio.AioRpcError as e:
+            raise self._tag(e) from e
+
     async def write(self, request: Any) -> None:
         try:
             await self._call.write(request)
@@ -116,6 +122,9 @@ class TrackedCall:
 
     def cancel(self) -> bool:
         return bool(self._call.cancel())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._call, name)
 
 
 def failed_instance(error: BaseException) -> InstanceRpcError | None:

@@ -103,15 +103,15 @@ class Recognition:
         *,
         reopen_attempts: int = 2,
         replay_s: float = 30.0,
-        idle_keep_ms: int = 3000,
+        idle_keep_ms: int = 2000,
     ) -> None:
         self._pool = pool
         self._fmt = fmt
         self._config = (fmt, language, keyterms, endpointing_ms)
         self._reopen_attempts = reopen_attempts
         self._ring = ReplayRing(fmt.bytes_for_ms(int(replay_s * 1000)))
-        # While no utterance is open, audio older than this cannot hold unrecognized speech
-        # (the recognizer reports speech well within it).
+        # While no utterance is open, audio older than this cannot hold unrecognized speech:
+        # stt_svc reports speech ~200 ms after it starts and keeps a 300 ms pre-roll.
         self._idle_keep = fmt.bytes_for_ms(idle_keep_ms)
         self._piece = fmt.bytes_for_ms(REPLAY_MESSAGE_MS)
         self._stream: SttStream | None = None  # the stream events are read from
