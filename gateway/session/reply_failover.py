@@ -73,10 +73,11 @@ def _discard_unplayed(playout: Playout, spoken: SpokenText) -> None:
     """Drop the failed attempt's queued segments; anything else queued (a filler) stays."""
     mine = {id(seg) for seg in spoken.segments}
     paused = playout.paused
-    for seg in playout.clear():
+    dropped = playout.clear()
+    if paused:  # a tentative barge-in holds playout: requeueing must not start it again
+        playout.pause()
+    for seg in dropped:
         if id(seg) not in mine:
             playout.requeue(seg)
-    if paused:
-        playout.pause()
     spoken.text = ""
     spoken.segments.clear()
