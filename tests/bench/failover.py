@@ -44,21 +44,28 @@ SENTENCE = 6  # words per caller turn (1.2 s of speech)
 @dataclass
 class Round:
     latency_ms: dict[int, float] = field(default_factory=dict)
-    llm_lost_ms: float = 0.0  # how long the LLM turn waited on the instance before it died
+    llm_lost_ms: float = 0.0  # how long the LLM stream had run when its instance was gone
     stt_kill_at: float = 0.5  # where in the sentence the STT instance died (1.0 = its end)
     said: list[str] = field(default_factory=list)
     heard: list[str] = field(default_factory=list)
     error: str = ""
 
 
-async def _kill_llm_while_streaming(mesh: MultiMesh, after_s: float) -> None:
-    """Stop the LLM instance ``after_s`` into its stream (before its first token)."""
+async def _kill_stt(mesh: MultiMesh) -> float:
+    await mesh.serving("stt").kill()
+    return 0.0
+
+
+async def _kill_llm_while_streaming(mesh: MultiMesh, after_s: float) -> float:
+    """Stop the LLM instance ``after_s`` into its stream (before its first token); returns how
+    long the stream had run when the instance was gone (the stop itself takes a moment)."""
     while True:
         busy = [i for i in mesh.instances["llm"] if i.servicer.streams.open and not i.stopped]
         if busy:
+            opened = time.monotonic()
             await asyncio.sleep(after_s)
             await busy[0].kill()
-            return
+            return (time.monotonic() - opened) * 1000.0
         await asyncio.sleep(0.002)
 
 
@@ -70,33 +77,35 @@ async def _turn(
     kind: str,
     kill_at: float,
     kill_after_s: float,
-) -> float:
+) -> tuple[float, float]:
     pcm = speak(words)
-    killer = None
+    killer: asyncio.Task[float] | None = None
     if kind == "stt":
         # Anywhere from early in the sentence to 200 ms into the silence after it.
         cut = int(len(pcm) * kill_at) // 640 * 640
         tail = b"\0" * (640 * 10)
+        # The stop runs beside the caller, who goes on talking in real time.
         if cut <= len(pcm):
             await caller.send_pcm(pcm[:cut])
-            await mesh.serving("stt").kill()
+            killer = asyncio.ensure_future(_kill_stt(mesh))
             await caller.send_pcm(pcm[cut:])
             speech_end = time.monotonic() - 0.04  # speak() ends each word with a 40 ms gap
         else:
             await caller.send_pcm(pcm)
             speech_end = time.monotonic() - 0.04
             await caller.send_pcm(tail[: cut - len(pcm)])
-            await mesh.serving("stt").kill()
+            killer = asyncio.ensure_future(_kill_stt(mesh))
     else:
         if kind == "llm":
             killer = asyncio.ensure_future(_kill_llm_while_streaming(mesh, kill_after_s))
         await caller.send_pcm(pcm)
         speech_end = time.monotonic() - 0.04
     await caller.wait_for(caller.turn_done(turn), timeout=15)
+    lost_ms = 0.0
     if killer is not None:
-        killer.cancel()
+        lost_ms = await asyncio.wait_for(killer, 5)
     first_audio = min(r.at for r in caller.of("audio") if r.at > speech_end)
-    return (first_audio - speech_end) * 1000.0
+    return (first_audio - speech_end) * 1000.0, lost_ms
 
 
 async def one_round(index: int) -> Round:
@@ -108,7 +117,7 @@ async def one_round(index: int) -> Round:
             multi_mesh([ToneWordsStt(), ToneWordsStt()], llm, [ToneTts()]) as mesh,
             grpc.aio.insecure_channel(mesh.address) as ch,
         ):
-            result.llm_lost_ms = float(rng.uniform(0, 0.8 * LLM_FIRST_TOKEN_MS))
+            kill_after_s = float(rng.uniform(0, 0.6 * LLM_FIRST_TOKEN_MS)) / 1000
             result.stt_kill_at = float(rng.uniform(0.1, 1.15))
             async with ConverseCaller(ch, inline_config(end_of_turn_silence_ms=500)) as caller:
                 await caller.silence(200)
@@ -116,9 +125,11 @@ async def one_round(index: int) -> Round:
                     words = [WORDS[int(i)] for i in rng.integers(0, len(WORDS), SENTENCE)]
                     words = [w for j, w in enumerate(words) if j == 0 or w != words[j - 1]]
                     result.said += words
-                    result.latency_ms[turn] = await _turn(
-                        caller, turn, words, mesh, kind, result.stt_kill_at, result.llm_lost_ms / 1000
+                    result.latency_ms[turn], lost_ms = await _turn(
+                        caller, turn, words, mesh, kind, result.stt_kill_at, kill_after_s
                     )
+                    if kind == "llm":
+                        result.llm_lost_ms = lost_ms
                     await caller.silence(300)
                 await caller.hangup()
             result.heard = [
