@@ -4,7 +4,8 @@ Sections: services (per-service overhead with zero-cost engines; local engine sp
 echo (the transport floor: a bare grpc.aio echo at the caller edge's message rate), then
 gateway (N concurrent calls through the whole mesh), then state (config cache and quotas on
 an embedded Redis), then tenancy (tenant_svc Get/List over gRPC + PostgreSQL with RLS and auth),
-then discovery (Consul: time for a critical instance to stop getting streams; balancing spread).
+then discovery (Consul: time for a critical instance to stop getting streams; balancing spread), then failover
+(extra latency of a turn whose STT/LLM instance died, words lost).
 ``--only SECTION`` runs one section; every other option goes to the gateway section (see
 ``python -m tests.bench.gateway --help``).
 """
@@ -14,9 +15,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tests.bench import discovery, echo, gateway, services, state, tenancy
+from tests.bench import discovery, echo, failover, gateway, services, state, tenancy
 
-SECTIONS = ("services", "echo", "gateway", "state", "tenancy", "discovery")
+SECTIONS = ("services", "echo", "gateway", "state", "tenancy", "discovery", "failover")
 
 
 def main() -> None:
@@ -44,6 +45,8 @@ def main() -> None:
         tenancy.main([])
     if wanted("discovery"):
         discovery.main([])
+    if wanted("failover"):
+        failover.main([])
 
 
 if __name__ == "__main__":
