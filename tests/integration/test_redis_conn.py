@@ -111,9 +111,12 @@ async def test_the_pool_is_bounded(redis_settings: RedisSettings, redis_client: 
     name = redis_settings.key_prefix
     client = open_redis(redis_settings.model_copy(update={"max_connections": 2, "client_name": name}))
     seen: list[int] = []
+    stop = asyncio.Event()
 
     async def watch() -> None:
-        while True:
+        # Ends on its own: redis-py may swallow a cancellation that lands inside a command, and a
+        # watcher that outlived the test would poll Redis for the rest of the session.
+        while not stop.is_set():
             clients = await redis_client.client_list()
             seen.append(sum(1 for c in clients if c.get("name") == name))
             await asyncio.sleep(0.005)
@@ -125,6 +128,7 @@ async def test_the_pool_is_bounded(redis_settings: RedisSettings, redis_client: 
         assert results == [None] * 12
         assert max(seen) == 2
     finally:
+        stop.set()
         await cancel_and_wait(watcher)
         await client.aclose()
 
