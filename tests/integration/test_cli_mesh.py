@@ -49,11 +49,12 @@ def launcher(
     *args: str, env: dict[str, str] | None = None
 ) -> Iterator[tuple[subprocess.Popen[str], list[int]]]:
     gw, stt, llm, tts, tenant = free_ports(5)
+    state_dir = tempfile.mkdtemp(prefix="voiceai-mesh-state-")
     ports = [
         "--tenant-port",
         str(tenant),
         "--state-dir",
-        tempfile.mkdtemp(prefix="voiceai-mesh-state-"),
+        state_dir,
         "--gateway-port",
         str(gw),
         "--stt-port",
@@ -77,6 +78,17 @@ def launcher(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        stop_embedded_servers(state_dir)
+
+
+def stop_embedded_servers(state_dir: str) -> None:
+    """A launcher that was killed could not stop the PostgreSQL and Redis it started."""
+    leftovers = [
+        p for p in psutil.process_iter(["cmdline"]) if state_dir in " ".join(p.info["cmdline"] or ())
+    ]
+    for p in leftovers:
+        p.terminate()
+    psutil.wait_procs(leftovers, timeout=10)
 
 
 def read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 90.0) -> str:
