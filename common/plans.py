@@ -96,3 +96,12 @@ class PlanBook:
             _check_overrides(overrides)
             self._overrides[tenant_id] = dict(overrides)
         self._cache.pop(tenant_id, None)
+
+
+# tenant_svc's PlanTier enum values (voiceai.tenant.v1.PlanTier) -> tier names here.
+_PLAN_TIER_NAMES = {1: "free", 2: "pro", 3: "enterprise"}
+
+
+def tier_name(plan_tier: int) -> str:
+    """The tier of a tenant_svc ``PlanTier`` value (unspecified or unknown -> free)."""
+    return _PLAN_TIER_NAMES.get(plan_tier, "free")

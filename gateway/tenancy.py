@@ -29,7 +29,7 @@ from common.errors import (
 from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
 from common.gen.voiceai.tenant.v1 import tenant_service_pb2 as svc
 from common.gen.voiceai.tenant.v1 import tenant_service_pb2_grpc as svc_grpc
-from common.plans import PlanBook
+from common.plans import PlanBook, tier_name
 from common.quotas import Lease, QuotaSettings, TenantQuotas
 from common.redis_conn import RedisSettings, open_redis
 from common.settings import DiscoverySettings
@@ -40,7 +40,6 @@ from gateway.session.redis_history import RedisConversationStore
 log = logging.getLogger(__name__)
 
 RPC_TIMEOUT_S = 3.0
-TIERS = {pb.PLAN_TIER_FREE: "free", pb.PLAN_TIER_PRO: "pro", pb.PLAN_TIER_ENTERPRISE: "enterprise"}
 
 
 def _translate(error: grpc.aio.AioRpcError, what: str) -> VoiceAIError:
@@ -128,7 +127,7 @@ class TenantServiceCatalog:
             raise FailedPrecondition(
                 "this tenant is not registered with the tenant service; create it first"
             ) from e
-        tier = TIERS.get(pb.Tenant.FromString(raw).plan_tier, "free")
+        tier = tier_name(pb.Tenant.FromString(raw).plan_tier)
         self._quotas.plans.assign(tenant_id, tier)
 
 

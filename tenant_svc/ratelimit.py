@@ -13,10 +13,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from common import context
+from common.plans import tier_name
 from common.quotas import TenantQuotas
 from tenant_svc.repository import Repository
 
-TIERS = {1: "free", 2: "pro", 3: "enterprise"}
 T = TypeVar("T")
 
 
@@ -32,7 +32,7 @@ class TenantRateLimit:
         now = time.monotonic()
         if cached is None or cached[0] < now:
             async with self._repo.tenant(tenant_id) as scope:
-                tier = TIERS.get((await scope.get_tenant()).plan_tier, "free")
+                tier = tier_name((await scope.get_tenant()).plan_tier)
             if len(self._tiers) > 10_000:
                 self._tiers.clear()
             self._tiers[tenant_id] = cached = (now + self._ttl, tier)

@@ -87,11 +87,7 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
         after = str(v.decode_page(request.page_token, "*", "ListTenants", ""))
         async with self._repo.platform() as p:
             tenants = await p.list_tenants(after, size + 1)
-        token = (
-            v.encode_page("*", "ListTenants", tenants[size - 1].name.split("/")[1])
-            if len(tenants) > size
-            else ""
-        )
+        token = v.next_token("*", "ListTenants", tenants, size, lambda x: v.last_segment(x.name))
         return svc.ListTenantsResponse(tenants=tenants[:size], next_page_token=token)
 
     @rate_limited
@@ -142,11 +138,7 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
         after = str(v.decode_page(request.page_token, tid, "ListAgents", ""))
         async with self._repo.tenant(tid) as t:
             agents = await t.list_agents(after, size + 1)
-        token = (
-            v.encode_page(tid, "ListAgents", agents[size - 1].name.rsplit("/", 1)[1])
-            if len(agents) > size
-            else ""
-        )
+        token = v.next_token(tid, "ListAgents", agents, size, lambda x: v.last_segment(x.name))
         return svc.ListAgentsResponse(agents=agents[:size], next_page_token=token)
 
     @rate_limited
@@ -203,8 +195,7 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
         after = str(v.decode_page(request.page_token, tid, "ListPhoneNumbers", ""))
         async with self._repo.tenant(tid) as t:
             phones = await t.list_phone_numbers(after, size + 1)
-        last = phones[size - 1].name.rsplit("/", 1)[1] if len(phones) > size else ""
-        token = v.encode_page(tid, "ListPhoneNumbers", last) if last else ""
+        token = v.next_token(tid, "ListPhoneNumbers", phones, size, lambda x: v.last_segment(x.name))
         return svc.ListPhoneNumbersResponse(phone_numbers=phones[:size], next_page_token=token)
 
     @rate_limited
@@ -273,7 +264,7 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
         after = str(v.decode_page(request.page_token, tid, "ListApiKeys", ""))
         async with self._repo.tenant(tid) as t:
             keys = await t.list_api_keys(after, size + 1)
-        token = v.encode_page(tid, "ListApiKeys", keys[size - 1].key_prefix) if len(keys) > size else ""
+        token = v.next_token(tid, "ListApiKeys", keys, size, lambda x: x.key_prefix)
         return svc.ListApiKeysResponse(api_keys=keys[:size], next_page_token=token)
 
     @rate_limited
@@ -315,7 +306,7 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
         before = int(v.decode_page(request.page_token, tid, "ListCalls", 2**62))
         async with self._repo.tenant(tid) as t:
             rows = await t.list_calls(before, size + 1)
-        token = v.encode_page(tid, "ListCalls", rows[size - 1][0]) if len(rows) > size else ""
+        token = v.next_token(tid, "ListCalls", rows, size, lambda row: row[0])
         return svc.ListCallsResponse(calls=[c for _, c in rows[:size]], next_page_token=token)
 
     @rate_limited
@@ -327,7 +318,5 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
         before = int(v.decode_page(request.page_token, tid, "ListAuditLogEntries", 2**62))
         async with self._repo.tenant(tid) as t:
             entries = await t.list_audit(before, size + 1)
-        token = ""
-        if len(entries) > size:
-            token = v.encode_page(tid, "ListAuditLogEntries", int(entries[size - 1].name.rsplit("/", 1)[1]))
+        token = v.next_token(tid, "ListAuditLogEntries", entries, size, lambda x: int(v.last_segment(x.name)))
         return svc.ListAuditLogEntriesResponse(audit_log_entries=entries[:size], next_page_token=token)

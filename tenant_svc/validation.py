@@ -6,13 +6,16 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
 
 from common.errors import InvalidArgument
 from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
+
+T = TypeVar("T")
 
 TENANT_ID = re.compile(r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$")
 RESOURCE_ID = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -167,6 +170,18 @@ def page_size(value: int) -> int:
 def encode_page(tenant: str, method: str, key: str | int) -> str:
     raw = json.dumps({"t": tenant, "m": method, "k": key}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def next_token(
+    tenant: str, method: str, fetched: Sequence[T], size: int, key: Callable[[T], str | int]
+) -> str:
+    """Lists fetch ``size + 1`` rows: an extra row means another page, continuing after ``key`` of
+    the last row shown."""
+    return encode_page(tenant, method, key(fetched[size - 1])) if len(fetched) > size else ""
+
+
+def last_segment(name: str) -> str:
+    return name.rsplit("/", 1)[1]
 
 
 def decode_page(token: str, tenant: str, method: str, default: str | int) -> str | int:
