@@ -6,12 +6,14 @@ the tenancy service plugs in behind the same Protocol. A call keeps the ``Agent`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from common.errors import InvalidArgument, NotFound
 from common.gen.voiceai.gateway.v1 import gateway_pb2
 from common.gen.voiceai.llm.v1 import llm_pb2
+from common.providers import KNOWN_PROVIDERS
 
 MAX_PROMPT_CHARS = 32_000
 MAX_PHRASE_CHARS = 1_000
@@ -48,6 +50,12 @@ class Agent:
     turn_taking: TurnTakingProfile = field(default_factory=TurnTakingProfile)
     llm_model: str = ""
     max_tokens: int = 0
+    # Ordered provider chains (empty = each service's default) and provider-specific models.
+    stt_providers: tuple[str, ...] = ()
+    llm_providers: tuple[str, ...] = ()
+    tts_providers: tuple[str, ...] = ()
+    stt_model: str = ""
+    tts_model: str = ""
 
 
 class AgentCatalog(Protocol):
@@ -131,6 +139,21 @@ def turn_taking_from_proto(tt: gateway_pb2.TurnTaking) -> TurnTakingProfile:
     )
 
 
+def _chain(service: str, values: Sequence[str]) -> tuple[str, ...]:
+    known = KNOWN_PROVIDERS[service]
+    name = f"{service}_providers"
+    for v in values:
+        if v not in known:
+            raise InvalidArgument(f"config.agent.{name}: unknown provider {v[:40]!r}; use {', '.join(known)}")
+    return tuple(values)
+
+
+def _short(name: str, value: str) -> str:
+    if len(value) > 200:
+        raise InvalidArgument(f"config.agent.{name} is over 200 characters")
+    return value
+
+
 def agent_from_proto(cfg: gateway_pb2.AgentConfig, agent_id: str = "inline") -> Agent:
     """Validate an inline agent config; errors name the field to fix."""
     if len(cfg.system_prompt) > MAX_PROMPT_CHARS:
@@ -154,4 +177,9 @@ def agent_from_proto(cfg: gateway_pb2.AgentConfig, agent_id: str = "inline") -> 
         turn_taking=turn_taking_from_proto(cfg.turn_taking),
         llm_model=cfg.llm_model,
         max_tokens=cfg.max_tokens,
+        stt_providers=_chain("stt", cfg.stt_providers),
+        llm_providers=_chain("llm", cfg.llm_providers),
+        tts_providers=_chain("tts", cfg.tts_providers),
+        stt_model=_short("stt_model", cfg.stt_model),
+        tts_model=_short("tts_model", cfg.tts_model),
     )

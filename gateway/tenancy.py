@@ -67,6 +67,11 @@ def agent_from_tenant(agent: pb.Agent, agent_id: str) -> Agent:
         keyterms=tuple(agent.keyterms),
         turn_taking=profile,
         llm_model=agent.llm_model,
+        stt_providers=tuple(agent.stt_providers),
+        llm_providers=tuple(agent.llm_providers),
+        tts_providers=tuple(agent.tts_providers),
+        stt_model=agent.stt_model,
+        tts_model=agent.tts_model,
     )
 
 

@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 
 from common.errors import InvalidArgument
 from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
+from common.providers import KNOWN_PROVIDERS
 
 T = TypeVar("T")
 
@@ -23,11 +24,7 @@ E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$|^multi$")
 
 # Engines each service can run, by the name used in provider chains.
-PROVIDERS = {
-    "stt_providers": ("local", "deepgram"),
-    "llm_providers": ("local", "openai"),
-    "tts_providers": ("local", "deepgram", "elevenlabs"),
-}
+PROVIDERS = {f"{service}_providers": names for service, names in KNOWN_PROVIDERS.items()}
 # What a voice id looks like per TTS provider (the first provider of the chain owns the voice).
 VOICES: dict[str, re.Pattern[str]] = {
     "local": re.compile(r"^(en_US-joe-medium|joe)$"),

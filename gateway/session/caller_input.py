@@ -68,6 +68,8 @@ class CallerInput:
             self._agent.language_code,
             self._agent.keyterms,
             self._endpointing_ms,
+            providers=self._agent.stt_providers,
+            model=self._agent.stt_model,
             reopen_attempts=self._reopen_attempts,
         )
         await stt.open()

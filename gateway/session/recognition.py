@@ -101,13 +101,15 @@ class Recognition:
         keyterms: tuple[str, ...],
         endpointing_ms: int,
         *,
+        providers: tuple[str, ...] = (),
+        model: str = "",
         reopen_attempts: int = 2,
         replay_s: float = 30.0,
         idle_keep_ms: int = 2000,
     ) -> None:
         self._pool = pool
         self._fmt = fmt
-        self._config = (fmt, language, keyterms, endpointing_ms)
+        self._config = (fmt, language, keyterms, endpointing_ms, providers, model)
         self._reopen_attempts = reopen_attempts
         self._ring = ReplayRing(fmt.bytes_for_ms(int(replay_s * 1000)))
         # While no utterance is open, audio older than this cannot hold unrecognized speech:

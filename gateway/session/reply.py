@@ -47,12 +47,17 @@ def chat_request(agent: Agent, history: Sequence[HistoryEntry]) -> llm_pb2.Strea
         model=agent.llm_model,
         max_tokens=agent.max_tokens,
         responder_rules=agent.responder_rules,
+        providers=list(agent.llm_providers),
     )
 
 
 def synthesis_config(agent: Agent, fmt: Format) -> tts_pb2.SynthesisConfig:
     return tts_pb2.SynthesisConfig(
-        voice=agent.voice, audio_format=fmt.to_proto(), language_code=agent.language_code
+        voice=agent.voice,
+        audio_format=fmt.to_proto(),
+        language_code=agent.language_code,
+        providers=list(agent.tts_providers),
+        model=agent.tts_model,
     )
 
 

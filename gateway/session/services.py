@@ -106,7 +106,15 @@ class SttStream:
         self._call: grpc.aio.StreamStreamCall | None = None
         self.address = ""  # the instance it runs on, once open
 
-    async def open(self, fmt: Format, language: str, keyterms: tuple[str, ...], endpointing_ms: int) -> None:
+    async def open(
+        self,
+        fmt: Format,
+        language: str,
+        keyterms: tuple[str, ...],
+        endpointing_ms: int,
+        providers: tuple[str, ...] = (),
+        model: str = "",
+    ) -> None:
         self._ctx = self._pool.lease()
         lease = await self._ctx.__aenter__()
         self.address = lease.address
@@ -119,6 +127,8 @@ class SttStream:
             interim_results=True,
             keyterms=list(keyterms),
             endpointing_ms=endpointing_ms,
+            providers=list(providers),
+            model=model,
         )
         await self._call.write(stt_pb2.StreamingRecognizeRequest(config=config))
 

@@ -18,20 +18,22 @@ class StreamingRecognizeRequest(_message.Message):
     def __init__(self, config: _Optional[_Union[RecognitionConfig, _Mapping]] = ..., audio: _Optional[bytes] = ..., finalize: _Optional[_Union[Finalize, _Mapping]] = ...) -> None: ...
 
 class RecognitionConfig(_message.Message):
-    __slots__ = ("language_code", "audio_format", "interim_results", "keyterms", "endpointing_ms", "model")
+    __slots__ = ("language_code", "audio_format", "interim_results", "keyterms", "endpointing_ms", "model", "providers")
     LANGUAGE_CODE_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FORMAT_FIELD_NUMBER: _ClassVar[int]
     INTERIM_RESULTS_FIELD_NUMBER: _ClassVar[int]
     KEYTERMS_FIELD_NUMBER: _ClassVar[int]
     ENDPOINTING_MS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDERS_FIELD_NUMBER: _ClassVar[int]
     language_code: str
     audio_format: _audio_pb2.AudioFormat
     interim_results: bool
     keyterms: _containers.RepeatedScalarFieldContainer[str]
     endpointing_ms: int
     model: str
-    def __init__(self, language_code: _Optional[str] = ..., audio_format: _Optional[_Union[_audio_pb2.AudioFormat, _Mapping]] = ..., interim_results: _Optional[bool] = ..., keyterms: _Optional[_Iterable[str]] = ..., endpointing_ms: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
+    providers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, language_code: _Optional[str] = ..., audio_format: _Optional[_Union[_audio_pb2.AudioFormat, _Mapping]] = ..., interim_results: _Optional[bool] = ..., keyterms: _Optional[_Iterable[str]] = ..., endpointing_ms: _Optional[int] = ..., model: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Finalize(_message.Message):
     __slots__ = ()

@@ -1,0 +1,296 @@
+"""What every cloud-provider adapter shares: keys, concurrency caps, chains and their metrics.
+
+Keys come from the environment only. ``DEEPGRAM_API_KEY`` is the deployment's key; a tenant
+with its own contract sets ``DEEPGRAM_API_KEY__<TENANT>`` (tenant id upper-cased, ``-`` as
+``_``), which then serves that tenant's streams alone. Keys are never logged: a key is known
+to logs and metrics only by ``key_label`` (``default`` or ``tenant``), and to the caps by a
+hash.
+
+Caps: providers limit concurrent streams per API key (Deepgram pay-as-you-go: 50 streaming STT,
+40-80 TTS websockets). ``ProviderLimiter`` holds one counter per (provider, key) and admits a
+stream when a slot is free, waiting up to ``queue_timeout_s`` for one; a stream that cannot get
+a slot raises ``ProviderBusy`` so the chain moves to the next provider (or the client gets
+RESOURCE_EXHAUSTED when there is none). The cap is per process: size it as the provider's limit
+divided by the replicas sharing the key.
+
+Chains: a request names providers in order (``["deepgram", "local"]``); ``resolve_chain``
+checks the names and drops those this instance has not configured, so a chain degrades to what
+is available rather than failing on a missing key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from common.errors import EngineError, FailedPrecondition, InvalidArgument, ResourceExhausted
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+IN_USE = Gauge(
+    "voiceai_provider_streams_in_use",
+    "Provider streams/requests holding a concurrency slot",
+    ["service", "provider"],
+)
+WAITING = Gauge(
+    "voiceai_provider_streams_waiting", "Provider streams queued for a slot", ["service", "provider"]
+)
+CAPACITY = Gauge(
+    "voiceai_provider_stream_capacity", "Concurrency cap per provider key", ["service", "provider"]
+)
+QUEUE_WAIT = Histogram(
+    "voiceai_provider_queue_wait_seconds",
+    "Time a provider stream waited for a concurrency slot",
+    ["service", "provider"],
+    buckets=(0.001, 0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+REJECTED = Counter(
+    "voiceai_provider_over_cap_total",
+    "Provider streams refused because the provider's cap stayed full for the queueing timeout",
+    ["service", "provider"],
+)
+FALLBACKS = Counter(
+    "voiceai_provider_fallbacks_total",
+    "Switches from one provider to the next in a chain",
+    ["service", "from_provider", "to_provider", "reason"],
+)
+FAILURES = Counter(
+    "voiceai_provider_failures_total",
+    "Provider attempts that failed, by kind (rate_limited, server_error, timeout, disconnect, ...)",
+    ["service", "provider", "kind"],
+)
+
+
+# Provider names each service knows, in the order documented for agent configs.
+KNOWN_PROVIDERS: dict[str, tuple[str, ...]] = {
+    "stt": ("local", "deepgram"),
+    "llm": ("local", "openai"),
+    "tts": ("local", "deepgram", "elevenlabs"),
+}
+
+
+class ProviderError(EngineError):
+    """A provider attempt failed. ``kind`` labels metrics and logs (no tenant data);
+    ``retry_after_s`` carries a provider's Retry-After; ``fallback`` says whether the next
+    provider in the chain should be tried (False for errors the caller must fix)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str = "error",
+        retry_after_s: float | None = None,
+        fallback: bool = True,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after_s = retry_after_s
+        self.fallback = fallback
+
+
+class ProviderBusy(ResourceExhausted):
+    """A provider's concurrency cap stayed full for the queueing timeout."""
+
+
+# ---------------------------------------------------------------------------- keys
+
+
+def tenant_env_suffix(tenant_id: str) -> str:
+    return tenant_id.upper().replace("-", "_")
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderKey:
+    """A resolved API key: ``value`` is secret; ``label`` and ``fingerprint`` are safe to show."""
+
+    value: str
+    label: str  # "default" or "tenant"
+    fingerprint: str  # first 12 hex of sha256(value): tells keys apart without revealing them
+
+    def __repr__(self) -> str:  # never print the secret, even in a traceback's locals
+        return f"ProviderKey(label={self.label!r}, fingerprint={self.fingerprint!r})"
+
+
+def _key(value: str, label: str) -> ProviderKey:
+    return ProviderKey(value, label, hashlib.sha256(value.encode()).hexdigest()[:12])
+
+
+def resolve_key(
+    env_name: str, tenant_id: str = "", environ: Mapping[str, str] | None = None
+) -> ProviderKey | None:
+    """The tenant's own key (``<ENV_NAME>__<TENANT>``) if set, else the deployment's, else None."""
+    env = os.environ if environ is None else environ
+    if tenant_id:
+        own = env.get(f"{env_name}__{tenant_env_suffix(tenant_id)}", "").strip()
+        if own:
+            return _key(own, "tenant")
+    shared = env.get(env_name, "").strip()
+    return _key(shared, "default") if shared else None
+
+
+# ---------------------------------------------------------------------------- caps
+
+
+class _Slots:
+    """A counting semaphore whose waiters give up after a timeout (FIFO, no lost wakeups)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.in_use = 0
+        self._waiters: list[asyncio.Future[None]] = []
+
+    async def acquire(self, timeout_s: float) -> bool:
+        if self.in_use < self.capacity and not self._waiters:
+            self.in_use += 1
+            return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+            return True
+        except TimeoutError:
+            # Granted in the same tick it timed out: keep the slot.
+            return fut.done() and not fut.cancelled()
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # granted, but our caller went away: pass the slot on
+            raise
+        finally:
+            if fut in self._waiters:
+                self._waiters.remove(fut)
+            if not fut.done():
+                fut.cancel()
+
+    def release(self) -> None:
+        while self._waiters:
+            fut = self._waiters.pop(0)
+            if not fut.done():
+                fut.set_result(None)  # the slot passes straight to the waiter
+                return
+        self.in_use -= 1
+
+
+class ProviderLimiter:
+    """Concurrency cap per (provider, key) for one service process (see module docstring)."""
+
+    def __init__(self, service: str, provider: str, capacity: int, queue_timeout_s: float = 0.05) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.service = service
+        self.provider = provider
+        self.capacity = capacity
+        self.queue_timeout_s = queue_timeout_s
+        self._slots: dict[str, _Slots] = {}
+        CAPACITY.labels(service, provider).set(capacity)
+
+    def in_use(self, key: ProviderKey | None = None) -> int:
+        slots = self._slots.get(key.fingerprint if key else "")
+        return slots.in_use if slots else 0
+
+    @contextlib.asynccontextmanager
+    async def slot(self, key: ProviderKey | None = None) -> AsyncIterator[None]:
+        """Hold one slot for the body; raises ``ProviderBusy`` if none frees up in time."""
+        slots = self._slots.setdefault(key.fingerprint if key else "", _Slots(self.capacity))
+        started = time.perf_counter()
+        WAITING.labels(self.service, self.provider).inc()
+        try:
+            got = await slots.acquire(self.queue_timeout_s)
+        finally:
+            WAITING.labels(self.service, self.provider).dec()
+        QUEUE_WAIT.labels(self.service, self.provider).observe(time.perf_counter() - started)
+        if not got:
+            REJECTED.labels(self.service, self.provider).inc()
+            raise ProviderBusy(
+                f"{self.provider} is at its concurrency cap ({self.capacity} streams per key on this"
+                f" instance); retry shortly or add a fallback provider",
+                retry_after_s=1.0,
+                quota_subject=f"{self.service}.{self.provider}.concurrent_streams",
+            )
+        IN_USE.labels(self.service, self.provider).inc()
+        try:
+            yield
+        finally:
+            IN_USE.labels(self.service, self.provider).dec()
+            slots.release()
+
+
+# ---------------------------------------------------------------------------- chains
+
+
+@dataclass(frozen=True, slots=True)
+class Link(Generic[T]):
+    """One provider of a resolved chain."""
+
+    name: str
+    engine: T
+
+
+def resolve_chain(
+    service: str,
+    requested: Sequence[str],
+    default: Sequence[str],
+    known: Sequence[str],
+    available: Mapping[str, T],
+) -> list[Link[T]]:
+    """The chain a request runs on: its own list (or the service default), names checked against
+    ``known``, providers this instance has not configured dropped. Raises ``InvalidArgument`` for an
+    unknown name and ``FailedPrecondition`` when nothing in the chain is configured here."""
+    names = [n.strip().lower() for n in (requested or default) if n.strip()]
+    field = "config.providers" if requested else "the service's default provider chain"
+    for n in names:
+        if n not in known:
+            raise InvalidArgument(f"{field}: unknown {service} provider {n[:40]!r}; use {', '.join(known)}")
+    seen: set[str] = set()
+    chain: list[Link[T]] = []
+    for n in names:
+        if n in seen:
+            continue
+        seen.add(n)
+        if n in available:
+            chain.append(Link(n, available[n]))
+    if not chain:
+        raise FailedPrecondition(
+            f"none of the {service} providers {', '.join(names) or '(none)'} is configured on this"
+            f" instance (configured: {', '.join(sorted(available)) or 'none'}); set the provider's"
+            " API key or use another provider"
+        )
+    return chain
+
+
+def failure_kind(error: BaseException) -> str:
+    if isinstance(error, ProviderError):
+        return error.kind
+    if isinstance(error, ProviderBusy):
+        return "over_cap"
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    return type(error).__name__
+
+
+def record_fallback(service: str, failed: str, to: str, error: BaseException) -> None:
+    """Count and log one switch (the error text is the provider's, never tenant data)."""
+    kind = failure_kind(error)
+    FALLBACKS.labels(service, failed, to, kind).inc()
+    log.warning("%s provider %s failed (%s: %s); falling back to %s", service, failed, kind, error, to)
+
+
+def record_failure(service: str, provider: str, error: BaseException) -> None:
+    FAILURES.labels(service, provider, failure_kind(error)).inc()
+
+
+def may_fall_back(error: BaseException) -> bool:
+    """Whether the next provider should be tried after ``error`` (a provider that refuses the
+    options, e.g. a language it lacks, may still be followed by one that has them)."""
+    if isinstance(error, ProviderError):
+        return error.fallback
+    return isinstance(error, Exception)
