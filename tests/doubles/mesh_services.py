@@ -56,6 +56,7 @@ class ScriptedStt(stt_pb2_grpc.SpeechToTextServiceServicer):
         self.heard = 0
         self.streams = StreamCounter()
         self.fail_after_ms: int | None = None
+        self.configs: list[stt_pb2.RecognitionConfig] = []
 
     async def StreamingRecognize(
         self, request_iterator, context
@@ -63,6 +64,7 @@ class ScriptedStt(stt_pb2_grpc.SpeechToTextServiceServicer):
         self.streams.enter()
         try:
             first = await anext(aiter(request_iterator))
+            self.configs.append(first.config)
             fmt = first.config.audio_format
             bps = 2 if fmt.encoding == 1 else 1
             rate = fmt.sample_rate_hertz
@@ -179,6 +181,7 @@ class ToneTts(tts_pb2_grpc.TextToSpeechServiceServicer):
         self.streams = StreamCounter()
         self.texts: list[str] = []
         self.fail_on: str | None = None  # abort the stream when asked to speak text containing this
+        self.configs: list[tts_pb2.SynthesisConfig] = []
 
     async def StreamingSynthesize(
         self, request_iterator, context
@@ -186,6 +189,7 @@ class ToneTts(tts_pb2_grpc.TextToSpeechServiceServicer):
         self.streams.enter()
         try:
             first = await anext(aiter(request_iterator))
+            self.configs.append(first.config)
             fmt = first.config.audio_format
             rate = fmt.sample_rate_hertz
             bps = 2 if fmt.encoding == 1 else 1

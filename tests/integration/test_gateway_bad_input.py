@@ -39,6 +39,13 @@ def _cfg(**kw) -> gateway_pb2.ConverseRequest:  # type: ignore[no-untyped-def]
     return gateway_pb2.ConverseRequest(config=kw.pop("config", inline_config()))
 
 
+def _with_chain(**chains: list[str]) -> gateway_pb2.CallConfig:
+    config = inline_config()
+    for name, chain in chains.items():
+        getattr(config.agent, name).extend(chain)
+    return config
+
+
 AUDIO_20MS = gateway_pb2.ConverseRequest(audio=b"\x00" * 640)
 
 BAD_CASES = {
@@ -95,6 +102,11 @@ BAD_CASES = {
         [_cfg(), gateway_pb2.ConverseRequest(dtmf="12x")],
         grpc.StatusCode.INVALID_ARGUMENT,
         "dtmf must be",
+    ),
+    "unknown provider": (
+        [_cfg(config=_with_chain(tts_providers=["local", "polly"]))],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "config.agent.tts_providers: unknown provider 'polly'",
     ),
     "bad turn taking": (
         [_cfg(config=inline_config(min_interruption_ms=10))],

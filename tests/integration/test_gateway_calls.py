@@ -286,3 +286,24 @@ async def test_stt_stream_failure_mid_call_is_reopened_and_the_call_goes_on() ->
     users = [m.content for m in mesh.llm.script.requests[-1].messages if m.role == llm_pb2.ROLE_USER]
     assert users == ["before the failure.", "after the failure."]
     assert ended.reason == gateway_pb2.END_REASON_CALLER_HANGUP
+
+
+async def test_the_agents_provider_chains_reach_every_service() -> None:
+    stt = ScriptedStt(["hello there."])
+    config = inline_config(greeting="Hi.")
+    config.agent.stt_providers[:] = ["deepgram", "local"]
+    config.agent.llm_providers[:] = ["openai", "local"]
+    config.agent.tts_providers[:] = ["elevenlabs", "deepgram", "local"]
+    config.agent.stt_model = "nova-3"
+    config.agent.tts_model = "eleven_flash_v2_5"
+    async with scripted_mesh(stt) as mesh, grpc.aio.insecure_channel(mesh.address) as ch:
+        async with ConverseCaller(ch, config) as caller:
+            await caller.wait_for(lambda c: c.of("agent_speech"))
+            await caller.send_pcm(tone(700))
+            await caller.wait_for(caller.turn_done(1), timeout=10)
+            await caller.hangup()
+    assert [(c.providers, c.model) for c in mesh.stt.configs] == [(["deepgram", "local"], "nova-3")]
+    assert {tuple(r.providers) for r in mesh.llm.script.requests} == {("openai", "local")}
+    assert {(tuple(c.providers), c.model) for c in mesh.tts.configs} == {
+        (("elevenlabs", "deepgram", "local"), "eleven_flash_v2_5")
+    }
