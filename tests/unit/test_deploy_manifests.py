@@ -297,9 +297,14 @@ def test_references_resolve(target: str) -> None:
         for c in containers(doc):
             mounts = {m["name"] for m in c.get("volumeMounts", [])}
             assert mounts <= {v["name"] for v in spec.get("volumes", [])}, ident(doc)
+            config_sources = [s["configMapRef"]["name"] for s in c.get("envFrom", []) if "configMapRef" in s]
             for source in c.get("envFrom", []):
-                assert source["configMapRef"]["name"] in maps, ident(doc)
-            defined: set[str] = set().union(*(maps[s["configMapRef"]["name"]] for s in c.get("envFrom", [])))
+                if "secretRef" in source:  # whole-Secret sources must be optional and exemplified
+                    assert source["secretRef"].get("optional") is True, ident(doc)
+                    assert source["secretRef"]["name"] in EXAMPLES, ident(doc)
+                else:
+                    assert source["configMapRef"]["name"] in maps, ident(doc)
+            defined: set[str] = set().union(*(maps[name] for name in config_sources))
             for env in c.get("env", []):
                 ref = env.get("valueFrom", {})
                 if "configMapKeyRef" in ref:
