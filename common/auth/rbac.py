@@ -140,7 +140,13 @@ _TENANT_METHODS: dict[str, Rule] = {
     "LookupPhoneNumber": frozenset({_CALL, _MANAGE}),
 }
 TENANT_SERVICE_RULES = {_TENANT + method: rule for method, rule in _TENANT_METHODS.items()}
+# Placing a phone call is a call on the tenant's behalf (agents and admins), like Converse.
+TELEPHONY_SERVICE_RULES: dict[str, Rule] = {
+    "/voiceai.telephony.v1.TelephonyService/CreateOutboundCall": _CALL,
+}
 
 # The mesh's policy. A service with other RPCs extends it, e.g.
 # DEFAULT_POLICY.extended(aip_rules("voiceai.tenant.v2.AgentService")).
-DEFAULT_POLICY = AccessPolicy({**dict.fromkeys(CALL_METHODS, Permission.CALL), **TENANT_SERVICE_RULES})
+DEFAULT_POLICY = AccessPolicy(
+    {**dict.fromkeys(CALL_METHODS, Permission.CALL), **TENANT_SERVICE_RULES, **TELEPHONY_SERVICE_RULES}
+)
