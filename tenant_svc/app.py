@@ -6,6 +6,7 @@ import logging
 
 from common.auth import AuthSettings, build_auth
 from common.config_cache import ConfigCache
+from common.gen.voiceai.telephony.v1 import telephony_service_pb2_grpc
 from common.gen.voiceai.tenant.v1 import tenant_service_pb2_grpc
 from common.plans import PlanBook
 from common.quotas import QuotaSettings, TenantQuotas
@@ -18,11 +19,15 @@ from tenant_svc.db.database import DatabaseSettings, open_pool
 from tenant_svc.ratelimit import TenantRateLimit
 from tenant_svc.repository import Repository
 from tenant_svc.server import TenantServicer
+from tenant_svc.telephony.server import TelephonyServicer
+from tenant_svc.telephony.settings import LiveKitSettings
+from tenant_svc.telephony.wiring import Telephony, build_telephony
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 50064
 SERVICE = "voiceai.tenant.v1.TenantService"
+TELEPHONY_SERVICE = "voiceai.telephony.v1.TelephonyService"
 # Platform RPCs that name no tenant in their metadata (platform operators only, per RBAC).
 TENANTLESS = frozenset(
     f"/{SERVICE}/{m}" for m in ("CreateTenant", "ListTenants", "DeleteTenant", "LookupPhoneNumber")
@@ -33,6 +38,12 @@ class Settings(ServiceSettings):
     """tenant_svc settings (env prefix VOICEAI_); the database is configured by DatabaseSettings."""
 
 
+class TenantHost(ServiceHost):
+    """tenant_svc's host; ``telephony`` is its LiveKit side (None when LiveKit is not configured)."""
+
+    telephony: Telephony | None = None
+
+
 async def build_host(
     settings: Settings,
     database: DatabaseSettings | None = None,
@@ -40,7 +51,8 @@ async def build_host(
     auth_settings: AuthSettings | None = None,
     redis_settings: RedisSettings | None = None,
     on_change: ChangeListener | None = None,
-) -> ServiceHost:
+    livekit_settings: LiveKitSettings | None = None,
+) -> TenantHost:
     auth_settings = auth_settings or AuthSettings()
     redis_settings = redis_settings or RedisSettings()
     pool = await open_pool(database or DatabaseSettings())
@@ -69,19 +81,38 @@ async def build_host(
         if redis is not None
         else None
     )
-    servicer = TenantServicer(repo, ApiKeyIssuer(auth_settings), changed, rate)
-    host = ServiceHost(
+    lk_settings = livekit_settings or LiveKitSettings()
+    telephony = build_telephony(repo, lk_settings)
+    sip = telephony.provisioner if telephony is not None else None
+    servicer = TenantServicer(repo, ApiKeyIssuer(auth_settings), changed, rate, sip)
+    phones = TelephonyServicer(repo, lk_settings, sip, telephony.dialer if telephony is not None else None)
+    host = TenantHost(
         settings,
         [
             ServiceBinding(
                 SERVICE,
                 lambda server: tenant_service_pb2_grpc.add_TenantServiceServicer_to_server(servicer, server),
-            )
+            ),
+            ServiceBinding(
+                TELEPHONY_SERVICE,
+                lambda server: telephony_service_pb2_grpc.add_TelephonyServiceServicer_to_server(
+                    phones, server
+                ),
+            ),
         ],
         require_call_id=False,
         tenantless=TENANTLESS,
         auth=auth,
     )
+    if telephony is not None:
+        host.telephony = telephony
+
+        async def start_reconciling() -> None:
+            telephony.reconciler.start()
+
+        host.on_serving.append(start_reconciling)
+        host.on_draining.append(telephony.reconciler.stop)
+        host.on_stop.append(telephony.aclose)
     host.on_stop.append(pool.close)
     if redis is not None:
         host.on_stop.append(redis.aclose)

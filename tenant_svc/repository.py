@@ -29,6 +29,9 @@ AGENT_COLUMNS = (
     "transfer_number",
 )  # fmt: skip
 _LIST_FIELDS = {"stt_providers", "llm_providers", "tts_providers", "keyterms"}
+# Advisory lock key for LiveKit SIP provisioning: changes in flight hold it shared, a
+# reconciliation exclusively, so a reconciliation never sees a half-committed change.
+SIP_LOCK = 0x766F_5349_5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +270,16 @@ class TenantScope:
     async def delete_phone_number(self, phone_id: str) -> None:
         await self._one("DELETE FROM phone_numbers WHERE id = %s RETURNING id", (phone_id,), "phone number")
 
+    async def lock_sip_shared(self) -> None:
+        """Held to commit by a change that also changes LiveKit SIP (see ``SIP_LOCK``)."""
+        await self._rows("SELECT pg_advisory_xact_lock_shared(%s)", (SIP_LOCK,))
+
+    async def lock_sip_tenant(self) -> None:
+        """As ``lock_sip_shared``, and one change at a time to this tenant's shared SIP objects
+        (its outbound trunk), so two calls never both create it."""
+        await self.lock_sip_shared()
+        await self._rows("SELECT pg_advisory_xact_lock(hashtext('voiceai-sip:' || %s))", (self.tenant_id,))
+
     # -- API keys -------------------------------------------------------------------------
     async def insert_api_key(
         self,
@@ -364,6 +377,9 @@ class PlatformScope:
             await cur.execute(b"SELECT * FROM tenants WHERE id > %s ORDER BY id LIMIT %s", (after, limit))
             return [_tenant(r) for r in await cur.fetchall()]
 
+    async def lock_sip_shared(self) -> None:
+        await self._conn.execute(b"SELECT pg_advisory_xact_lock_shared(%s)", (SIP_LOCK,))
+
     async def delete_tenant(self, tenant_id: str) -> None:
         async with self._conn.cursor() as cur:
             await cur.execute(b"DELETE FROM tenants WHERE id = %s", (tenant_id,))
@@ -388,6 +404,26 @@ class Repository:
         async with _translated(), self._pool.connection() as conn, conn.transaction():
             await conn.execute(b"SELECT set_config('voiceai.platform', 'on', true)")
             yield PlatformScope(conn)
+
+    @asynccontextmanager
+    async def sip_snapshot(self) -> AsyncIterator[list[tuple[str, str, str, str]]]:
+        """Every phone number of every tenant as (tenant, id, e164, agent), read under the
+        exclusive ``SIP_LOCK`` that stays held until the block ends; one connection, each
+        tenant's rows read with that tenant bound (row-level security still applies)."""
+        async with _translated(), self._pool.connection() as conn, conn.transaction():
+            await conn.execute(b"SELECT pg_advisory_xact_lock(%s)", (SIP_LOCK,))
+            await conn.execute(b"SELECT set_config('voiceai.platform', 'on', true)")
+            tenants = [
+                r[0] for r in await (await conn.execute(b"SELECT id FROM tenants ORDER BY id")).fetchall()
+            ]
+            rows: list[tuple[str, str, str, str]] = []
+            for tid in tenants:
+                await conn.execute(b"SELECT set_config('voiceai.tenant_id', %s, true)", (tid,))
+                cur = await conn.execute(
+                    b"SELECT tenant_id, id, e164_number, agent_id FROM phone_numbers ORDER BY id"
+                )
+                rows.extend(await cur.fetchall())
+            yield rows
 
     async def lookup_api_key(self, key_id: str) -> ApiKeyRow | None:
         async with _translated(), self._pool.connection() as conn:

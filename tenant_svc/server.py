@@ -25,6 +25,8 @@ from tenant_svc.changes import ChangeListener
 from tenant_svc.credentials import ApiKeyIssuer, actor, is_platform
 from tenant_svc.ratelimit import TenantRateLimit, rate_limited
 from tenant_svc.repository import AGENT_COLUMNS, Repository
+from tenant_svc.telephony.numbers import number_change
+from tenant_svc.telephony.provisioning import NumberBinding, SipProvisioner
 
 AGENT_FIELDS = (*AGENT_COLUMNS, "max_call_duration")
 PHONE_FIELDS = ("e164_number", "agent")
@@ -51,8 +53,10 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
         keys: ApiKeyIssuer,
         on_change: ChangeListener | None = None,
         rate: TenantRateLimit | None = None,
+        sip: SipProvisioner | None = None,
     ) -> None:
         self._rate = rate
+        self._sip = sip  # None: LiveKit SIP provisioning is off
         self._repo = repo
         self._keys = keys
         self._on_change: ChangeListener = on_change or (lambda *_: None)
@@ -111,7 +115,11 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
     async def DeleteTenant(self, request: svc.DeleteTenantRequest, _: Ctx) -> empty_pb2.Empty:
         tid = v.tenant_of(request.name)
         async with self._repo.platform() as p:
+            if self._sip is not None:
+                await p.lock_sip_shared()
             await p.delete_tenant(tid)
+            if self._sip is not None:  # a failure here rolls the deletion back
+                await self._sip.remove_tenant(tid)
         await self._changed("tenant", tid, tid)
         return empty_pb2.Empty()
 
@@ -174,9 +182,10 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
         number = v.e164(request.phone_number.e164_number, "phone_number.e164_number")
         aid = self._agent_ref(tid, request.phone_number.agent)
         pid = v.new_id(request.phone_number_id, "phone_number_id", number[1:])
-        async with self._repo.tenant(tid) as t:
+        async with number_change(self._sip) as sip, self._repo.tenant(tid) as t:
             phone = await t.insert_phone_number(pid, number, aid)
             await t.audit(actor(), "CreatePhoneNumber", phone.name)
+            await sip.to(t, None, NumberBinding.of(phone))
         await self._changed("phone_number", tid, pid)
         return phone
 
@@ -201,21 +210,24 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
     @rate_limited
     async def UpdatePhoneNumber(self, request: svc.UpdatePhoneNumberRequest, _: Ctx) -> pb.PhoneNumber:
         tid, pid = v.child_id(request.phone_number.name, "phoneNumbers", "phone_number.name")
-        async with self._repo.tenant(_scope(tid)) as t:
+        async with number_change(self._sip) as sip, self._repo.tenant(_scope(tid)) as t:
             stored = await t.get_phone_number(pid, for_update=True)
             merged: Any = v.apply_mask(stored, request.phone_number, request.update_mask, PHONE_FIELDS)
             number = v.e164(merged.e164_number, "phone_number.e164_number")
             phone = await t.replace_phone_number(pid, number, self._agent_ref(tid, merged.agent))
             await t.audit(actor(), "UpdatePhoneNumber", phone.name, request.update_mask.paths)
+            await sip.to(t, NumberBinding.of(stored), NumberBinding.of(phone))
         await self._changed("phone_number", tid, pid)
         return phone
 
     @rate_limited
     async def DeletePhoneNumber(self, request: svc.DeletePhoneNumberRequest, _: Ctx) -> empty_pb2.Empty:
         tid, pid = v.child_id(request.name, "phoneNumbers")
-        async with self._repo.tenant(_scope(tid)) as t:
+        async with number_change(self._sip) as sip, self._repo.tenant(_scope(tid)) as t:
+            stored = await t.get_phone_number(pid, for_update=True)
             await t.delete_phone_number(pid)
             await t.audit(actor(), "DeletePhoneNumber", request.name)
+            await sip.to(t, NumberBinding.of(stored), None)
         await self._changed("phone_number", tid, pid)
         return empty_pb2.Empty()
 
