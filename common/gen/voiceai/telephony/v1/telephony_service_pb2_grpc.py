@@ -52,7 +52,8 @@ class TelephonyServiceServicer:
         """Places an outbound phone call: creates a LiveKit room, dispatches the gateway's agent into it
         for `agent`, and dials `to_number` through the tenant's outbound SIP trunk. Streams the call's
         progress (DIALING, RINGING, ANSWERED, then ENDED; or FAILED with the SIP status) and ends when
-        the call has ended or failed. Closing the stream stops the watching, not the call.
+        the call has ended or failed. Closing the stream before the answer cancels the call; after
+        the answer it only stops the watching (the call goes on with the agent).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
