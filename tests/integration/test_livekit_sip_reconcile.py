@@ -3,6 +3,7 @@ drifted ones fixed, orphans with our tag deleted, and objects we did not create 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -72,3 +73,30 @@ async def test_start_creates_missing_fixes_drift_and_deletes_only_our_orphans(
         with double.lock:
             assert {"ST_lookalike", "ST_carrier"} <= set(double.inbound)
             assert "ST_oldout" not in double.outbound
+
+
+async def test_livekit_down_at_start_is_retried_and_later_drift_is_fixed(
+    database_settings: DatabaseSettings, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    key_dir = Path(tmp_path_factory.mktemp("dev-auth"))
+    double = LiveKitDouble().start()
+    double.stop()  # the port is known, nothing listens yet
+    try:
+        async with sip_tenant_api(database_settings, key_dir, double, reconcile_interval_s=0.2) as api:
+            assert api.host is not None and api.host.telephony is not None
+            reconciler = api.host.telephony.reconciler
+            await asyncio.sleep(0.3)
+            assert reconciler.runs == 0  # still serving; the reconciler is backing off
+            double.start()
+            await api.reconciled(1)
+            t = await api.new_tenant()
+            await api.new_agent(t)
+            await api.new_number(t, pid="desk")
+            [rule] = ours(double, t)[1]
+            with double.lock:
+                del double.rules[rule.sip_dispatch_rule_id]
+            await api.reconciled(reconciler.runs + 2)
+            [back] = ours(double, t)[1]
+            assert back.name == rule.name and back.sip_dispatch_rule_id != rule.sip_dispatch_rule_id
+    finally:
+        double.stop()
