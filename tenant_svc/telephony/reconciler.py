@@ -53,9 +53,10 @@ class SipReconciler:
         while True:
             try:
                 await self.run_once()
-            except VoiceAIError as e:
+            except Exception as e:  # never let the task die quietly: that would be silent drift
                 RUNS.labels("failed").inc()
-                log.error("SIP reconcile failed, retrying in %.0f s: %s", backoff, e.message)
+                reason = e.message if isinstance(e, VoiceAIError) else repr(e)
+                log.error("SIP reconcile failed, retrying in %.1f s: %s", backoff, reason)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._interval_s or 60.0)
                 continue
