@@ -6,9 +6,11 @@ client cancel reaches the engine as the close of its generator, so generation st
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import grpc.aio
 
@@ -24,6 +26,9 @@ from llm_svc.providers.base import (
     ResponderRules,
     Role,
     TokenDelta,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
 )
 
 log = logging.getLogger(__name__)
@@ -33,12 +38,21 @@ MAX_CONTENT_BYTES = 32 * 1024
 MAX_TOKENS_LIMIT = 8192
 MAX_INTENTS = 256
 MAX_RULE_CHARS = 4096
+MAX_TOOLS = 128  # OpenAI's limit per request
+MAX_TOOL_JSON_BYTES = 16 * 1024
+MAX_PROVIDERS = 8
+TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _ROLES: dict[int, Role] = {
     llm_pb2.ROLE_SYSTEM: "system",
     llm_pb2.ROLE_USER: "user",
     llm_pb2.ROLE_ASSISTANT: "assistant",
+    llm_pb2.ROLE_TOOL: "tool",
 }
-_FINISH = {"stop": llm_pb2.FINISH_REASON_STOP, "length": llm_pb2.FINISH_REASON_LENGTH}
+_FINISH = {
+    "stop": llm_pb2.FINISH_REASON_STOP,
+    "length": llm_pb2.FINISH_REASON_LENGTH,
+    "tool_calls": llm_pb2.FINISH_REASON_TOOL_CALLS,
+}
 
 
 def _rules(rules: llm_pb2.ResponderRules) -> ResponderRules:
@@ -61,6 +75,61 @@ def _rules(rules: llm_pb2.ResponderRules) -> ResponderRules:
     return ResponderRules(tuple(intents), rules.default_reply)
 
 
+def _json_object(text: str, field: str) -> None:
+    if len(text) > MAX_TOOL_JSON_BYTES // 4 and len(text.encode()) > MAX_TOOL_JSON_BYTES:
+        raise InvalidArgument(f"{field} is over {MAX_TOOL_JSON_BYTES // 1024} KiB")
+    if not text.strip():
+        return
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise InvalidArgument(f"{field} is not valid JSON ({e.args[0] if e.args else e})") from None
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"{field} must be a JSON object, got {type(value).__name__}")
+
+
+def _tools(tools: Sequence[llm_pb2.Tool]) -> tuple[Tool, ...]:
+    if len(tools) > MAX_TOOLS:
+        raise InvalidArgument(f"tools has {len(tools)} entries; at most {MAX_TOOLS}")
+    out, names = [], set()
+    for i, t in enumerate(tools):
+        if not TOOL_NAME.fullmatch(t.name):
+            raise InvalidArgument(f"tools[{i}].name must be 1-64 characters of a-z, A-Z, 0-9, '_' or '-'")
+        if t.name in names:
+            raise InvalidArgument(
+                f"tools[{i}].name {t.name!r} is used by an earlier tool; names must be unique"
+            )
+        names.add(t.name)
+        if len(t.description) > MAX_RULE_CHARS:
+            raise InvalidArgument(f"tools[{i}].description is over {MAX_RULE_CHARS} characters")
+        _json_object(t.parameters_json, f"tools[{i}].parameters_json")
+        out.append(Tool(t.name, t.description, t.parameters_json))
+    return tuple(out)
+
+
+def _tool_calls(m: llm_pb2.ChatMessage, i: int, role: Role) -> tuple[ToolCall, ...]:
+    if m.tool_calls and role != "assistant":
+        raise InvalidArgument(f"messages[{i}].tool_calls is only for ROLE_ASSISTANT messages")
+    calls = []
+    for j, c in enumerate(m.tool_calls):
+        field = f"messages[{i}].tool_calls[{j}]"
+        if not c.id or len(c.id) > 256:
+            raise InvalidArgument(f"{field}.id must be 1-256 characters (the id the model gave the call)")
+        if not TOOL_NAME.fullmatch(c.name):
+            raise InvalidArgument(f"{field}.name must be 1-64 characters of a-z, A-Z, 0-9, '_' or '-'")
+        _json_object(c.arguments_json, f"{field}.arguments_json")
+        calls.append(ToolCall(c.id, c.name, c.arguments_json))
+    if role == "tool" and not m.tool_call_id:
+        raise InvalidArgument(f"messages[{i}].tool_call_id is required for ROLE_TOOL (the call it answers)")
+    return tuple(calls)
+
+
+def _providers(names: Sequence[str]) -> tuple[str, ...]:
+    if len(names) > MAX_PROVIDERS:
+        raise InvalidArgument(f"providers has {len(names)} entries; at most {MAX_PROVIDERS}")
+    return tuple(names)  # names are checked against the known providers when the chain resolves
+
+
 def to_request(req: llm_pb2.StreamChatRequest, default_max_tokens: int) -> ChatRequest:
     """Validate ``req`` and translate it; raises InvalidArgument naming the field to fix."""
     if not req.messages:
@@ -73,12 +142,15 @@ def to_request(req: llm_pb2.StreamChatRequest, default_max_tokens: int) -> ChatR
     for i, m in enumerate(req.messages):
         role = _ROLES.get(m.role)
         if role is None:
-            raise InvalidArgument(f"messages[{i}].role must be ROLE_SYSTEM, ROLE_USER or ROLE_ASSISTANT")
+            raise InvalidArgument(
+                f"messages[{i}].role must be ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL"
+            )
         if len(m.content) > MAX_CONTENT_BYTES // 4 and len(m.content.encode()) > MAX_CONTENT_BYTES:
             raise InvalidArgument(
                 f"messages[{i}].content is over {MAX_CONTENT_BYTES // 1024} KiB of UTF-8; shorten it"
             )
-        messages.append(Message(role, m.content, m.interrupted))
+        calls = _tool_calls(m, i, role)
+        messages.append(Message(role, m.content, m.interrupted, calls, m.tool_call_id))
     if not 0 <= req.max_tokens <= MAX_TOKENS_LIMIT:
         raise InvalidArgument(f"max_tokens must be 0..{MAX_TOKENS_LIMIT} (0 = the service default)")
     if not 0.0 <= req.temperature <= 2.0:  # also false for NaN
@@ -89,6 +161,8 @@ def to_request(req: llm_pb2.StreamChatRequest, default_max_tokens: int) -> ChatR
         max_tokens=req.max_tokens or default_max_tokens,
         temperature=req.temperature,
         rules=_rules(req.responder_rules),
+        tools=_tools(req.tools),
+        providers=_providers(req.providers),
     )
 
 
@@ -97,6 +171,7 @@ def _done(event: Completion) -> llm_pb2.StreamChatResponse:
         done=llm_pb2.ChatCompletion(
             finish_reason=_FINISH[event.finish_reason],
             engine=event.engine,
+            cached=event.cached,
             usage=usage_pb2.Usage(
                 llm_prompt_tokens=event.prompt_tokens, llm_completion_tokens=event.completion_tokens
             ),
@@ -122,11 +197,19 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServiceServicer):
                 if isinstance(event, TokenDelta):
                     yield llm_pb2.StreamChatResponse(delta=llm_pb2.TokenDelta(text=event.text))
                     continue
+                if isinstance(event, ToolCallDelta):
+                    yield llm_pb2.StreamChatResponse(
+                        tool_call=llm_pb2.ToolCallDelta(
+                            index=event.index, id=event.id, name=event.name, arguments=event.arguments
+                        )
+                    )
+                    continue
                 yield _done(event)
                 log.info(
-                    "chat done: engine=%s finish=%s prompt_tokens=%d completion_tokens=%d in %.0f ms",
+                    "chat done: engine=%s finish=%s cached=%s prompt_tokens=%d completion_tokens=%d in %.0f ms",
                     event.engine,
                     event.finish_reason,
+                    event.cached,
                     event.prompt_tokens,
                     event.completion_tokens,
                     (time.perf_counter() - started) * 1000,
