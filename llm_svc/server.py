@@ -17,6 +17,7 @@ import grpc.aio
 from common.errors import EngineError, InvalidArgument
 from common.gen.voiceai.common.v1 import usage_pb2
 from common.gen.voiceai.llm.v1 import llm_pb2, llm_pb2_grpc
+from common.providers import KNOWN_PROVIDERS
 from llm_svc.providers.base import (
     ChatModel,
     ChatRequest,
@@ -127,7 +128,13 @@ def _tool_calls(m: llm_pb2.ChatMessage, i: int, role: Role) -> tuple[ToolCall, .
 def _providers(names: Sequence[str]) -> tuple[str, ...]:
     if len(names) > MAX_PROVIDERS:
         raise InvalidArgument(f"providers has {len(names)} entries; at most {MAX_PROVIDERS}")
-    return tuple(names)  # names are checked against the known providers when the chain resolves
+    known = KNOWN_PROVIDERS["llm"]
+    for i, name in enumerate(names):
+        if name.strip().lower() not in known:
+            raise InvalidArgument(
+                f"providers[{i}]: unknown llm provider {name[:40]!r}; use {', '.join(known)}"
+            )
+    return tuple(names)
 
 
 def to_request(req: llm_pb2.StreamChatRequest, default_max_tokens: int) -> ChatRequest:

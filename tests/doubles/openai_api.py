@@ -69,6 +69,7 @@ class Received:
     query: dict[str, str]
     headers: dict[str, str]
     body: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)
 
     @property
     def authorization(self) -> str:
@@ -99,6 +100,8 @@ class OpenAIDouble:
     faults: deque[Fault] = field(default_factory=deque)
     always: Fault | None = None
     max_recorded: int = 10_000  # a storm test sends many requests; keep the record bounded
+    handled: int = 0  # requests answered (recorded or not)
+    dropped: int = 0  # streams whose client went away before the end
     port: int = 0
     _runner: web.AppRunner | None = None
 
@@ -138,6 +141,7 @@ class OpenAIDouble:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        self.handled += 1
         if len(self.requests) < self.max_recorded:
             self.requests.append(
                 Received(
@@ -189,6 +193,21 @@ class OpenAIDouble:
         fault: Fault | None,
     ) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        try:
+            await self._write_stream(request, resp, body, reply, messages, fault)
+        except (ConnectionResetError, ConnectionError):
+            self.dropped += 1  # the client closed the stream (cancel, timeout): stop writing
+        return resp
+
+    async def _write_stream(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        body: dict[str, Any],
+        reply: Reply,
+        messages: list[dict[str, Any]],
+        fault: Fault | None,
+    ) -> None:
         await resp.prepare(request)
         await resp.write(self._chunk(body, {"role": "assistant", "content": ""}))
         words = _words(reply.text)
@@ -218,7 +237,6 @@ class OpenAIDouble:
             await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
-        return resp
 
     @staticmethod
     def _pieces(words: list[str], calls: tuple[ScriptedToolCall, ...]) -> list[dict[str, Any]]:
