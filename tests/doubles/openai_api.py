@@ -285,3 +285,30 @@ class OpenAIDouble:
 async def openai_double(**kw: Any) -> AsyncIterator[OpenAIDouble]:
     async with OpenAIDouble(**kw) as api:
         yield api
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the double in its own process (the benchmark keeps its cost out of the adapter's):
+    prints the port, then serves until killed."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="OpenAI chat completions double on 127.0.0.1")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before every response's first byte")
+    parser.add_argument("--status", type=int, default=0, help="answer every request with this HTTP status")
+    parser.add_argument("--first-byte-delay-ms", type=float, default=0.0, help="extra delay on every request")
+    args = parser.parse_args(argv)
+    fault = None
+    if args.status or args.first_byte_delay_ms:
+        fault = Fault(status=args.status, first_byte_delay_s=args.first_byte_delay_ms / 1000)
+
+    async def serve() -> None:
+        async with OpenAIDouble(latency_s=args.latency_ms / 1000, always=fault, max_recorded=0) as api:
+            print(api.port, flush=True)
+            await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
