@@ -13,6 +13,7 @@ with a retry hint, timeouts as DEADLINE_EXCEEDED, errors the caller must fix as 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 from common.errors import DeadlineExceeded, ResourceExhausted, Unavailable, VoiceAIError
@@ -28,6 +29,14 @@ from common.providers import (
 from llm_svc.providers.base import ChatEvent, ChatModel, ChatRequest, Completion
 
 SERVICE = "llm"
+log = logging.getLogger(__name__)
+
+
+async def close_stream(events: AsyncIterator[ChatEvent]) -> None:
+    """Close an engine's stream now (async generators have ``aclose``; other iterators may not)."""
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def final_error(provider: str, error: Exception) -> Exception:
@@ -81,13 +90,14 @@ class ProviderChain:
             except Exception as error:
                 record_failure(SERVICE, name, error)
                 if started:
+                    log.warning("llm provider %s broke off mid-reply (%s)", name, failure_kind(error))
                     raise _broke_off(name, error) from error
                 if i + 1 < len(names) and may_fall_back(error):
                     record_fallback(SERVICE, name, names[i + 1], error)
                     continue
                 raise final_error(name, error) from error
             finally:
-                await events.aclose()  # type: ignore[attr-defined]
+                await close_stream(events)
 
 
 def _broke_off(provider: str, error: Exception) -> VoiceAIError:

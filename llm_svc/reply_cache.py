@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 from common import context
 from common.errors import VoiceAIError
 from common.redis_conn import tenant_key, translate
+from llm_svc.chain import close_stream
 from llm_svc.providers.base import ChatEvent, ChatModel, ChatRequest, Completion, TokenDelta, ToolCallDelta
 
 log = logging.getLogger(__name__)
@@ -146,4 +147,4 @@ class CachingChatModel:
                     await self.cache.put(key, pieces, event.engine)
                 yield event
         finally:
-            await events.aclose()  # type: ignore[attr-defined]
+            await close_stream(events)

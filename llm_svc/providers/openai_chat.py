@@ -287,9 +287,19 @@ class OpenAIChat:
             hint = err.retry_after_s if isinstance(err, ProviderError) else None
             return max(backoff(state), hint or 0.0)
 
+        def note(state: Any) -> None:
+            err = state.outcome.exception()
+            log.info(
+                "openai attempt %d failed (%s); retrying in %.0f ms",
+                state.attempt_number,
+                getattr(err, "kind", type(err).__name__),
+                state.upcoming_sleep * 1000,
+            )
+
         retrying = AsyncRetrying(
             stop=stop_after_attempt(o.max_attempts) | stop_before_delay(o.deadline_s),
             wait=wait,
+            before_sleep=note,
             retry=retry_if_exception(lambda e: isinstance(e, ProviderError) and e.kind in RETRYABLE_KINDS),
             reraise=True,
         )
