@@ -7,7 +7,8 @@ over its concurrency cap included) hands the request to the next one; each switc
 logged. After the first token nothing is retried anywhere: the caller has heard the words, so a
 failure ends the stream with a status that says the reply broke off (the gateway handles it).
 When the last provider fails, its error is the answer: rate limits and caps as RESOURCE_EXHAUSTED
-with a retry hint, timeouts as DEADLINE_EXCEEDED, errors the caller must fix as they came.
+with a retry hint, timeouts as DEADLINE_EXCEEDED, provider outages as UNAVAILABLE, a missing or
+refused key as FAILED_PRECONDITION, errors the caller must fix as they came.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import dataclasses
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 
-from common.errors import DeadlineExceeded, ResourceExhausted, Unavailable, VoiceAIError
+from common.errors import DeadlineExceeded, FailedPrecondition, ResourceExhausted, Unavailable, VoiceAIError
 from common.providers import (
     KNOWN_PROVIDERS,
     ProviderError,
@@ -55,6 +56,8 @@ def final_error(provider: str, error: Exception) -> Exception:
         return DeadlineExceeded(f"{message}; the provider is slow, retry or add a fallback provider")
     if kind in ("server_error", "connect", "disconnect"):
         return Unavailable(f"{message}; retry shortly or add a fallback provider")
+    if kind in ("auth", "no_key"):
+        return FailedPrecondition(f"{message}; the operator must fix the key, or add a fallback provider")
     return error
 
 

@@ -254,7 +254,15 @@ class OpenAIChat:
         params = self.params(request)
         engine = f"openai/{params['model']}"
         async with self.limiter.slot(key), self._clients.lease(key.value if key else "no-key") as client:
-            chunks, reply, first = await self._open(client, params)
+            try:
+                chunks, reply, first = await self._open(client, params)
+            except ProviderError as e:
+                if e.kind != "auth" or key is None:
+                    raise
+                # Which key was refused, without revealing it: its label and fingerprint.
+                raise ProviderError(
+                    f"{e.message} (the {key.label} key, fingerprint {key.fingerprint})", kind="auth"
+                ) from e
             try:
                 for event in first:
                     yield event

@@ -318,3 +318,31 @@ async def test_a_self_hosted_server_needs_no_key() -> None:
     async with OpenAIDouble() as api, llm(api, environ={}) as stub:
         text, _, _ = await chat(stub, req((U, "local model")))
         assert text == "echo: local model" and api.requests[-1].authorization.startswith("Bearer ")
+
+
+async def test_a_refused_key_falls_back_or_is_failed_precondition_naming_the_key_not_its_value() -> None:
+    async with OpenAIDouble() as api, llm(api, **FAST) as stub:
+        api.fail_next(Fault(status=401))
+        _, _, done = await chat(stub, req((U, "hi")))
+        assert done.engine == "offline-responder"
+        api.fail_next(Fault(status=401))
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await chat(stub, req((U, "hi"), providers=["openai"]))
+        details = info.value.details() or ""
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "refused the API key" in details and "the default key, fingerprint" in details
+        assert "sk-deployment" not in details
+
+
+async def test_a_tenant_without_a_key_falls_back_when_only_tenant_keys_exist() -> None:
+    env = {"OPENAI_API_KEY__ACME": "sk-acme"}
+    async with OpenAIDouble() as api:
+        settings = {**FAST, "openai_base_url": "", "llm_openai_token_param": "max_tokens"}
+        async with llm(api, env, **settings) as stub:
+            _, _, done = await chat(stub, req((U, "hi")))  # tenant-test has no key
+            assert done.engine == "offline-responder"
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await chat(stub, req((U, "hi"), providers=["openai"]))
+            assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "no OpenAI API key for this tenant: set OPENAI_API_KEY" in (info.value.details() or "")
+        assert not api.requests
