@@ -293,7 +293,9 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description="OpenAI chat completions double on 127.0.0.1")
-    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before every response's first byte")
+    parser.add_argument(
+        "--latency-ms", type=float, default=0.0, help="delay before every response's first byte"
+    )
     parser.add_argument("--status", type=int, default=0, help="answer every request with this HTTP status")
     parser.add_argument("--first-byte-delay-ms", type=float, default=0.0, help="extra delay on every request")
     args = parser.parse_args(argv)
