@@ -1,17 +1,20 @@
-"""A 429 storm against the OpenAI provider: every request ends cleanly (RESOURCE_EXHAUSTED, or over
-the cap at once), slots and clients are all given back, and memory does not grow with the number
-of refused attempts."""
+"""The OpenAI provider under failure, at the engine level: a 429 storm ends every request cleanly
+(RESOURCE_EXHAUSTED, or over the cap at once) with memory flat over the refused attempts; a
+cancel during a retry wait ends at once and frees the slot; an unreachable server falls back."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
+import socket
 import tracemalloc
 
 from common.errors import ResourceExhausted
+from common.providers import resolve_key
 from llm_svc.chain import ProviderChain
-from llm_svc.providers.base import ChatRequest, Message
+from llm_svc.providers.base import ChatRequest, Completion, Message
 from llm_svc.providers.offline_responder import OfflineResponder
 from llm_svc.providers.openai_chat import OpenAIChat, OpenAIOptions
 from tests.doubles.openai_api import Fault, OpenAIDouble
@@ -76,3 +79,48 @@ async def test_a_storm_with_a_fallback_answers_every_request() -> None:
         finally:
             await openai_chat.aclose()
         assert outcomes == {"answered": 100}
+
+
+async def test_a_cancel_during_a_retry_wait_ends_at_once_and_frees_the_slot() -> None:
+    async with OpenAIDouble() as api:
+        api.fail_next(Fault(status=429, retry_after="30"))
+        options = OpenAIOptions(base_url=api.base_url, deadline_s=120.0, cap=1)
+        openai_chat = OpenAIChat(options, environ={"OPENAI_API_KEY": "sk-x"})
+        chain = ProviderChain({"openai": openai_chat}, ["openai"])
+
+        async def consume() -> None:
+            async for _ in chain.stream(REQUEST):
+                pass
+
+        task = asyncio.create_task(consume())
+        try:
+            for _ in range(500):  # until the first attempt got its 429 and the 30 s wait began
+                if api.requests:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, 5.0)  # not the 30 s Retry-After
+            assert task.cancelled()
+            assert (
+                openai_chat.limiter.in_use(resolve_key("OPENAI_API_KEY", "", {"OPENAI_API_KEY": "sk-x"})) == 0
+            )
+            assert len(api.requests) == 1
+        finally:
+            await openai_chat.aclose()
+
+
+async def test_an_unreachable_server_is_retried_then_the_chain_falls_back() -> None:
+    with socket.socket() as s:  # a port nobody listens on: connections are refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    options = OpenAIOptions(base_url=f"http://127.0.0.1:{port}/v1", backoff_s=0.01, jitter_s=0.01)
+    openai_chat = OpenAIChat(options, environ={})
+    chain = ProviderChain({"openai": openai_chat, "local": OfflineResponder()}, ["openai", "local"])
+    try:
+        events = [e async for e in chain.stream(REQUEST)]
+    finally:
+        await openai_chat.aclose()
+    done = events[-1]
+    assert isinstance(done, Completion) and done.engine == "offline-responder" and done.fell_back
