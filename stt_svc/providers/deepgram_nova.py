@@ -171,24 +171,29 @@ class DeepgramRecognizer:
             stack.callback(self.endpoints.release, url)
             client = self._client(url, key)
             label = f"{url} (key {key.label}/{key.fingerprint})" if key else url
+            # Errors are built here and raised below, outside the handlers: the SDK's ApiError
+            # (request headers, the refused response) is then not kept as their context.
+            failure: ProviderError | None = None
             try:
                 async with asyncio.timeout(self.config.connect_timeout_s):
                     socket = await stack.enter_async_context(
                         client.listen.v1.connect(**self._params(options))
                     )
             except ApiError as e:
-                raise self._refused(url, label, e.status_code or 0, _retry_after(e)) from None
+                failure = self._refused(url, label, e.status_code or 0, _retry_after(e))
             except TimeoutError:
                 self.endpoints.mark_failed(url)
-                raise ProviderError(
+                failure = ProviderError(
                     f"Deepgram at {label} did not accept the stream within {self.config.connect_timeout_s:g} s",
                     kind="timeout",
-                ) from None
+                )
             except (OSError, InvalidHandshake) as e:
                 self.endpoints.mark_failed(url)
-                raise ProviderError(
+                failure = ProviderError(
                     f"could not connect to Deepgram at {label}: {type(e).__name__}", kind="connect"
-                ) from None
+                )
+            if failure is not None:
+                raise failure
             return DeepgramStream(
                 socket, stack, options, self.config, lambda: self.endpoints.mark_failed(url)
             )

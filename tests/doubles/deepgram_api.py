@@ -205,10 +205,10 @@ class ListenRequest:
 class DeepgramListenDouble:
     """A loopback ``/v1/listen`` server. ``latency_s`` delays every message it sends (fixed)."""
 
-    def __init__(self, latency_s: float = 0.0) -> None:
+    def __init__(self, latency_s: float = 0.0, keep_requests: int = 1000) -> None:
         self.latency_s = latency_s
         self.faults: deque[ListenFault] = deque()
-        self.requests: list[ListenRequest] = []
+        self.requests: deque[ListenRequest] = deque(maxlen=keep_requests)  # the latest handshakes
         self.finals: list[str] = []  # non-empty final transcripts sent, across connections
         self.open = 0
         self._server: Server | None = None

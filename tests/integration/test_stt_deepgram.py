@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import logging
+import tracemalloc
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
@@ -22,6 +25,7 @@ from common.gen.voiceai.stt.v1 import stt_pb2, stt_pb2_grpc
 from common.providers import FALLBACKS
 from stt_svc.app import Settings, build_host
 from stt_svc.chain import ChainRecognizer
+from stt_svc.providers.base import RecognitionOptions
 from stt_svc.providers.deepgram_nova import DeepgramConfig, DeepgramRecognizer
 from tests.conftest import md, running
 from tests.doubles.deepgram_api import DeepgramListenDouble, ListenFault, ToneWordsRecognizer
@@ -319,3 +323,43 @@ async def _until(cond: object, timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
         while not cond():  # type: ignore[operator]  # noqa: ASYNC110 - state of another server
             await asyncio.sleep(0.01)
+
+
+async def test_memory_stays_bounded_in_a_429_storm() -> None:
+    """Hundreds of refused handshakes, each falling back to local: nothing accumulates in the
+    provider, the chain, the SDK or websockets (the double keeps only its last few requests)."""
+    async with DeepgramListenDouble(keep_requests=4) as dg:
+        recognizer = DeepgramRecognizer(dg_config(dg.url), {"DEEPGRAM_API_KEY": "k"})
+        chain = ChainRecognizer(
+            {"local": ToneWordsRecognizer(), "deepgram": recognizer}, ["deepgram", "local"]
+        )
+        options = RecognitionOptions(providers=("deepgram", "local"))
+
+        async def storm(n: int) -> None:
+            for _ in range(n):
+                dg.faults.append(ListenFault(status=429, retry_after_s=1))
+                stream = await chain.open(options)
+                await stream.end_input()
+                assert [e async for e in stream.events()] == []
+                await stream.aclose()
+
+        ours = [tracemalloc.Filter(True, f"*/{p}/*") for p in ("stt_svc", "common", "deepgram", "websockets")]
+        # Each switch logs a warning; pytest's log capture would keep every record (and the
+        # error it names) for the test's report, which is not the service's memory.
+        quiet = logging.getLogger("common.providers")
+        quiet.setLevel(logging.ERROR)
+        tracemalloc.start()
+        try:
+            await storm(50)  # warm: caches, metrics children, lazy imports
+            gc.collect()
+            before = tracemalloc.take_snapshot().filter_traces(ours)
+            await storm(300)
+            gc.collect()
+            after = tracemalloc.take_snapshot().filter_traces(ours)
+        finally:
+            tracemalloc.stop()
+            quiet.setLevel(logging.NOTSET)
+        await recognizer.aclose()
+    grown = sum(s.size_diff for s in after.compare_to(before, "filename"))
+    assert grown < 16 * 1024, [str(s) for s in after.compare_to(before, "lineno")[:5]]
+    assert recognizer.limiter.in_use() == 0 and recognizer.endpoints.in_flight() == {dg.url: 0}
