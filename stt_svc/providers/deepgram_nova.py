@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
@@ -329,20 +330,36 @@ class DeepgramStream:
             self._reader.cancel()
 
     # ------------------------------------------------------------------ receiving
+    async def _messages(self) -> AsyncIterator[dict[str, Any]]:
+        """Deepgram's messages as JSON objects. Read from the SDK socket's websocket: the SDK's
+        own iterator builds pydantic models through a Union (measured: ~470 us per Results
+        message, ~70 us per SpeechStarted; ``json.loads`` takes ~15 us)."""
+        ws = getattr(self._socket, "_websocket", None)
+        if ws is None:  # an SDK without it: its models, slower but the same fields
+            async for model in self._socket:
+                if not isinstance(model, bytes):
+                    yield model.dict() if hasattr(model, "dict") else dict(model)
+            return
+        async for frame in ws:
+            if isinstance(frame, str):
+                yield json.loads(frame)
+
     async def _read(self) -> None:
         try:
-            async for message in self._socket:
+            async for message in self._messages():
                 self._heard = True
                 self._disarm()
-                kind = getattr(message, "type", None)
+                kind = message.get("type")
                 if kind == "Results":
                     self._on_results(message)
                 elif kind == "SpeechStarted":
-                    self._start_utterance(_ms(message.timestamp))
+                    self._start_utterance(_ms(message.get("timestamp")))
                 elif kind == "UtteranceEnd":
-                    self._end_utterance(_ms(message.last_word_end))
+                    self._end_utterance(_ms(message.get("last_word_end")))
                 elif kind == "Error":
-                    raise ProviderError(f"Deepgram reported an error: {getattr(message, 'description', '')}")
+                    raise ProviderError(
+                        f"Deepgram reported an error: {str(message.get('description'))[:200]}"
+                    )
             if not self._closing:
                 raise ProviderError("Deepgram closed the stream before it ended", kind="disconnect")
         except ConnectionClosed as e:
@@ -379,25 +396,29 @@ class DeepgramStream:
             self._in_utterance = False
             self._emit(UtteranceEnd(last_word_end_ms))
 
-    def _on_results(self, msg: Any) -> None:
-        alternatives = msg.channel.alternatives
-        alt = alternatives[0] if alternatives else None
-        text = alt.transcript.strip() if alt is not None else ""
-        start_ms = _ms(msg.start)
-        if alt is not None and text:
+    def _on_results(self, msg: dict[str, Any]) -> None:
+        alternatives = (msg.get("channel") or {}).get("alternatives") or ()
+        alt = alternatives[0] if alternatives else {}
+        text = (alt.get("transcript") or "").strip()
+        start_ms = _ms(msg.get("start"))
+        if text:
             words = tuple(
-                Word(w.punctuated_word or w.word, _ms(w.start), _ms(w.end), w.confidence)
-                for w in alt.words or ()
+                Word(
+                    w.get("punctuated_word") or w["word"],
+                    _ms(w["start"]),
+                    _ms(w["end"]),
+                    w.get("confidence", 0.0),
+                )
+                for w in alt.get("words") or ()
             )
             first_ms = words[0].start_ms if words else start_ms
-            last_ms = words[-1].end_ms if words else _ms(msg.start + msg.duration)
+            last_ms = words[-1].end_ms if words else start_ms + _ms(msg.get("duration"))
             self._start_utterance(first_ms)
-            if msg.is_final:
+            if msg.get("is_final"):
                 self._last_word_end_ms = last_ms
-                self._emit(
-                    Final(text, alt.confidence or 0.0, words, first_ms, last_ms, bool(msg.speech_final))
-                )
+                confidence = float(alt.get("confidence") or 0.0)
+                self._emit(Final(text, confidence, words, first_ms, last_ms, bool(msg.get("speech_final"))))
             elif self._options.interim_results:
                 self._emit(Interim(text, first_ms, last_ms))
-        if msg.speech_final:
+        if msg.get("speech_final"):
             self._end_utterance(self._last_word_end_ms)

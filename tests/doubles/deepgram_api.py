@@ -196,6 +196,10 @@ class ListenRequest:
     status: int  # 101, or the status it was refused with
     control: list[str] = field(default_factory=list)  # KeepAlive, Finalize, CloseStream received
     audio_bytes: int = 0
+    # perf_counter at the first audio message in and the first message out: the time the double
+    # itself held the stream (its latency and its own work), for the benchmark to subtract.
+    first_audio_at: float | None = None
+    first_sent_at: float | None = None
 
     def param(self, name: str) -> str | None:
         values = self.query.get(name)
@@ -283,6 +287,8 @@ class _ListenSession:
         try:
             async for message in self.ws:
                 if isinstance(message, bytes):
+                    if self.record.first_audio_at is None:
+                        self.record.first_audio_at = time.perf_counter()
                     self.record.audio_bytes += len(message)
                     if self._on_audio(message):
                         # Mid-stream disconnect: what was already said is delivered, then the
@@ -410,6 +416,8 @@ class _ListenSession:
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if self.record.first_sent_at is None:
+                self.record.first_sent_at = time.perf_counter()
             try:
                 await self.ws.send(text)
             except ConnectionClosed:
