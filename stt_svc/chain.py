@@ -23,7 +23,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 
-from common.errors import ResourceExhausted, Unavailable, VoiceAIError
+from common.errors import FailedPrecondition, ResourceExhausted, Unavailable, VoiceAIError
 from common.providers import (
     KNOWN_PROVIDERS,
     Link,
@@ -322,6 +322,8 @@ def _give_up(error: BaseException) -> BaseException:
                 retry_after_s=error.retry_after_s,
                 quota_subject="stt.provider_rate_limit",
             )
+        if error.kind in ("no_key", "auth"):  # configuration an operator must fix
+            return FailedPrecondition(f"no STT provider in the chain could be used; the last: {error}")
         return Unavailable(f"every STT provider in the chain failed; the last: {error}")
     if isinstance(error, VoiceAIError):
         return error  # over cap (RESOURCE_EXHAUSTED), bad options (INVALID_ARGUMENT), ...

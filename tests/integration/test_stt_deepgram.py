@@ -363,3 +363,20 @@ async def test_memory_stays_bounded_in_a_429_storm() -> None:
     grown = sum(s.size_diff for s in after.compare_to(before, "filename"))
     assert grown < 16 * 1024, [str(s) for s in after.compare_to(before, "lineno")[:5]]
     assert recognizer.limiter.in_use() == 0 and recognizer.endpoints.in_flight() == {dg.url: 0}
+
+
+async def test_a_missing_or_rejected_key_is_failed_precondition_naming_the_variable() -> None:
+    async with DeepgramListenDouble() as dg:
+        dg.faults.append(ListenFault(status=401))
+        cloud = DeepgramRecognizer(DeepgramConfig(), {})  # Deepgram's cloud, and no key at all
+        async with stt(cloud) as addr:
+            with pytest.raises(grpc.aio.AioRpcError) as no_key:
+                await recognize(addr, AUDIO, config(["deepgram"]))
+            assert_heard_once(await recognize(addr, AUDIO, config(["deepgram", "local"])))
+        async with stt(DeepgramRecognizer(dg_config(dg.url), {"DEEPGRAM_API_KEY": "revoked"})) as addr:
+            with pytest.raises(grpc.aio.AioRpcError) as rejected:
+                await recognize(addr, AUDIO, config(["deepgram"]))
+    for err in (no_key, rejected):
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "DEEPGRAM_API_KEY" in (err.value.details() or "")
+    assert "revoked" not in (rejected.value.details() or "")
