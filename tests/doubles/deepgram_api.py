@@ -9,7 +9,8 @@ words with start/end seconds, ``channel.alternatives``), ``SpeechStarted`` (``va
 of silence, so a client's inactivity deadline sees a live stream.
 
 Faults are per connection, test-controlled: ``double.faults.append(ListenFault(...))`` is taken
-by the next handshake (429 with Retry-After, 5xx, slow first result, disconnect after N words).
+by the next handshake (429 with Retry-After, 5xx, slow first result, disconnect or stall after
+N words).
 Every handshake is recorded (path, query parameters, Authorization header).
 
 ``ToneWordsRecognizer`` is a light stand-in for stt_svc's local engine (a ``Recognizer`` over the
@@ -184,6 +185,8 @@ class ListenFault:
     first_result_delay_s: float = 0.0  # hold every message until this long after the first one
     # Drop the TCP connection when a word beyond the first N is heard (N words are delivered).
     disconnect_after_words: int | None = None
+    # Send nothing more once a word beyond the first N is heard; the connection stays open.
+    stall_after_words: int | None = None
 
 
 @dataclass
@@ -279,6 +282,7 @@ class _ListenSession:
         self.interim = flag("interim_results")
         self.vad_events = flag("vad_events")
         self.words_heard = 0
+        self.stalled = False
         self._out: asyncio.Queue[tuple[float, str] | None] = asyncio.Queue()
         self._first_sent: float | None = None
 
@@ -300,6 +304,8 @@ class _ListenSession:
                     continue
                 kind = json.loads(message).get("type", "")
                 self.record.control.append(kind)
+                if self.stalled:
+                    continue  # hung: not even CloseStream gets an answer
                 if kind == "Finalize":
                     self._final(speech_final=False, from_finalize=True)
                 elif kind == "CloseStream":
@@ -332,6 +338,11 @@ class _ListenSession:
                     and self.words_heard > self.fault.disconnect_after_words
                 ):
                     return True
+                if (
+                    self.fault.stall_after_words is not None
+                    and self.words_heard > self.fault.stall_after_words
+                ):
+                    self.stalled = True
                 if self.interim:
                     words = self.ear.pending
                     self._results(words, self.ear.segment_start_ms, words[-1].end_ms, False, False)
@@ -401,7 +412,8 @@ class _ListenSession:
         )
 
     def _put(self, message: dict[str, Any]) -> None:
-        self._out.put_nowait((time.monotonic(), json.dumps(message)))
+        if not self.stalled:
+            self._out.put_nowait((time.monotonic(), json.dumps(message)))
 
     async def _send_loop(self) -> None:
         while (item := await self._out.get()) is not None:

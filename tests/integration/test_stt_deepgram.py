@@ -380,3 +380,16 @@ async def test_a_missing_or_rejected_key_is_failed_precondition_naming_the_varia
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "DEEPGRAM_API_KEY" in (err.value.details() or "")
     assert "revoked" not in (rejected.value.details() or "")
+
+
+async def test_a_stalled_stream_misses_the_inactivity_deadline_and_local_takes_over() -> None:
+    local = ToneWordsRecognizer()
+    async with DeepgramListenDouble() as dg:
+        dg.faults.append(ListenFault(stall_after_words=4))  # answers the first utterance, then nothing
+        before = fallbacks("deepgram", "local", "timeout")
+        recognizer = DeepgramRecognizer(dg_config(dg.url, inactivity_timeout_s=0.3), {})
+        async with stt(recognizer, local) as addr:
+            responses = await recognize(addr, AUDIO, config())
+            await _until(lambda: dg.open == 0)
+    assert_heard_once(responses)
+    assert local.opened == 1 and fallbacks("deepgram", "local", "timeout") == before + 1
