@@ -91,14 +91,13 @@ def _shift_words(words: tuple[Word, ...], off: int) -> tuple[Word, ...]:
 
 
 class _ReplayBuffer:
-    """Audio not yet covered by a final, as received (chunks), at most ``limit_bytes``."""
+    """Audio not yet covered by a final, as received: the last ``limit_ms`` (whole chunks kept)."""
 
     def __init__(self, limit_ms: int) -> None:
         self._chunks: deque[bytes] = deque()
         self._size = 0
         self._limit = limit_ms * BYTES_PER_MS
         self.start = 0  # stream byte offset of the first buffered byte
-        self.dropped = 0  # bytes lost to the limit (a replay starts after them)
 
     def append(self, pcm: bytes) -> None:
         self._chunks.append(pcm)
