@@ -230,6 +230,7 @@ async def test_disconnect_mid_stream_replays_uncovered_audio_to_local() -> None:
     assert_heard_once(responses)
     assert dg.finals == [" ".join(FIRST)] and local.opened == 1
     assert fallbacks("deepgram", "local", "disconnect") == before + 1
+    await _until(lambda: not our_tasks())
 
 
 async def test_disconnect_mid_stream_replays_to_a_second_deepgram_endpoint() -> None:
@@ -311,6 +312,11 @@ async def test_cancelled_call_closes_the_deepgram_websocket() -> None:
                 await _until(lambda: dg.open == 1)
                 call.cancel()
             await _until(lambda: dg.open == 0)
+            await _until(lambda: not our_tasks())  # reader, keep-alive and chain pump all ended
+
+
+def our_tasks() -> list[asyncio.Task[object]]:
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith(("stt-deepgram", "stt-chain"))]
 
 
 async def _next_final(call: grpc.aio.StreamStreamCall) -> stt_pb2.FinalResult:
