@@ -5,7 +5,8 @@ echo (the transport floor: a bare grpc.aio echo at the caller edge's message rat
 gateway (N concurrent calls through the whole mesh), then state (config cache and quotas on
 an embedded Redis), then tenancy (tenant_svc Get/List over gRPC + PostgreSQL with RLS and auth),
 then discovery (Consul: time for a critical instance to stop getting streams; balancing spread), then failover
-(extra latency of a turn whose STT/LLM instance died, words lost).
+(extra latency of a turn whose STT/LLM instance died, words lost), then providers (each cloud
+provider adapter against its protocol double: adapter overhead, fallback switch time).
 ``--only SECTION`` runs one section; every other option goes to the gateway section (see
 ``python -m tests.bench.gateway --help``).
 """
@@ -15,9 +16,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tests.bench import discovery, echo, failover, gateway, services, state, tenancy
+from tests.bench import discovery, echo, failover, gateway, providers, services, state, tenancy
 
-SECTIONS = ("services", "echo", "gateway", "state", "tenancy", "discovery", "failover")
+SECTIONS = ("services", "echo", "gateway", "state", "tenancy", "discovery", "failover", "providers")
 
 
 def main() -> None:
@@ -47,6 +48,8 @@ def main() -> None:
         discovery.main([])
     if wanted("failover"):
         failover.main([])
+    if wanted("providers"):
+        providers.main([])
 
 
 if __name__ == "__main__":
