@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
+from collections.abc import Mapping
 
 from pydantic import Field
 
@@ -11,8 +13,10 @@ from common import registry
 from common.gen.voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
 from common.server import ServiceHost, single_service_host, warm_up
 from common.settings import ServiceSettings
+from tts_svc.chain import ChainSynthesizer
 from tts_svc.providers import REGISTRY
 from tts_svc.providers.base import Synthesizer
+from tts_svc.providers.cloud import Deadlines
 from tts_svc.server import MAX_PENDING_CHARS, MAX_TEXT_BYTES, TextToSpeechServicer
 
 DEFAULT_PORT = 50063
@@ -32,6 +36,36 @@ class Settings(ServiceSettings):
     # Text a stream may have waiting for synthesis before it gets RESOURCE_EXHAUSTED.
     tts_max_pending_chars: int = Field(default=MAX_PENDING_CHARS, ge=1024)
 
+    # Provider chain for streams whose config names none, comma-separated (local, deepgram,
+    # elevenlabs). Cloud providers are on when their key is in the environment
+    # (DEEPGRAM_API_KEY / ELEVENLABS_API_KEY, or a tenant's <NAME>__<TENANT>); Deepgram also
+    # when a self-hosted URL is set.
+    tts_providers: str = "local"
+    tts_deepgram_url: str = ""  # "" = Deepgram's cloud; e.g. ws://deepgram.internal:8080
+    tts_deepgram_voice: str = "aura-2-thalia-en"
+    # Open speak websockets per key on this instance (Deepgram pay-as-you-go allows 40-80 per
+    # key in all: divide by the replicas sharing it).
+    tts_deepgram_max_streams: int = Field(default=40, ge=1)
+    tts_elevenlabs_url: str = ""  # "" = https://api.elevenlabs.io
+    tts_elevenlabs_voice: str = "JBFqnCBsd6RMkjVDRZzb"
+    tts_elevenlabs_model: str = "eleven_flash_v2_5"
+    tts_elevenlabs_max_streams: int = Field(default=10, ge=1)  # concurrent requests per key (plan)
+    # How long a stream waits for a free slot before falling through to the next provider.
+    tts_provider_queue_timeout_s: float = Field(default=0.05, ge=0)
+    tts_provider_connect_timeout_s: float = Field(default=3.0, gt=0)
+    tts_provider_first_audio_timeout_s: float = Field(default=3.0, gt=0)
+    tts_provider_idle_timeout_s: float = Field(default=3.0, gt=0)  # between chunks of a piece
+
+    def chain(self) -> list[str]:
+        return [n.strip() for n in self.tts_providers.split(",") if n.strip()]
+
+    def deadlines(self) -> Deadlines:
+        return Deadlines(
+            connect_s=self.tts_provider_connect_timeout_s,
+            first_audio_s=self.tts_provider_first_audio_timeout_s,
+            idle_s=self.tts_provider_idle_timeout_s,
+        )
+
 
 def make_engine(settings: Settings) -> Synthesizer:
     """Build the configured engine; the local one gets ``threads`` (0 = one per core)."""
@@ -41,7 +75,47 @@ def make_engine(settings: Settings) -> Synthesizer:
     return cls()  # type: ignore[no-any-return]
 
 
+def _has_key(env_name: str, environ: Mapping[str, str]) -> bool:
+    """The deployment's key or any tenant's own (``<NAME>__<TENANT>``)."""
+    return any(k == env_name or k.startswith(f"{env_name}__") for k, v in environ.items() if v.strip())
+
+
+def make_chain(
+    settings: Settings, local: Synthesizer, environ: Mapping[str, str] | None = None
+) -> ChainSynthesizer:
+    """The local engine plus every cloud provider this instance has configuration for."""
+    from tts_svc.providers.deepgram_aura import DeepgramAura
+    from tts_svc.providers.elevenlabs_tts import ElevenLabsTts
+
+    env = os.environ if environ is None else environ
+    providers: dict[str, Synthesizer] = {"local": local}
+    queue_s, deadlines = settings.tts_provider_queue_timeout_s, settings.deadlines()
+    if settings.tts_deepgram_url or _has_key("DEEPGRAM_API_KEY", env):
+        providers["deepgram"] = DeepgramAura(
+            base_url=settings.tts_deepgram_url,
+            default_voice=settings.tts_deepgram_voice,
+            capacity=settings.tts_deepgram_max_streams,
+            queue_timeout_s=queue_s,
+            deadlines=deadlines,
+            environ=environ,
+        )
+    if _has_key("ELEVENLABS_API_KEY", env):
+        providers["elevenlabs"] = ElevenLabsTts(
+            base_url=settings.tts_elevenlabs_url,
+            default_voice=settings.tts_elevenlabs_voice,
+            default_model=settings.tts_elevenlabs_model,
+            capacity=settings.tts_elevenlabs_max_streams,
+            queue_timeout_s=queue_s,
+            deadlines=deadlines,
+            environ=environ,
+        )
+    return ChainSynthesizer(providers, settings.chain())
+
+
 def build_servicer(settings: Settings, engine: Synthesizer) -> TextToSpeechServicer:
+    """``engine`` is the chain (``make_chain``) or a bare local engine, wrapped in one here."""
+    if not isinstance(engine, ChainSynthesizer):
+        engine = make_chain(settings, engine)
     return TextToSpeechServicer(
         engine,
         default_voice=settings.tts_default_voice,
@@ -63,11 +137,20 @@ def build_host(settings: Settings, engine: Synthesizer | None = None) -> Service
 async def build_ready(settings: Settings) -> ServiceHost:
     """Load the voice and warm it up before the host can report SERVING.
 
-    A default voice the engine does not have fails here, at start, not on every stream.
+    A default voice the engine does not have, or a default chain naming an unknown provider or
+    none configured here, fails at start, not on every stream.
     """
     began = time.monotonic()
-    engine = make_engine(settings)
-    build_servicer(settings, engine).options(tts_pb2.SynthesisConfig())  # checks the default voice
-    await warm_up(engine)
-    log.info("engine %s loaded and warmed up in %.1f s", engine.name, time.monotonic() - began)
+    local = make_engine(settings)
+    engine = make_chain(settings, local)
+    # Checks the default chain and voice here, at start, not on every stream.
+    build_servicer(settings, engine).options(tts_pb2.SynthesisConfig())
+    await warm_up(local)
+    log.info(
+        "engine %s loaded and warmed up in %.1f s; providers: %s (default chain: %s)",
+        local.name,
+        time.monotonic() - began,
+        ", ".join(engine.providers),
+        ", ".join(settings.chain()),
+    )
     return build_host(settings, engine)

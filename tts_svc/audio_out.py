@@ -26,21 +26,21 @@ class AudioOut:
         step = fmt.bytes_for_ms(max_chunk_ms)
         self._max_bytes = step - step % fmt.bytes_per_sample
 
-    def encode(self, pcm: bytes) -> bytes:
-        """Native PCM16 -> the wire format."""
-        pcm = resample_once(pcm, self.native_rate, self.fmt.sample_rate)
+    def encode(self, pcm: bytes, rate: int = 0) -> bytes:
+        """PCM16 at ``rate`` (0 = the native rate) -> the wire format."""
+        pcm = resample_once(pcm, rate or self.native_rate, self.fmt.sample_rate)
         if self.fmt.encoding == MULAW:
             return pcm16_to_mulaw(pcm)
         if self.fmt.encoding == ALAW:
             return pcm16_to_alaw(pcm)
         return pcm
 
-    def segment(self, pcm: bytes, text: str) -> list[tts_pb2.AudioChunk]:
+    def segment(self, pcm: bytes, text: str, rate: int = 0) -> list[tts_pb2.AudioChunk]:
         """Chunks for one segment: at most ``max_chunk_ms`` each; only the first carries ``text``.
 
         Always at least one chunk, so a segment that yields no audio still reports its text.
         """
-        audio = self.encode(pcm)
+        audio = self.encode(pcm, rate)
         step = self._max_bytes
         if len(audio) <= step:
             return [tts_pb2.AudioChunk(audio=audio, text=text, duration_ms=self._ms(audio))]

@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator
 
 import grpc.aio
 
+from common import context
 from common.audio import ALAW, LINEAR16, MULAW, validate_format
 from common.errors import InvalidArgument, ResourceExhausted, VoiceAIError
 from common.gen.voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
 from common.streams import RequestPump, first_config, refuse
 from tts_svc.audio_out import AudioOut
-from tts_svc.providers.base import SynthesisOptions, Synthesizer
+from tts_svc.providers.base import SynthesisOptions, Synthesizer, check_voice
 from tts_svc.stream import AudioSegment, SynthesisStream
 
 OUTPUT_RATES: dict[int, frozenset[int]] = {
@@ -27,11 +28,6 @@ MAX_TEXT_BYTES = 4096  # per text message, as the proto documents
 MAX_PENDING_CHARS = 64 * 1024
 MIN_RATE, MAX_RATE = 0.5, 2.0
 R = tts_pb2.StreamingSynthesizeResponse
-
-
-def _primary_language(tag: str) -> str:
-    """'en-US', 'en_us', 'EN' -> 'en'."""
-    return tag.replace("_", "-").split("-")[0].lower()
 
 
 class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
@@ -49,27 +45,30 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
         self._max_pending = max_pending_chars
         self._max_text_bytes = max_text_bytes
 
-    def options(self, cfg: tts_pb2.SynthesisConfig) -> SynthesisOptions:
+    def options(self, cfg: tts_pb2.SynthesisConfig, sample_rate: int = 0) -> SynthesisOptions:
         """Validate a stream's config against this engine; raises InvalidArgument naming the fix."""
         voice = cfg.voice or self._default_voice
-        if voice and voice not in self._engine.voices:
-            raise InvalidArgument(
-                f"voice {voice!r} is not available; use one of: {', '.join(self._engine.voices)}"
-                " (or leave it empty for the default)"
-            )
-        spoken = getattr(self._engine, "language", "")
-        if cfg.language_code and spoken and _primary_language(cfg.language_code) != _primary_language(spoken):
-            raise InvalidArgument(
-                f"language_code {cfg.language_code!r} is not spoken by the {self._engine.name} voices;"
-                f" use {spoken} or leave it empty"
-            )
+        validate = getattr(self._engine, "validate", None)
+        if validate is None:
+            check_voice(self._engine, voice, cfg.language_code)
         rate = cfg.speaking_rate or 1.0
         if not MIN_RATE <= rate <= MAX_RATE:  # also rejects NaN
             raise InvalidArgument(
                 f"config.speaking_rate {cfg.speaking_rate:g} is out of range: use {MIN_RATE}..{MAX_RATE},"
                 " or 0 for normal speed"
             )
-        return SynthesisOptions(voice=voice, language=cfg.language_code, speaking_rate=rate)
+        options = SynthesisOptions(
+            voice=voice,
+            language=cfg.language_code,
+            speaking_rate=rate,
+            providers=tuple(cfg.providers),
+            model=cfg.model,
+            tenant_id=context.tenant_id(),
+            sample_rate=sample_rate,
+        )
+        if validate is not None:
+            validate(options)  # the engine's own checks (a chain checks against its first provider)
+        return options
 
     async def StreamingSynthesize(  # noqa: N802 - gRPC method name
         self,
@@ -79,7 +78,7 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
         try:
             first, requests = await first_config(request_iterator)
             fmt = validate_format(first.config.audio_format, field="config.audio_format", rates=OUTPUT_RATES)
-            options = self.options(first.config)
+            options = self.options(first.config, fmt.sample_rate)
         except VoiceAIError as e:
             await refuse(aiter(request_iterator), e, name="tts-refuse")
         stream = SynthesisStream(self._engine, options)
@@ -100,7 +99,7 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
             try:
                 async for event in stream:
                     if isinstance(event, AudioSegment):
-                        for chunk in out.segment(event.pcm, event.text):
+                        for chunk in out.segment(event.pcm, event.text, event.rate):
                             yield R(audio=chunk)
                     else:
                         yield R(flush_done=tts_pb2.FlushDone(characters=event.characters))

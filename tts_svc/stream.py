@@ -10,11 +10,17 @@ keeps a long reply from filling the shared engine pool ahead of other streams' f
 A flush is a marker in the same queue, so its FlushDone follows the audio of everything before
 it. ``aclose()`` cancels the runner: the piece being synthesized is abandoned (the engine must
 stop its executor job as soon as it can) and queued pieces never start.
+
+An engine with ``open_session`` (a streaming provider, or the provider chain) gets one session
+per stream, opened at the first piece and closed when the runner ends: each piece's audio is
+passed on chunk by chunk as it arrives (first chunk tagged with the piece's text, the rest
+untagged), so the client hears a long sentence start before it is fully synthesized.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from dataclasses import dataclass
@@ -22,7 +28,7 @@ from typing import Final
 
 from common.errors import EngineError, VoiceAIError
 from common.tasks import cancel_and_wait
-from tts_svc.providers.base import SynthesisOptions, Synthesizer
+from tts_svc.providers.base import SynthesisOptions, SynthesisSession, Synthesizer
 from tts_svc.segmenter import Segmenter
 
 log = logging.getLogger(__name__)
@@ -30,10 +36,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class AudioSegment:
-    """Audio for one piece of text (a sentence or clause): PCM16 mono at the engine's rate."""
+    """Audio for one piece of text (a sentence or clause), or the next part of it when streamed
+    (``text`` empty): PCM16 mono at ``rate`` (0 = the engine's ``sample_rate``)."""
 
     pcm: bytes
     text: str
+    rate: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +146,7 @@ class SynthesisStream:
     # ------------------------------------------------------------------ work
 
     async def _run(self) -> None:
+        session: SynthesisSession | None = None
         try:
             while True:
                 while not self._work:
@@ -151,12 +160,33 @@ class SynthesisStream:
                     self._queued_chars -= 1
                     await self._events.put(item)
                     continue
-                pcm = await self._engine.synthesize(item.text, self._options)
-                self._queued_chars -= len(item.text)
-                await self._events.put(AudioSegment(pcm, item.text))
+                open_session = getattr(self._engine, "open_session", None)
+                if open_session is None:
+                    pcm = await self._engine.synthesize(item.text, self._options)
+                    self._queued_chars -= len(item.text)
+                    await self._events.put(AudioSegment(pcm, item.text))
+                    continue
+                if session is None:
+                    session = open_session(self._options)
+                await self._stream_piece(session, item.text)
         except Exception as error:  # delivered to the reader, which raises it
             log.error("speech synthesis failed in %s", self._name, exc_info=error)
             await self._events.put(error)
+        finally:
+            if session is not None:
+                await session.aclose()  # bounded by the session; runs on cancellation too
+
+    async def _stream_piece(self, session: SynthesisSession, text: str) -> None:
+        tag = text  # only the piece's first chunk carries its text
+        # aclosing: a cancelled stream closes the piece's iterator now, not at garbage collection,
+        # so the session learns at once that the rest of the piece was abandoned.
+        async with contextlib.aclosing(session.synthesize_stream(text)) as chunks:
+            async for pcm in chunks:
+                await self._events.put(AudioSegment(pcm, tag, session.sample_rate))
+                tag = ""
+        self._queued_chars -= len(text)
+        if tag:  # no audio at all: still report the text, as the whole-piece path does
+            await self._events.put(AudioSegment(b"", tag, session.sample_rate))
 
     # ------------------------------------------------------------------ output
 

@@ -1,0 +1,174 @@
+"""ElevenLabs streaming TTS (``POST /v1/text-to-speech/{voice_id}/stream``) with the elevenlabs SDK.
+
+One HTTP streaming request per piece (raw PCM, ``output_format=pcm_<rate>`` at the client's
+rate where ElevenLabs has it); audio is passed on as the body arrives. The SDK client (one per
+key, over an httpx pool this module owns) keeps connections alive between pieces, so a stream
+pays the TLS handshake once. Each request holds one slot of the per-key cap while it runs
+(ElevenLabs limits concurrent requests per plan); a cancelled piece closes its response, which
+ends the request at the provider. The SDK's own retries are off: the chain decides what
+happens after a failure, and a retry would hide a 429 from the cap and fallback logic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any
+
+import httpx
+
+from common.errors import InvalidArgument
+from common.providers import ProviderError, ProviderKey, ProviderLimiter, resolve_key
+from tts_svc.providers.base import SynthesisOptions
+from tts_svc.providers.cloud import ClientCache, Deadlines, EvenBytes, status_error
+
+ENV_KEY = "ELEVENLABS_API_KEY"
+RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)  # pcm_<rate> output formats
+DEFAULT_RATE = 24000
+_VOICE_ID = re.compile(r"^[A-Za-z0-9]{8,40}$")
+_MODEL_ID = re.compile(r"^[a-z0-9_]{1,64}$")
+MIN_SPEED, MAX_SPEED = 0.7, 1.2  # the range ElevenLabs accepts in voice_settings.speed
+
+
+class ElevenLabsTts:
+    """The ElevenLabs TTS provider of one process: key resolution, clients, cap, voice rules."""
+
+    name = "elevenlabs"
+    sample_rate = DEFAULT_RATE
+    voices: tuple[str, ...] = ()  # any voice id of the account: checked for form by ``validate``
+
+    def __init__(
+        self,
+        *,
+        base_url: str = "",
+        default_voice: str = "JBFqnCBsd6RMkjVDRZzb",
+        default_model: str = "eleven_flash_v2_5",
+        capacity: int = 10,
+        queue_timeout_s: float = 0.05,
+        deadlines: Deadlines | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.default_voice = default_voice
+        self.default_model = default_model
+        self.deadlines = deadlines or Deadlines()
+        self.limiter = ProviderLimiter("tts", self.name, capacity, queue_timeout_s)
+        self._environ = environ
+        self._clients: ClientCache[Any] = ClientCache(self._build_client, _close_client)
+
+    def key(self, tenant_id: str) -> ProviderKey | None:
+        return resolve_key(ENV_KEY, tenant_id, self._environ)
+
+    def serves(self, tenant_id: str) -> bool:
+        return self.key(tenant_id) is not None
+
+    def _build_client(self, key: ProviderKey | None) -> Any:
+        from elevenlabs.client import AsyncElevenLabs
+
+        d = self.deadlines
+        # Our own pool, closed when the client is evicted; the SDK's default would leak with it.
+        http = httpx.AsyncClient(timeout=httpx.Timeout(max(d.first_audio_s, d.idle_s), connect=d.connect_s))
+        client = AsyncElevenLabs(
+            api_key=key.value if key else "", base_url=self.base_url or None, httpx_client=http
+        )
+        return client, http  # the pool is what _close_client releases
+
+    async def client(self, key: ProviderKey | None) -> Any:
+        return (await self._clients.get(key))[0]
+
+    def voice_and_model(self, options: SynthesisOptions) -> tuple[str, str]:
+        voice = options.voice or self.default_voice
+        if not _VOICE_ID.match(voice):
+            raise InvalidArgument(
+                f"voice {voice[:60]!r} is not an ElevenLabs voice id (letters and digits, e.g."
+                f" {self.default_voice}); leave it empty for the default"
+            )
+        model = options.model or self.default_model
+        if not _MODEL_ID.match(model):
+            raise InvalidArgument(
+                f"config.model {model[:60]!r} is not an ElevenLabs model id, e.g. eleven_flash_v2_5"
+            )
+        return voice, model
+
+    def validate(self, options: SynthesisOptions) -> None:
+        self.voice_and_model(options)
+
+    def open_session(self, options: SynthesisOptions) -> ElevenLabsSession:
+        return ElevenLabsSession(self, options)
+
+    async def synthesize(self, text: str, options: SynthesisOptions) -> bytes:
+        session = self.open_session(options)
+        return b"".join([pcm async for pcm in session.synthesize_stream(text)])
+
+    async def aclose(self) -> None:
+        await self._clients.aclose()
+
+
+async def _close_client(entry: tuple[Any, httpx.AsyncClient]) -> None:
+    await entry[1].aclose()
+
+
+class ElevenLabsSession:
+    """One stream's requests to ElevenLabs: nothing survives a piece but the client's pool."""
+
+    def __init__(self, provider: ElevenLabsTts, options: SynthesisOptions) -> None:
+        self._p = provider
+        self._voice, self._model = provider.voice_and_model(options)
+        self._tenant = options.tenant_id
+        rate = options.speaking_rate
+        self._speed = None if rate == 1.0 else min(MAX_SPEED, max(MIN_SPEED, rate))
+        self.sample_rate = options.sample_rate if options.sample_rate in RATES else DEFAULT_RATE
+
+    async def synthesize_stream(self, text: str) -> AsyncGenerator[bytes, None]:
+        from elevenlabs import VoiceSettings
+        from elevenlabs.core.api_error import ApiError
+
+        key = self._p.key(self._tenant)
+        if key is None:
+            raise ProviderError("no ElevenLabs key for this tenant (ELEVENLABS_API_KEY)", kind="no_key")
+        client = await self._p.client(key)
+        deadlines = self._p.deadlines
+        # The voice sets the language (language_code is refused by most models); speed only
+        # when asked, so the voice's own settings apply otherwise.
+        extra: dict[str, Any] = {}
+        if self._speed is not None:
+            extra["voice_settings"] = VoiceSettings(speed=self._speed)
+        async with self._p.limiter.slot(key), contextlib.AsyncExitStack() as stack:
+            wait = deadlines.connect_s + deadlines.first_audio_s
+            got_audio = False
+            try:
+                async with asyncio.timeout(wait):  # the status line comes with the first audio
+                    response = await stack.enter_async_context(
+                        client.text_to_speech.with_raw_response.stream(
+                            self._voice,
+                            text=text,
+                            model_id=self._model,
+                            output_format=f"pcm_{self.sample_rate}",
+                            request_options={"max_retries": 0},
+                            **extra,
+                        )
+                    )
+                chunks, even = aiter(response.data), EvenBytes()
+                while True:
+                    wait = deadlines.idle_s if got_audio else deadlines.first_audio_s
+                    async with asyncio.timeout(wait):
+                        data = await anext(chunks, None)
+                    if data is None:
+                        return
+                    pcm = even.feed(data)
+                    if pcm:
+                        got_audio = True
+                        yield pcm
+            except ApiError as e:
+                raise status_error("elevenlabs", e.status_code or 0, e.headers, key) from None
+            except TimeoutError:
+                what = "more audio" if got_audio else "audio"
+                raise ProviderError(f"elevenlabs sent no {what} within {wait:g} s", kind="timeout") from None
+            except httpx.TransportError as e:
+                kind = "disconnect" if got_audio or isinstance(e, httpx.RemoteProtocolError) else "connect"
+                raise ProviderError(f"elevenlabs connection failed ({type(e).__name__})", kind=kind) from None
+
+    async def aclose(self) -> None:
+        return None
