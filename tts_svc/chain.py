@@ -138,6 +138,9 @@ class ChainSession:
         self._index = 0
         self._session: SynthesisSession | None = None
         self._failures: list[str] = []
+        # Pieces restarted on a new link after part of their audio went out (SynthesisStream
+        # tags the restart's first chunk with the piece's text again).
+        self.piece_restarts = 0
 
     @property
     def provider(self) -> str:
@@ -170,6 +173,7 @@ class ChainSession:
                 record_failure(SERVICE, link.name, error)
                 await self._fall_back(link, error)
                 if started:
+                    self.piece_restarts += 1
                     log.warning("tts: %s failed mid-piece; %s restarts the piece", link.name, self.provider)
 
     async def _fall_back(self, failed: Link[Synthesizer], error: Exception) -> None:

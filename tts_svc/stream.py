@@ -178,10 +178,14 @@ class SynthesisStream:
 
     async def _stream_piece(self, session: SynthesisSession, text: str) -> None:
         tag = text  # only the piece's first chunk carries its text
+        # A chain that restarts the piece on another provider counts it: tag the restart too.
+        restarts = getattr(session, "piece_restarts", 0)
         # aclosing: a cancelled stream closes the piece's iterator now, not at garbage collection,
         # so the session learns at once that the rest of the piece was abandoned.
         async with contextlib.aclosing(session.synthesize_stream(text)) as chunks:
             async for pcm in chunks:
+                if restarts != (restarts := getattr(session, "piece_restarts", 0)):
+                    tag = text
                 await self._events.put(AudioSegment(pcm, tag, session.sample_rate))
                 tag = ""
         self._queued_chars -= len(text)
