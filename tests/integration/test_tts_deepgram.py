@@ -203,7 +203,7 @@ async def test_over_cap_goes_to_the_next_provider_or_resource_exhausted() -> Non
         async with serving({"local": local, "deepgram": provider}) as addr:
             dg.faults.append(Fault(first_audio_delay_s=0.25))  # holds the only slot a while
             first = asyncio.create_task(speak(addr, "Hold the line please.", providers=["deepgram"]))
-            while provider.limiter.in_use(provider.key("tenant-test")) == 0:
+            while provider.limiter.in_use(provider.key("tenant-test")) == 0:  # noqa: ASYNC110 - a counter
                 await asyncio.sleep(0.005)
             spilled = await speak(addr, providers=["deepgram", "local"])
             refused = await speak(addr, providers=["deepgram"])
@@ -240,9 +240,8 @@ async def test_bad_config_is_refused_naming_the_field(
 
 
 async def test_a_tenant_without_a_key_cannot_use_deepgram() -> None:
-    async with DeepgramSpeakDouble() as dg:
-        provider = DeepgramAura(deadlines=FAST, environ={"DEEPGRAM_API_KEY__TENANT_OTHER": "x"})
-        async with serving({"local": TextCodedLocal(), "deepgram": provider}) as addr:
-            reply = await speak(addr, providers=["deepgram"])
+    provider = DeepgramAura(deadlines=FAST, environ={"DEEPGRAM_API_KEY__TENANT_OTHER": "x"})
+    async with serving({"local": TextCodedLocal(), "deepgram": provider}) as addr:
+        reply = await speak(addr, providers=["deepgram"])
     assert reply.code == grpc.StatusCode.FAILED_PRECONDITION and "DEEPGRAM" not in reply.details
     assert "set the provider's API key" in reply.details
