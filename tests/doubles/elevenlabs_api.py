@@ -10,7 +10,8 @@ Faults are per request, test-controlled: ``double.faults`` is a FIFO consumed by
 (``Fault()`` = behave): an error status (429 with ``retry_after``, 5xx) with ElevenLabs' JSON
 error body, a slow first byte (``first_byte_delay_s``, before the status line), or a
 disconnect mid-body (``drop_after_bytes``: the TCP connection is cut, so the chunked body is
-incomplete). ``latency_s`` delays every response (the bench's fixed latency). Every request is
+incomplete). ``latency_s`` delays every response (the bench's fixed latency); ``pace_s``
+spaces the chunks of a body. Every request is
 recorded (``double.requests``).
 """
 
@@ -65,9 +66,15 @@ class ElevenLabsDouble:
     """The streaming endpoint on 127.0.0.1; ``async with`` starts and stops it."""
 
     def __init__(
-        self, *, latency_s: float = 0.0, chunk_bytes: int = 3200, keys: set[str] | None = None
+        self,
+        *,
+        latency_s: float = 0.0,
+        chunk_bytes: int = 3200,
+        pace_s: float = 0.0,
+        keys: set[str] | None = None,
     ) -> None:
         self.latency_s = latency_s
+        self.pace_s = pace_s  # between chunks, as a provider generating in real time would
         self.chunk_bytes = chunk_bytes
         self.keys = keys
         self.faults: deque[Fault] = deque()
@@ -129,11 +136,15 @@ class ElevenLabsDouble:
                 chunk = audio[i : i + self.chunk_bytes]
                 if 0 <= fault.drop_after_bytes < seen.audio_bytes + len(chunk):
                     await response.write(chunk[: max(0, fault.drop_after_bytes - seen.audio_bytes)])
+                    seen.audio_bytes = fault.drop_after_bytes
+                    await asyncio.sleep(0.05)  # a reset can discard what the client has not read
                     assert request.transport is not None
                     request.transport.abort()  # the body ends without its last chunk marker
                     return response
                 await response.write(chunk)
                 seen.audio_bytes += len(chunk)
+                if self.pace_s:
+                    await asyncio.sleep(self.pace_s)
             await response.write_eof()
             seen.completed = True
             return response

@@ -63,6 +63,16 @@ class Reply:
     def tags(self) -> list[str]:
         return [c.text for c in self.chunks if c.text]
 
+    @property
+    def segments(self) -> list[tuple[str, str]]:
+        """(tag, what its audio says) per piece as sent: a tagged chunk starts a segment."""
+        parts: list[tuple[str, bytes]] = []
+        for c in self.chunks:
+            if c.text or not parts:
+                parts.append((c.text, b""))
+            parts[-1] = (parts[-1][0], parts[-1][1] + c.audio)
+        return [(tag, heard_text(pcm, RATE)) for tag, pcm in parts]
+
 
 def deepgram(double: DeepgramSpeakDouble, environ: Mapping[str, str] = KEYS, **kw: object) -> DeepgramAura:
     return DeepgramAura(base_url=double.url, deadlines=FAST, environ=environ, **kw)  # type: ignore[arg-type]
@@ -176,8 +186,12 @@ async def test_disconnect_mid_piece_restarts_that_piece_on_the_next_provider(cod
     assert reply.code == grpc.StatusCode.OK
     # Piece 2 was cut after 3200 bytes (100 ms = 10 characters): the fallback restarts it, so
     # every piece is heard whole, once, in order, after the cut-off start of piece 2.
-    assert reply.tags == [PIECES[0], PIECES[1], PIECES[1], PIECES[2]]
-    assert reply.heard == PIECES[0] + PIECES[1][:10] + PIECES[1] + PIECES[2]
+    assert reply.segments == [
+        (PIECES[0], PIECES[0]),
+        (PIECES[1], PIECES[1][:10]),
+        (PIECES[1], PIECES[1]),
+        (PIECES[2], PIECES[2]),
+    ]
     assert local.texts == PIECES[1:]
     assert fallbacks("deepgram", "local", "disconnect") == before + 1
 
