@@ -21,13 +21,14 @@ Voices and models are provider-specific: ``voice`` and ``model`` belong to the c
 link. A link taken over by fallback speaks with its own default voice and model (an ElevenLabs
 voice id means nothing to Deepgram). The language and speaking rate carry over.
 
-A link's failure is final for the stream when it says so (``ProviderError.fallback`` False) or no
-link is left: ``ProviderBusy`` stays RESOURCE_EXHAUSTED; provider errors become UNAVAILABLE
-naming each provider and what went wrong; any other engine error is raised unchanged.
+A link's failure is final for the stream when it says so (``ProviderError.fallback`` False: raised
+as it is) or no link is left: ``ProviderBusy`` stays RESOURCE_EXHAUSTED; provider errors become
+UNAVAILABLE naming each provider and what went wrong; any other engine error is raised unchanged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -138,6 +139,7 @@ class ChainSession:
         self._index = 0
         self._session: SynthesisSession | None = None
         self._failures: list[str] = []
+        self._closing: list[asyncio.Task[None]] = []  # failed links' sessions, closing
         # Pieces restarted on a new link after part of their audio went out (SynthesisStream
         # tags the restart's first chunk with the piece's text again).
         self.piece_restarts = 0
@@ -179,8 +181,14 @@ class ChainSession:
     async def _fall_back(self, failed: Link[Synthesizer], error: Exception) -> None:
         """Close the failed link's session and move on, or raise the stream's final error."""
         self._failures.append(f"{failed.name}: {failure_kind(error)}")
-        await self.aclose()
-        if not may_fall_back(error) or self._index + 1 >= len(self._links):
+        session, self._session = self._session, None
+        if session is not None:
+            # Closed alongside the next link's first audio, not before it: a polite close of a
+            # provider that stopped answering may take its whole close deadline.
+            self._closing.append(asyncio.create_task(session.aclose(), name=f"tts-close-{failed.name}"))
+        if not may_fall_back(error):
+            raise error  # the provider says no other would do better (e.g. the request is wrong)
+        if self._index + 1 >= len(self._links):
             if isinstance(error, ResourceExhausted):
                 raise error  # the last link is over its cap: RESOURCE_EXHAUSTED with a retry hint
             if isinstance(error, ProviderError):
@@ -194,5 +202,10 @@ class ChainSession:
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
-        if session is not None:
-            await session.aclose()
+        try:
+            if session is not None:
+                await session.aclose()
+        finally:
+            closing, self._closing = self._closing, []
+            if closing:  # each is bounded by its provider's close deadline
+                await asyncio.gather(*closing, return_exceptions=True)

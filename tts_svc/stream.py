@@ -184,8 +184,9 @@ class SynthesisStream:
         # so the session learns at once that the rest of the piece was abandoned.
         async with contextlib.aclosing(session.synthesize_stream(text)) as chunks:
             async for pcm in chunks:
-                if restarts != (restarts := getattr(session, "piece_restarts", 0)):
-                    tag = text
+                now = getattr(session, "piece_restarts", 0)
+                if now != restarts:
+                    tag, restarts = text, now
                 await self._events.put(AudioSegment(pcm, tag, session.sample_rate))
                 tag = ""
         self._queued_chars -= len(text)

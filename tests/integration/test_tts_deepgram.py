@@ -259,3 +259,16 @@ async def test_a_tenant_without_a_key_cannot_use_deepgram() -> None:
         reply = await speak(addr, providers=["deepgram"])
     assert reply.code == grpc.StatusCode.FAILED_PRECONDITION and "DEEPGRAM" not in reply.details
     assert "set the provider's API key" in reply.details
+
+
+@pytest.mark.slow
+async def test_the_real_piper_voice_takes_over_after_a_refusal() -> None:
+    from tts_svc.providers.piper_local import PiperSynthesizer
+
+    piper = PiperSynthesizer(threads=1)
+    async with DeepgramSpeakDouble() as dg, serving({"local": piper, "deepgram": deepgram(dg)}) as addr:
+        dg.faults.append(Fault(status=429, retry_after="5"))
+        reply = await speak(addr, providers=["deepgram", "local"], voice="luna")
+    assert reply.code == grpc.StatusCode.OK and reply.tags == PIECES  # Piper's own voice, every piece
+    # Piper's 22.05 kHz audio reaches the client at its 16 kHz: about a second per sentence.
+    assert all(sum(c.duration_ms for c in reply.chunks if c.text == p) > 800 for p in PIECES)
