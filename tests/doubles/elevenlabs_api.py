@@ -148,6 +148,8 @@ class ElevenLabsDouble:
             await response.write_eof()
             seen.completed = True
             return response
+        except ConnectionResetError:  # the client went away (cancelled, or gave up waiting)
+            return web.Response(status=499)
         finally:
             self.active -= 1
 

@@ -28,7 +28,7 @@ R = tts_pb2.StreamingSynthesizeRequest
 RATE = 16000
 PIECES = ["The first sentence is here.", "The second one follows it.", "And a third sentence ends it."]
 REPLY = " ".join(PIECES)
-FAST = Deadlines(connect_s=1.0, first_audio_s=0.3, idle_s=0.3, close_s=0.3)
+FAST = Deadlines(connect_s=1.0, first_audio_s=0.5, idle_s=0.5, close_s=0.3)
 KEYS = {"DEEPGRAM_API_KEY": "dg-shared", "DEEPGRAM_API_KEY__TENANT_TEST": "dg-own"}
 
 
@@ -214,18 +214,26 @@ async def test_over_cap_goes_to_the_next_provider_or_resource_exhausted() -> Non
     local = TextCodedLocal()
     async with DeepgramSpeakDouble() as dg:
         provider = deepgram(dg, capacity=1)
-        async with serving({"local": local, "deepgram": provider}) as addr:
-            dg.faults.append(Fault(first_audio_delay_s=0.25))  # holds the only slot a while
-            first = asyncio.create_task(speak(addr, "Hold the line please.", providers=["deepgram"]))
-            while provider.limiter.in_use(provider.key("tenant-test")) == 0:  # noqa: ASYNC110 - a counter
-                await asyncio.sleep(0.005)
+        async with (
+            serving({"local": local, "deepgram": provider}) as addr,
+            grpc.aio.insecure_channel(addr) as ch,
+        ):
+            # A stream holds its websocket, and so the only slot, from its first piece to its end.
+            holder = tts_pb2_grpc.TextToSpeechServiceStub(ch).StreamingSynthesize(metadata=md())
+            fmt = audio_pb2.AudioFormat(encoding=audio_pb2.AUDIO_ENCODING_LINEAR16, sample_rate_hertz=RATE)
+            await holder.write(R(config=tts_pb2.SynthesisConfig(audio_format=fmt, providers=["deepgram"])))
+            await holder.write(R(text="Hold the line please."))
+            await holder.write(R(flush=tts_pb2.Flush()))
+            while (await holder.read()).WhichOneof("event") != "flush_done":
+                pass
             spilled = await speak(addr, providers=["deepgram", "local"])
             refused = await speak(addr, providers=["deepgram"])
-            held = await first
-    assert held.heard == "Hold the line please."
+            await holder.done_writing()  # speaks nothing more: one last FlushDone, then the end
+            assert (await holder.read()).WhichOneof("event") == "flush_done"
+            assert await holder.read() == grpc.aio.EOF
     assert spilled.heard == "".join(PIECES) and local.texts == PIECES
     assert refused.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "concurrency cap" in refused.details
-    assert dg.peak_open == 1
+    assert dg.peak_open == 1 and len(dg.connections) == 1
 
 
 # ---------------------------------------------------------------------------- config

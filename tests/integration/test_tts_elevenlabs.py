@@ -129,17 +129,17 @@ async def test_a_refused_key_falls_back_without_showing_the_key() -> None:
 
 async def test_over_cap_goes_to_the_next_provider_or_resource_exhausted() -> None:
     local = TextCodedLocal()
-    async with ElevenLabsDouble() as el:
+    hold = "Hold the line please while I look that up for you"  # a request of about 0.5 s
+    async with ElevenLabsDouble(chunk_bytes=640, pace_s=0.02) as el:
         provider = elevenlabs(el, capacity=1)
         async with serving({"local": local, "elevenlabs": provider}) as addr:
-            el.faults.append(Fault(first_byte_delay_s=0.3))
-            first = asyncio.create_task(speak(addr, "Hold the line please.", providers=["elevenlabs"]))
+            first = asyncio.create_task(speak(addr, hold, providers=["elevenlabs"]))
             while provider.limiter.in_use(provider.key("tenant-test")) == 0:  # noqa: ASYNC110 - a counter
                 await asyncio.sleep(0.005)
             spilled = await speak(addr, providers=["elevenlabs", "local"])
             refused = await speak(addr, providers=["elevenlabs"])
             held = await first
-    assert held.heard == "Hold the line please."
+    assert held.heard == hold
     assert spilled.heard == "".join(PIECES) and local.texts == PIECES
     assert refused.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "concurrency cap" in refused.details
     assert el.peak_active == 1

@@ -19,7 +19,9 @@ class Deadlines:
     """Every provider call is bounded: a stuck provider becomes ProviderError(kind="timeout")."""
 
     connect_s: float = 3.0  # TCP + TLS + HTTP/websocket handshake
-    first_audio_s: float = 3.0  # text sent -> first audio of the piece
+    # Text sent -> first audio of the piece (HTTP providers: from the request, connection setup
+    # included when the pool has none open).
+    first_audio_s: float = 3.0
     idle_s: float = 3.0  # between two chunks of one piece
     close_s: float = 1.0  # polite close (Clear/Close) before the connection is dropped
 

@@ -136,10 +136,12 @@ class ElevenLabsSession:
         if self._speed is not None:
             extra["voice_settings"] = VoiceSettings(speed=self._speed)
         async with self._p.limiter.slot(key), contextlib.AsyncExitStack() as stack:
-            wait = deadlines.connect_s + deadlines.first_audio_s
+            wait = deadlines.first_audio_s
             got_audio = False
             try:
-                async with asyncio.timeout(wait):  # the status line comes with the first audio
+                # The status line comes with the first audio. A new connection's setup counts
+                # here too (httpx bounds it by connect_s); a stream's later pieces reuse one.
+                async with asyncio.timeout(wait):
                     response = await stack.enter_async_context(
                         client.text_to_speech.with_raw_response.stream(
                             self._voice,
