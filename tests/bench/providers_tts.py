@@ -11,6 +11,9 @@ first-audio latency, through the chain exactly as tts_svc streams use it (``open
   it is shown for a stream's first piece (the websocket is opened then) and for later pieces
   (the stream's socket is reused); ElevenLabs makes one request per piece over a kept-alive
   connection. It includes the double's own work and loopback, so it is an upper bound.
+  The doubles run on their own thread and event loop, so their work is not charged to the
+  adapter's loop; "floor" rows time a bare client (websockets / httpx, no SDK, no adapter)
+  against the same doubles: what the adapters add is the difference.
 - fallback switch time = the next provider's first audio - the moment the failed attempt
   failed (a refused handshake / HTTP 503, or the first-audio deadline expiring on a provider
   that stalls), with the local engine (instant here) as the next link.
@@ -21,12 +24,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
+import threading
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
+import httpx
 import numpy as np
+import websockets.asyncio.client
 
 from tests.doubles import deepgram_speak, elevenlabs_api
 from tests.doubles.deepgram_speak import DeepgramSpeakDouble, text_audio
@@ -116,44 +123,107 @@ def stats(ms: list[float]) -> str:
     return f"p50 {np.percentile(a, 50):6.2f}  p99 {np.percentile(a, 99):6.2f}  max {a.max():6.2f} ms (n={len(a)})"
 
 
-async def run(runs: int, latency_s: float) -> list[str]:
-    lines = []
+@contextlib.contextmanager
+def doubles_on_a_thread(latency_s: float) -> Iterator[tuple[DeepgramSpeakDouble, ElevenLabsDouble]]:
+    """Both doubles served from another thread's event loop (faults are deques: thread-safe)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="bench-doubles", daemon=True)
+    thread.start()
+    dg, el = DeepgramSpeakDouble(latency_s=latency_s), ElevenLabsDouble(latency_s=latency_s)
+    try:
+        asyncio.run_coroutine_threadsafe(dg.__aenter__(), loop).result()
+        asyncio.run_coroutine_threadsafe(el.__aenter__(), loop).result()
+        yield dg, el
+    finally:
+        asyncio.run_coroutine_threadsafe(dg.__aexit__(None, None, None), loop).result()
+        asyncio.run_coroutine_threadsafe(el.__aexit__(None, None, None), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
+async def deepgram_floor(url: str, runs: int, latency_s: float) -> list[float]:
+    """A bare websocket client on one reused socket: Speak + Flush -> first binary frame."""
+    out = []
+    query = "model=aura-2-thalia-en&encoding=linear16&sample_rate=16000"
+    async with websockets.asyncio.client.connect(
+        f"{url}/v1/speak?{query}", additional_headers={"Authorization": "Token bench-dg"}
+    ) as ws:
+        for _ in range(runs):
+            started, first = time.perf_counter(), 0.0
+            await ws.send(json.dumps({"type": "Speak", "text": TEXT}))
+            await ws.send(json.dumps({"type": "Flush"}))
+            while True:
+                message = await ws.recv()
+                if isinstance(message, bytes):
+                    first = first or time.perf_counter()
+                elif json.loads(message).get("type") == "Flushed":
+                    break
+            out.append((first - started - latency_s) * 1000)
+    return out
+
+
+async def elevenlabs_floor(url: str, runs: int, latency_s: float) -> list[float]:
+    """A bare httpx client (kept-alive connection): POST -> first body bytes."""
+    out = []
+    async with httpx.AsyncClient(base_url=url) as http:
+        for _ in range(runs):
+            started, first = time.perf_counter(), 0.0
+            async with http.stream(
+                "POST",
+                "/v1/text-to-speech/JBFqnCBsd6RMkjVDRZzb/stream",
+                params={"output_format": f"pcm_{RATE}"},
+                json={"text": TEXT, "model_id": "eleven_flash_v2_5"},
+                headers={"xi-api-key": "bench-el"},
+            ) as response:
+                async for _ in response.aiter_raw():
+                    first = first or time.perf_counter()
+            out.append((first - started - latency_s) * 1000)
+    return out
+
+
+async def run(dg: DeepgramSpeakDouble, el: ElevenLabsDouble, runs: int, latency_s: float) -> list[str]:
     deadlines = Deadlines(connect_s=1.0, first_audio_s=DEADLINE_S, idle_s=1.0, close_s=0.5)
-    async with DeepgramSpeakDouble(latency_s=latency_s) as dg, ElevenLabsDouble(latency_s=latency_s) as el:
-        deepgram = DeepgramAura(base_url=dg.url, deadlines=deadlines, environ=ENV)
-        eleven = ElevenLabsTts(base_url=el.url, deadlines=deadlines, environ=ENV)
-        try:
-            d = await overhead(ChainSynthesizer({"deepgram": deepgram}, ["deepgram"]), runs, latency_s, 2)
-            lines.append(f"  deepgram   first piece (connect)  overhead {stats(d[0])}")
-            lines.append(f"  deepgram   next piece (reused)    overhead {stats(d[1])}")
-            e = await overhead(ChainSynthesizer({"elevenlabs": eleven}, ["elevenlabs"]), runs, latency_s, 1)
-            lines.append(f"  elevenlabs piece (HTTP stream)    overhead {stats(e[0])}")
-            for name, provider, double, faults in [
-                ("deepgram", deepgram, dg, deepgram_speak),
-                ("elevenlabs", eleven, el, elevenlabs_api),
-            ]:
-                timed = Timed(provider)
-                chain = ChainSynthesizer({name: timed, "local": InstantLocal()}, [name, "local"])  # type: ignore[dict-item]
-                for what, fault in [
-                    ("HTTP 503", faults.Fault(status=503)),
-                    (
-                        f"stall ({DEADLINE_S * 1000:.0f} ms deadline)",
-                        faults.Fault(**{_stall_field(faults): 5.0}),  # type: ignore[arg-type]
-                    ),
-                ]:
-                    ms, total = await switches(chain, timed, double, fault, max(20, runs // 4))
-                    lines.append(f"  {name:10} fallback after {what:24} switch {stats(ms)}")
-                    if "stall" in what:  # the whole wait, connect included, past the deadline
-                        beyond = [t - DEADLINE_S * 1000 for t in total]
-                        lines.append(f"  {name:10} {'':15}{'':24} beyond deadline {stats(beyond)}")
-        finally:
-            await deepgram.aclose()
-            await eleven.aclose()
+    deepgram = DeepgramAura(base_url=dg.url, deadlines=deadlines, environ=ENV)
+    eleven = ElevenLabsTts(base_url=el.url, deadlines=deadlines, environ=ENV)
+    try:
+        d = await overhead(ChainSynthesizer({"deepgram": deepgram}, ["deepgram"]), runs, latency_s, 2)
+        dg_floor = await deepgram_floor(dg.url, runs, latency_s)
+        e = await overhead(ChainSynthesizer({"elevenlabs": eleven}, ["elevenlabs"]), runs, latency_s, 1)
+        el_floor = await elevenlabs_floor(el.url, runs, latency_s)
+        lines = [
+            f"  deepgram   first piece (connect)  overhead {stats(d[0])}",
+            f"  deepgram   next piece (reused)    overhead {stats(d[1])}",
+            f"  deepgram   bare websocket client  floor    {stats(dg_floor)}",
+            f"  elevenlabs piece (HTTP stream)    overhead {stats(e[0])}",
+            f"  elevenlabs bare httpx client      floor    {stats(el_floor)}",
+        ]
+        for name, provider, double, faults in [
+            ("deepgram", deepgram, dg, deepgram_speak),
+            ("elevenlabs", eleven, el, elevenlabs_api),
+        ]:
+            lines += await fallbacks(name, provider, double, faults, max(50, runs // 4))
+        return lines
+    finally:
+        await deepgram.aclose()
+        await eleven.aclose()
+
+
+async def fallbacks(name: str, provider: Any, double: Any, faults: Any, runs: int) -> list[str]:
+    timed = Timed(provider)
+    chain = ChainSynthesizer({name: timed, "local": InstantLocal()}, [name, "local"])  # type: ignore[dict-item]
+    stall = "first_audio_delay_s" if faults is deepgram_speak else "first_byte_delay_s"
+    lines = []
+    for what, fault in [
+        ("HTTP 503", faults.Fault(status=503)),
+        (f"stall ({DEADLINE_S * 1000:.0f} ms deadline)", faults.Fault(**{stall: 5.0})),
+    ]:
+        ms, total = await switches(chain, timed, double, fault, runs)
+        lines.append(f"  {name:10} fallback after {what:24} switch {stats(ms)}")
+        if "stall" in what:  # from the start: connect (Deepgram) + deadline + switch
+            beyond = [t - DEADLINE_S * 1000 for t in total]
+            lines.append(f"  {name:10} {'start -> audio, minus deadline':39} {stats(beyond)}")
     return lines
-
-
-def _stall_field(faults: Any) -> str:
-    return "first_audio_delay_s" if faults is deepgram_speak else "first_byte_delay_s"
 
 
 async def switches(
@@ -185,7 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-ms", type=float, default=50.0, help="the doubles' first-audio latency")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
-    lines = asyncio.run(run(args.runs, args.latency_ms / 1000))
+    with doubles_on_a_thread(args.latency_ms / 1000) as (dg, el):
+        lines = asyncio.run(run(dg, el, args.runs, args.latency_ms / 1000))
     print(
         f"\n== TTS providers: adapter overhead over the doubles' {args.latency_ms:.0f} ms first-audio latency,"
         " and fallback switch time to the next provider (real SDK clients, loopback doubles)"
