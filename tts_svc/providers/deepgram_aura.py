@@ -236,9 +236,10 @@ class AuraSession:
             what = "more audio" if got_audio else "audio"
             raise ProviderError(f"deepgram sent no {what} within {wait:g} s", kind="timeout") from None
         except websockets.exceptions.ConnectionClosed as e:
+            close = e.rcvd or e.sent
+            how = f"code {close.code}, {close.reason[:80]!r}" if close else "no close frame"
             raise ProviderError(
-                f"deepgram closed the websocket mid-stream (code {e.code}, {str(e.reason)[:80]!r})",
-                kind="disconnect",
+                f"deepgram closed the websocket mid-stream ({how})", kind="disconnect"
             ) from None
 
     async def _clear(self) -> bool:
