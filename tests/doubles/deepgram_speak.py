@@ -14,7 +14,7 @@ Faults are per connection, test-controlled: ``double.faults`` is a FIFO consumed
 connection (``Fault()`` = behave). A fault may refuse the handshake (``status`` with
 ``retry_after``), hold each piece's first audio (``first_audio_delay_s``), or drop the
 connection mid-stream (``drop_after_bytes`` of audio, without a close frame, or with
-``drop_code``). ``latency_s`` delays every piece's first audio (the bench's fixed latency).
+``drop_code``), or go silent with the connection open (``stall_after_bytes``). ``latency_s`` delays every piece's first audio (the bench's fixed latency).
 Everything received is recorded per connection (``double.connections``).
 """
 
@@ -68,6 +68,7 @@ class Fault:
     first_audio_delay_s: float = 0.0  # before each piece's first audio frame
     drop_after_bytes: int = -1  # audio bytes sent on this connection before it drops
     drop_code: int = 0  # 0 = drop the TCP connection; else close with this code (e.g. 1011)
+    stall_after_bytes: int = -1  # audio bytes sent before it goes silent (connection left open)
 
 
 @dataclass
@@ -234,6 +235,8 @@ class DeepgramSpeakDouble:
                 if 0 <= fault.drop_after_bytes < seen.audio_bytes + len(chunk):
                     await self._drop(ws, seen, fault, chunk)
                     return
+                if 0 <= fault.stall_after_bytes < seen.audio_bytes + len(chunk):
+                    await asyncio.Event().wait()  # silent until the client gives up
                 await ws.send(chunk)
                 seen.audio_bytes += len(chunk)
             await ws.send(json.dumps({"type": "Flushed", "sequence_id": sequence}))

@@ -196,6 +196,18 @@ async def test_disconnect_mid_piece_restarts_that_piece_on_the_next_provider(cod
     assert fallbacks("deepgram", "local", "disconnect") == before + 1
 
 
+async def test_silence_mid_piece_hits_the_inactivity_deadline_and_restarts_the_piece() -> None:
+    local = TextCodedLocal()
+    async with DeepgramSpeakDouble() as dg, serving({"local": local, "deepgram": deepgram(dg)}) as addr:
+        dg.faults.append(Fault(stall_after_bytes=piece_bytes(1) + 3200))
+        before = fallbacks("deepgram", "local", "timeout")
+        reply = await speak(addr, providers=["deepgram", "local"])
+    assert reply.code == grpc.StatusCode.OK
+    assert reply.segments[2:] == [(PIECES[1], PIECES[1]), (PIECES[2], PIECES[2])]
+    assert reply.segments[1] == (PIECES[1], PIECES[1][:10])
+    assert fallbacks("deepgram", "local", "timeout") == before + 1
+
+
 async def test_every_provider_failing_ends_with_unavailable_naming_them() -> None:
     async with (
         DeepgramSpeakDouble() as dg,

@@ -4,11 +4,14 @@ through the real gRPC servicer on loopback (helpers shared with the Deepgram tes
 from __future__ import annotations
 
 import asyncio
+import gc
+import tracemalloc
 from collections.abc import Mapping
 
 import grpc
 import pytest
 
+from common.errors import Unavailable
 from tests.doubles.deepgram_speak import DeepgramSpeakDouble
 from tests.doubles.elevenlabs_api import ElevenLabsDouble, Fault
 from tests.integration.test_tts_deepgram import (
@@ -22,6 +25,8 @@ from tests.integration.test_tts_deepgram import (
     serving,
     speak,
 )
+from tts_svc.chain import ChainSynthesizer
+from tts_svc.providers.base import SynthesisOptions
 from tts_svc.providers.elevenlabs_tts import ElevenLabsTts
 
 KEYS = {"ELEVENLABS_API_KEY": "el-shared", "ELEVENLABS_API_KEY__TENANT_TEST": "el-own"}
@@ -169,3 +174,35 @@ async def test_cancelled_stream_ends_the_request_and_frees_the_slot() -> None:
                 while el.active or provider.limiter.in_use(provider.key("tenant-test")):  # noqa: ASYNC110
                     await asyncio.sleep(0.005)
     assert [r.completed for r in el.requests] == [False]
+
+
+async def test_memory_stays_bounded_in_a_storm_of_429s() -> None:
+    not_the_double = [
+        tracemalloc.Filter(False, "*/tests/doubles/*", all_frames=True),
+        tracemalloc.Filter(False, "*/aiohttp/*", all_frames=True),  # the double's server
+    ]
+    async with ElevenLabsDouble() as el:
+        provider = elevenlabs(el)
+        chain = ChainSynthesizer({"elevenlabs": provider}, ["elevenlabs"])
+        options = SynthesisOptions(tenant_id="tenant-test", sample_rate=RATE)
+
+        async def attempts(n: int) -> None:
+            for _ in range(n):
+                el.faults.append(Fault(status=429, retry_after="1"))
+                with pytest.raises(Unavailable, match="elevenlabs: rate_limited"):
+                    await chain.synthesize("Refused.", options)
+
+        await attempts(30)
+        gc.collect()
+        tracemalloc.start(12)
+        try:
+            before = tracemalloc.take_snapshot().filter_traces(not_the_double)
+            await attempts(200)
+            gc.collect()
+            after = tracemalloc.take_snapshot().filter_traces(not_the_double)
+        finally:
+            tracemalloc.stop()
+        grown = sum(s.size_diff for s in after.compare_to(before, "filename"))
+        assert grown < 256 * 1024, f"{grown} bytes kept over 200 refused requests"
+        assert provider.limiter.in_use(provider.key("tenant-test")) == 0 and len(provider._clients) == 1
+        await provider.aclose()
