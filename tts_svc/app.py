@@ -46,6 +46,10 @@ class Settings(ServiceSettings):
     # Open speak websockets per key on this instance (Deepgram pay-as-you-go allows 40-80 per
     # key in all: divide by the replicas sharing it).
     tts_deepgram_max_streams: int = Field(default=40, ge=1)
+    # Clean sockets kept open between streams (they count against the cap while idle; one is
+    # closed whenever a stream of the same key needs its slot). 0 = close at each stream's end.
+    tts_deepgram_max_idle: int = Field(default=8, ge=0)
+    tts_deepgram_idle_s: float = Field(default=10.0, gt=0)
     tts_elevenlabs_url: str = ""  # "" = https://api.elevenlabs.io
     tts_elevenlabs_voice: str = "JBFqnCBsd6RMkjVDRZzb"
     tts_elevenlabs_model: str = "eleven_flash_v2_5"
@@ -95,6 +99,8 @@ def make_chain(
             base_url=settings.tts_deepgram_url,
             default_voice=settings.tts_deepgram_voice,
             capacity=settings.tts_deepgram_max_streams,
+            idle_s=settings.tts_deepgram_idle_s,
+            max_idle=settings.tts_deepgram_max_idle,
             queue_timeout_s=queue_s,
             deadlines=deadlines,
             environ=environ,

@@ -69,6 +69,7 @@ class Fault:
     drop_after_bytes: int = -1  # audio bytes sent on this connection before it drops
     drop_code: int = 0  # 0 = drop the TCP connection; else close with this code (e.g. 1011)
     stall_after_bytes: int = -1  # audio bytes sent before it goes silent (connection left open)
+    ignore_clear: bool = False  # never answer Clear (audio goes on, no Cleared)
 
 
 @dataclass
@@ -193,7 +194,7 @@ class DeepgramSpeakDouble:
                     buffer.clear()
                     seen.texts.append(text)
                     await work.put(text)
-                elif kind == "Clear":
+                elif kind == "Clear" and not fault.ignore_clear:
                     buffer.clear()
                     sender.cancel()  # drops queued and in-flight audio
                     with contextlib.suppress(asyncio.CancelledError):

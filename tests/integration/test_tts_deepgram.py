@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 import grpc
@@ -105,6 +105,12 @@ async def speak(addr: str, text: str = REPLY, tenant: str = "tenant-test", **cfg
     return reply
 
 
+async def until(predicate: Callable[[], object], timeout_s: float = 5.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not predicate():  # noqa: ASYNC110 - counters in the doubles and the limiter
+            await asyncio.sleep(0.005)
+
+
 def fallbacks(failed: str, to: str, kind: str) -> float:
     labels = {"service": "tts", "from_provider": failed, "to_provider": to, "reason": kind}
     return REGISTRY.get_sample_value("voiceai_provider_fallbacks_total", labels) or 0.0
@@ -118,19 +124,49 @@ def piece_bytes(n: int) -> int:
 
 
 async def test_reply_is_spoken_over_one_websocket_with_the_agents_voice_and_tenant_key() -> None:
-    async with (
-        DeepgramSpeakDouble() as dg,
-        serving({"local": TextCodedLocal(), "deepgram": deepgram(dg)}) as addr,
-    ):
-        reply = await speak(addr, providers=["deepgram", "local"], voice="luna")
-        await asyncio.sleep(0.05)  # the double sees the Close
+    async with DeepgramSpeakDouble() as dg:
+        provider = deepgram(dg)
+        async with serving({"local": TextCodedLocal(), "deepgram": provider}) as addr:
+            reply = await speak(addr, providers=["deepgram", "local"], voice="luna")
+            again = await speak(addr, "And the next turn.", providers=["deepgram"], voice="luna")
+        await provider.aclose()
+        await until(lambda: dg.open == 0)  # the double has read everything
     assert reply.code == grpc.StatusCode.OK
     assert reply.heard == "".join(PIECES) and reply.tags == PIECES
-    [conn] = dg.connections  # one socket for the stream: a Speak and a Flush per piece
-    assert conn.messages == ["Speak", "Flush"] * 3 + ["Close"]
-    assert conn.texts == PIECES
+    assert again.heard == "And the next turn."
+    # One socket for both streams (the second took it from the idle pool): a Speak and a Flush
+    # per piece, and a Close when the provider shut down.
+    [conn] = dg.connections
+    assert conn.messages == ["Speak", "Flush"] * 4 + ["Close"]
+    assert conn.texts == [*PIECES, "And the next turn."]
     assert conn.model == "aura-2-luna-en" and conn.key == "dg-own"  # the tenant's own key
     assert conn.query["encoding"] == "linear16" and conn.query["sample_rate"] == "16000"
+
+
+async def test_an_idle_socket_gives_its_slot_to_a_stream_that_needs_another() -> None:
+    async with DeepgramSpeakDouble() as dg:
+        provider = deepgram(dg, capacity=1)
+        async with serving({"local": TextCodedLocal(), "deepgram": provider}) as addr:
+            luna = await speak(addr, "Luna speaks.", providers=["deepgram"], voice="luna")
+            zeus = await speak(addr, "Zeus speaks.", providers=["deepgram"], voice="zeus")
+        await provider.aclose()
+        await until(lambda: dg.open == 0)
+    assert (luna.heard, zeus.heard) == ("Luna speaks.", "Zeus speaks.")
+    assert [c.model for c in dg.connections] == ["aura-2-luna-en", "aura-2-zeus-en"]
+    assert dg.connections[0].messages[-1] == "Close" and dg.peak_open == 1
+
+
+async def test_an_idle_socket_expires() -> None:
+    async with DeepgramSpeakDouble() as dg:
+        provider = deepgram(dg, idle_s=0.05)
+        async with serving({"local": TextCodedLocal(), "deepgram": provider}) as addr:
+            await speak(addr, "Once.", providers=["deepgram"])
+            await asyncio.sleep(0.1)
+            reply = await speak(addr, "Twice.", providers=["deepgram"])
+        await provider.aclose()
+        await until(lambda: dg.open == 0)
+    assert reply.heard == "Twice." and len(dg.connections) == 2
+    assert dg.connections[0].messages == ["Speak", "Flush", "Close"]
 
 
 async def test_other_tenants_use_the_deployment_key() -> None:

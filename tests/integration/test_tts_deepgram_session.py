@@ -18,7 +18,7 @@ from common.gen.voiceai.common.v1 import audio_pb2
 from common.gen.voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
 from tests.conftest import md
 from tests.doubles.deepgram_speak import DeepgramSpeakDouble, Fault, heard_text
-from tests.integration.test_tts_deepgram import FAST, KEYS, RATE, TextCodedLocal, deepgram, serving
+from tests.integration.test_tts_deepgram import FAST, KEYS, RATE, TextCodedLocal, deepgram, serving, speak
 from tts_svc.chain import ChainSynthesizer
 from tts_svc.providers.base import SynthesisOptions
 from tts_svc.providers.deepgram_aura import DeepgramAura
@@ -39,7 +39,7 @@ async def until(predicate: Callable[[], object], timeout_s: float = 5.0) -> None
             await asyncio.sleep(0.005)
 
 
-async def test_barge_in_clears_and_closes_the_websocket_and_frees_the_slot() -> None:
+async def test_barge_in_clears_the_websocket_before_the_next_stream_uses_it() -> None:
     async with DeepgramSpeakDouble(chunk_ms=20) as dg:
         provider = deepgram(dg)
         async with serving({"local": TextCodedLocal(), "deepgram": provider}) as addr:
@@ -54,10 +54,29 @@ async def test_barge_in_clears_and_closes_the_websocket_and_frees_the_slot() -> 
                 first = await call.read()
                 assert first.audio.text == LONG
                 call.cancel()  # the caller spoke over the agent
-            await until(lambda: dg.open == 0)
-            await until(lambda: provider.limiter.in_use(provider.key("tenant-test")) == 0)
+            await until(lambda: len(provider.idle) == 1)  # Cleared: clean, kept for the next turn
+            reply = await speak(addr, "After the interruption.", providers=["deepgram"])
+        await provider.aclose()
+        await until(lambda: dg.open == 0)
+        assert provider.limiter.in_use(provider.key("tenant-test")) == 0
+    assert reply.heard == "After the interruption."  # nothing of the interrupted piece
     [conn] = dg.connections
-    assert conn.messages == ["Speak", "Flush", "Clear", "Close"]
+    assert conn.messages == ["Speak", "Flush", "Clear", "Speak", "Flush", "Close"]
+
+
+async def test_a_socket_that_does_not_confirm_cleared_is_closed() -> None:
+    async with DeepgramSpeakDouble(chunk_ms=20) as dg:
+        provider = deepgram(dg)
+        dg.faults.append(Fault(ignore_clear=True))
+        session = provider.open_session(SynthesisOptions(sample_rate=RATE))
+        async with contextlib.aclosing(session.synthesize_stream(LONG)) as chunks:
+            async for _ in chunks:
+                break
+        await session.aclose()  # waits up to the close deadline for Cleared, then closes
+        await until(lambda: dg.open == 0)
+        assert len(provider.idle) == 0 and provider.limiter.in_use(provider.key("")) == 0
+        await provider.aclose()
+    assert dg.connections[0].messages == ["Speak", "Flush", "Clear", "Clear", "Close"]
 
 
 async def test_a_socket_is_reused_only_after_cleared() -> None:
@@ -86,7 +105,8 @@ async def test_rate_is_the_clients_where_deepgram_has_it() -> None:
             finally:
                 await session.aclose()
             assert session.sample_rate == used and heard_text(audio, used) == "Rate."
-    assert [c.query["sample_rate"] for c in dg.connections] == ["8000", "48000", "24000", "24000"]
+    # 22050 and "no preference" both get 24000: the second stream reuses the first one's socket.
+    assert [c.query["sample_rate"] for c in dg.connections] == ["8000", "48000", "24000"]
 
 
 @pytest.mark.parametrize("kind", ["429", "connect-refused"])

@@ -1,12 +1,15 @@
 """Deepgram Aura-2 over the websocket speak API (``/v1/speak``), with deepgram-sdk's async client.
 
-One websocket per stream (``AuraSession``), opened at its first piece and kept for the rest:
+One websocket per stream (``AuraSession``), taken at its first piece and kept for the rest:
 each piece is a ``Speak`` message plus a ``Flush``; its binary audio (linear16 at the client's
 rate where Deepgram has it) is passed on as it arrives, and ``Flushed`` ends the piece. The
-socket holds one slot of the per-key cap (Deepgram counts open websockets) until the stream
-ends. A piece abandoned mid-way (barge-in, cancelled stream) leaves audio in flight: before the
-socket speaks again it sends ``Clear`` and drops everything up to ``Cleared``; if that does not
-come in time, or the stream is ending, the socket is closed (``Clear`` then ``Close``) instead.
+socket holds one slot of the per-key cap (Deepgram counts open websockets) while it is open.
+A piece abandoned mid-way (barge-in, cancelled stream) leaves audio in flight: before the
+socket is used again it sends ``Clear`` and drops everything up to ``Cleared``; if that does
+not come within the close deadline, the socket is closed (``Clear`` then ``Close``) instead.
+A socket that ends its stream clean (or Cleared) waits for the next stream with the same key,
+voice, rate and speed (``speak_sockets.IdleSockets``), so a turn's first audio skips the
+handshakes; a used socket found closed by Deepgram before any audio is replaced once.
 
 The voice is Deepgram's model name (``aura-2-thalia-en``); an agent may give the full name or
 the speaker alone (``thalia``, completed with ``config.model``, default ``aura-2``, and the
@@ -29,6 +32,7 @@ from common.errors import InvalidArgument
 from common.providers import ProviderError, ProviderKey, ProviderLimiter, resolve_key
 from tts_svc.providers.base import SynthesisOptions
 from tts_svc.providers.cloud import ClientCache, Deadlines, status_error
+from tts_svc.providers.speak_sockets import IdleSockets, Params, SpeakSocket
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +66,15 @@ class DeepgramAura:
         capacity: int = 40,
         queue_timeout_s: float = 0.05,
         deadlines: Deadlines | None = None,
+        idle_s: float = 10.0,
+        max_idle: int = 8,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.base_url = base_url
         self.default_voice = default_voice
         self.deadlines = deadlines or Deadlines()
         self.limiter = ProviderLimiter("tts", self.name, capacity, queue_timeout_s)
+        self.idle = IdleSockets(idle_s=idle_s, max_idle=max_idle, close_s=self.deadlines.close_s)
         self._environ = environ
         # Clients only differ by key; the speak API is websockets only, so one idle HTTP pool
         # serves them all.
@@ -128,6 +135,7 @@ class DeepgramAura:
             await session.aclose()
 
     async def aclose(self) -> None:
+        await self.idle.aclose()
         await self._clients.aclose()
         await self._http.aclose()
 
@@ -145,39 +153,49 @@ class AuraSession:
         self._tenant = options.tenant_id
         self._speed = options.speaking_rate if options.speaking_rate != 1.0 else None
         self.sample_rate = options.sample_rate if options.sample_rate in RATES else DEFAULT_RATE
-        self._stack: contextlib.AsyncExitStack | None = None
-        self._socket: Any = None
+        self._socket: SpeakSocket | None = None
         self._dirty = False  # a piece's audio may still be in flight: Clear before speaking again
         self._closed = False
 
     async def synthesize_stream(self, text: str) -> AsyncGenerator[bytes, None]:
         for attempt in range(2):
-            reused = self._socket is not None
-            await self._ready()
+            socket = await self._ready()
             got_audio = False
             try:
-                async for pcm in self._speak(text):
+                async for pcm in self._speak(socket, text):
                     got_audio = True
                     yield pcm
+                socket.pieces += 1
                 return
             except ProviderError as e:
                 await self._drop()
-                if attempt == 0 and reused and not got_audio and e.kind == "disconnect":
-                    continue  # an idle socket the server had closed meanwhile: reconnect once
+                if attempt == 0 and socket.pieces and not got_audio and e.kind == "disconnect":
+                    continue  # a used socket the server had closed meanwhile: reconnect once
                 raise
 
-    async def _ready(self) -> None:
+    async def _ready(self) -> SpeakSocket:
         if self._closed:
             raise ProviderError("deepgram session already closed", kind="closed")
         if self._socket is not None and self._dirty and not await self._clear():
             await self._drop()
         if self._socket is None:
-            await self._connect()
+            self._socket = await self._open()
+        return self._socket
 
-    async def _connect(self) -> None:
+    async def _open(self) -> SpeakSocket:
+        """An idle socket opened for the same key, voice, rate and speed, else a new one."""
+        key = self._p.key(self._tenant)
+        params: Params = (key.fingerprint if key else "", self._model, self.sample_rate, self._speed)
+        idle = await self._p.idle.take(params)
+        if idle is not None:
+            return idle
+        if self._p.limiter.in_use(key) >= self._p.limiter.capacity:
+            await self._p.idle.evict(params[0])  # an idle socket's slot serves a live stream first
+        return await self._connect(key, params)
+
+    async def _connect(self, key: ProviderKey | None, params: Params) -> SpeakSocket:
         from deepgram.core.api_error import ApiError
 
-        key = self._p.key(self._tenant)
         stack = contextlib.AsyncExitStack()
         try:
             await stack.enter_async_context(self._p.limiter.slot(key))
@@ -187,7 +205,7 @@ class AuraSession:
             )
             try:
                 async with asyncio.timeout(self._p.deadlines.connect_s):
-                    self._socket = await stack.enter_async_context(connect)
+                    ws = await stack.enter_async_context(connect)
             except ApiError as e:
                 # ApiError's text includes the request headers (the key): never chain or log it.
                 response = getattr(e.__context__, "headers", None)
@@ -202,25 +220,23 @@ class AuraSession:
                     f"deepgram connection failed ({type(e).__name__})", kind="connect"
                 ) from None
         except BaseException:
-            self._socket = None
             await stack.aclose()
             raise
-        self._stack = stack
-        self._dirty = False
+        return SpeakSocket(ws, stack, params)
 
-    async def _speak(self, text: str) -> AsyncGenerator[bytes, None]:
+    async def _speak(self, socket: SpeakSocket, text: str) -> AsyncGenerator[bytes, None]:
         from deepgram.speak.v1.types import SpeakV1Text
 
-        socket, deadlines = self._socket, self._p.deadlines
+        ws, deadlines = socket.ws, self._p.deadlines
         self._dirty = True  # until Flushed, this piece's audio may be in flight
         got_audio = False
         try:
-            await socket.send_text(SpeakV1Text(type="Speak", text=text))
-            await socket.send_flush()
+            await ws.send_text(SpeakV1Text(type="Speak", text=text))
+            await ws.send_flush()
             while True:
                 wait = deadlines.idle_s if got_audio else deadlines.first_audio_s
                 async with asyncio.timeout(wait):
-                    message = await socket.recv()
+                    message = await ws.recv()
                 if isinstance(message, bytes):
                     got_audio = True
                     if message:
@@ -244,10 +260,12 @@ class AuraSession:
 
     async def _clear(self) -> bool:
         """Drop the abandoned piece's audio; True once Deepgram confirms with Cleared."""
+        assert self._socket is not None
+        ws = self._socket.ws
         try:
             async with asyncio.timeout(self._p.deadlines.close_s):
-                await self._socket.send_clear()
-                while _type(await self._socket.recv()) != "Cleared":
+                await ws.send_clear()
+                while _type(await ws.recv()) != "Cleared":
                     pass  # audio and Flushed of the abandoned piece
         except (TimeoutError, websockets.exceptions.WebSocketException, OSError):
             return False
@@ -255,25 +273,25 @@ class AuraSession:
         return True
 
     async def _drop(self) -> None:
-        """Close the socket (politely, bounded) and give back the cap slot."""
-        stack, socket, self._stack, self._socket = self._stack, self._socket, None, None
-        if stack is None:
-            return
-        try:
-            async with asyncio.timeout(self._p.deadlines.close_s):
-                with contextlib.suppress(websockets.exceptions.WebSocketException, OSError):
-                    if self._dirty:
-                        await socket.send_clear()
-                    await socket.send_close()
-                await stack.aclose()
-        except TimeoutError:
-            log.warning("deepgram websocket did not close within %.1f s; dropped", self._p.deadlines.close_s)
-        finally:
-            self._dirty = False
+        """Close the socket (politely, bounded) and give back its cap slot."""
+        socket, self._socket = self._socket, None
+        dirty, self._dirty = self._dirty, False
+        if socket is not None:
+            await socket.close(self._p.deadlines.close_s, clear=dirty)
 
     async def aclose(self) -> None:
+        """A clean socket (or one that confirms Cleared) is kept for the next stream."""
+        if self._closed:
+            return
         self._closed = True
-        await self._drop()
+        socket = self._socket
+        if socket is None:
+            return
+        if (not self._dirty or await self._clear()) and self._p.idle.max_idle:
+            self._socket = None
+            await self._p.idle.put(socket)
+        else:
+            await self._drop()
 
 
 def _type(message: Any) -> str:

@@ -1,0 +1,98 @@
+"""Deepgram speak websockets, and the clean ones kept open between streams.
+
+A stream (one agent turn) that finds an idle socket for its key, voice, rate and speed skips
+the TLS and websocket handshakes before its first audio. Only a clean socket is kept: every
+piece it was given ended with ``Flushed``, or an abandoned piece was confirmed by ``Cleared``.
+An idle socket still holds its slot of the key's cap (Deepgram counts open sockets), so one is
+closed when a stream of the same key needs the slot, when it has idled ``idle_s``, or when more
+than ``max_idle`` are kept. Expiry is checked whenever the pool is used (no timer task): an
+instance that goes quiet keeps at most ``max_idle`` sockets until its next stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import websockets.exceptions
+
+log = logging.getLogger(__name__)
+
+# (key fingerprint, model, sample rate, speed): what a socket was opened for (its URL).
+Params = tuple[str, str, int, float | None]
+
+
+@dataclass(eq=False)
+class SpeakSocket:
+    """One open speak websocket: the SDK's socket client and what closes it (and frees its slot)."""
+
+    ws: Any  # deepgram AsyncV1SocketClient
+    stack: contextlib.AsyncExitStack  # the websocket, then the cap slot
+    params: Params
+    pieces: int = 0  # pieces completed on it: a used socket may have been closed by the server
+    idle_since: float = 0.0
+
+    async def close(self, close_s: float, *, clear: bool = False) -> None:
+        """``Clear`` (if audio may be in flight) and ``Close``, then the close handshake; bounded."""
+        try:
+            async with asyncio.timeout(close_s):
+                with contextlib.suppress(websockets.exceptions.WebSocketException, OSError):
+                    if clear:
+                        await self.ws.send_clear()
+                    await self.ws.send_close()
+                await self.stack.aclose()
+        except TimeoutError:
+            log.warning("deepgram websocket did not close within %.1f s; dropped", close_s)
+
+
+class IdleSockets:
+    """Clean sockets between streams (see module docstring); one per provider."""
+
+    def __init__(self, *, idle_s: float = 10.0, max_idle: int = 8, close_s: float = 1.0) -> None:
+        self.idle_s = idle_s
+        self.max_idle = max_idle
+        self.close_s = close_s
+        self._idle: list[SpeakSocket] = []  # oldest first
+
+    def __len__(self) -> int:
+        return len(self._idle)
+
+    async def take(self, params: Params) -> SpeakSocket | None:
+        await self._expire()
+        for i in range(len(self._idle) - 1, -1, -1):  # the most recently used first
+            if self._idle[i].params == params:
+                return self._idle.pop(i)
+        return None
+
+    async def put(self, socket: SpeakSocket) -> None:
+        socket.idle_since = time.monotonic()
+        self._idle.append(socket)
+        await self._expire()
+        while len(self._idle) > self.max_idle:
+            await self._idle.pop(0).close(self.close_s)
+
+    async def evict(self, key_fingerprint: str) -> bool:
+        """Close the oldest idle socket of this key (its slot is wanted); False if none."""
+        for i, socket in enumerate(self._idle):
+            if socket.params[0] == key_fingerprint:
+                del self._idle[i]
+                await socket.close(self.close_s)
+                return True
+        return False
+
+    async def _expire(self) -> None:
+        now = time.monotonic()
+        old = [s for s in self._idle if now - s.idle_since > self.idle_s]
+        if old:
+            self._idle = [s for s in self._idle if s not in old]
+            for socket in old:
+                await socket.close(self.close_s)
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for socket in idle:
+            await socket.close(self.close_s)
