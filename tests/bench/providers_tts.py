@@ -8,9 +8,10 @@ first-audio latency, through the chain exactly as tts_svc streams use it (``open
 ``synthesize_stream``):
 
 - adapter overhead = first audio of a piece - the double's configured latency. For Deepgram
-  it is shown for a stream's first piece (the websocket is opened then) and for later pieces
-  (the stream's socket is reused); ElevenLabs makes one request per piece over a kept-alive
-  connection. It includes the double's own work and loopback, so it is an upper bound.
+  it is shown for a stream's first piece on a new websocket (idle pool off), on an idle socket
+  left by the previous stream, and for a later piece of the stream; ElevenLabs makes one
+  request per piece over a kept-alive connection. It includes the double's own work and
+  loopback, so it is an upper bound.
   The doubles run on their own thread and event loop, so their work is not charged to the
   adapter's loop; "floor" rows time a bare client (websockets / httpx, no SDK, no adapter)
   against the same doubles: what the adapters add is the difference.
@@ -187,13 +188,21 @@ async def run(dg: DeepgramSpeakDouble, el: ElevenLabsDouble, runs: int, latency_
     deepgram = DeepgramAura(base_url=dg.url, deadlines=deadlines, environ=ENV)
     eleven = ElevenLabsTts(base_url=el.url, deadlines=deadlines, environ=ENV)
     try:
+        fresh = DeepgramAura(base_url=dg.url, deadlines=deadlines, environ=ENV, max_idle=0)
+        try:
+            new_socket = await overhead(
+                ChainSynthesizer({"deepgram": fresh}, ["deepgram"]), runs, latency_s, 1
+            )
+        finally:
+            await fresh.aclose()
         d = await overhead(ChainSynthesizer({"deepgram": deepgram}, ["deepgram"]), runs, latency_s, 2)
         dg_floor = await deepgram_floor(dg.url, runs, latency_s)
         e = await overhead(ChainSynthesizer({"elevenlabs": eleven}, ["elevenlabs"]), runs, latency_s, 1)
         el_floor = await elevenlabs_floor(el.url, runs, latency_s)
         lines = [
-            f"  deepgram   first piece (connect)  overhead {stats(d[0])}",
-            f"  deepgram   next piece (reused)    overhead {stats(d[1])}",
+            f"  deepgram   1st piece, new socket  overhead {stats(new_socket[0])}",
+            f"  deepgram   1st piece, idle socket overhead {stats(d[0])}",
+            f"  deepgram   2nd piece, same socket overhead {stats(d[1])}",
             f"  deepgram   bare websocket client  floor    {stats(dg_floor)}",
             f"  elevenlabs piece (HTTP stream)    overhead {stats(e[0])}",
             f"  elevenlabs bare httpx client      floor    {stats(el_floor)}",
