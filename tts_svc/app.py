@@ -29,7 +29,8 @@ class Settings(ServiceSettings):
     # A registry key ("local" = Piper) or "module:Class" (the benchmark plugs in
     # tests.fakes.tts:ZeroCostSynthesizer this way).
     tts_engine: str = "local"
-    # The voice for streams whose config leaves it empty; "" = the engine's own default.
+    # The local engine's voice for streams whose config leaves it empty (and when the local
+    # engine takes over by fallback); "" = the engine's own default.
     tts_default_voice: str = ""
     # Largest text message accepted (the proto documents 4096).
     tts_max_text_bytes: int = Field(default=MAX_TEXT_BYTES, ge=1)
@@ -115,7 +116,9 @@ def make_chain(
             deadlines=deadlines,
             environ=environ,
         )
-    return ChainSynthesizer(providers, settings.chain())
+    # VOICEAI_TTS_DEFAULT_VOICE names a voice of the local engine: the chain applies it to that
+    # link only (a cloud provider has its own default).
+    return ChainSynthesizer(providers, settings.chain(), {"local": settings.tts_default_voice})
 
 
 def build_servicer(settings: Settings, engine: Synthesizer) -> TextToSpeechServicer:
@@ -124,7 +127,7 @@ def build_servicer(settings: Settings, engine: Synthesizer) -> TextToSpeechServi
         engine = make_chain(settings, engine)
     return TextToSpeechServicer(
         engine,
-        default_voice=settings.tts_default_voice,
+        default_voice="",  # per provider, in the chain
         max_pending_chars=settings.tts_max_pending_chars,
         max_text_bytes=settings.tts_max_text_bytes,
     )

@@ -19,7 +19,8 @@ defined at piece granularity (a piece is a sentence or clause from ``tts_svc.seg
 
 Voices and models are provider-specific: ``voice`` and ``model`` belong to the chain's first
 link. A link taken over by fallback speaks with its own default voice and model (an ElevenLabs
-voice id means nothing to Deepgram). The language and speaking rate carry over.
+voice id means nothing to Deepgram): the one configured for it (``default_voices``, e.g. the
+local engine's VOICEAI_TTS_DEFAULT_VOICE), else the engine's own. Language and rate carry over.
 
 A link's failure is final for the stream when it says so (``ProviderError.fallback`` False: raised
 as it is) or no link is left: ``ProviderBusy`` stays RESOURCE_EXHAUSTED; provider errors become
@@ -77,12 +78,18 @@ class ChainSynthesizer:
     """Owns the configured providers by name and the default chain; one per process."""
 
     def __init__(
-        self, providers: Mapping[str, Synthesizer], default_chain: Sequence[str] = ("local",)
+        self,
+        providers: Mapping[str, Synthesizer],
+        default_chain: Sequence[str] = ("local",),
+        default_voices: Mapping[str, str] | None = None,
     ) -> None:
         if not providers:
             raise ValueError("at least one provider is needed")
         self.providers = dict(providers)
         self.default_chain = tuple(default_chain)
+        # Per provider, the voice a stream gets when its config names none (or when the provider
+        # took over by fallback); providers without one use their engine's own default.
+        self.default_voices = dict(default_voices or {})
         # The local engine (if any) answers the Synthesizer attributes for callers that ask the
         # engine directly (warm-up, logs); streams get the rate of whichever link serves them.
         self._primary = self.providers.get("local") or next(iter(self.providers.values()))
@@ -97,17 +104,28 @@ class ChainSynthesizer:
             SERVICE, options.providers, self.default_chain, KNOWN_PROVIDERS[SERVICE], available
         )
 
+    def link_options(
+        self, link: Link[Synthesizer], options: SynthesisOptions, first: bool
+    ) -> SynthesisOptions:
+        """What a link is asked for: the stream's voice and model go to the first link only."""
+        voice = options.voice if first else ""
+        model = options.model if first else ""
+        return dataclasses.replace(
+            options, voice=voice or self.default_voices.get(link.name, ""), model=model
+        )
+
     def validate(self, options: SynthesisOptions) -> None:
         """Voice, model and language are checked against the chain's first link only."""
-        first = self.links(options)[0].engine
-        own = getattr(first, "validate", None)
+        link = self.links(options)[0]
+        options = self.link_options(link, options, first=True)
+        own = getattr(link.engine, "validate", None)
         if own is not None:
             own(options)
         else:
-            check_voice(first, options.voice, options.language)
+            check_voice(link.engine, options.voice, options.language)
 
     def open_session(self, options: SynthesisOptions) -> ChainSession:
-        return ChainSession(self.links(options), options)
+        return ChainSession(self, self.links(options), options)
 
     async def synthesize(self, text: str, options: SynthesisOptions) -> bytes:
         """Whole-piece synthesis through the chain (the Synthesizer protocol's own hook)."""
@@ -133,7 +151,10 @@ def _serves(provider: Synthesizer, tenant_id: str) -> bool:
 class ChainSession:
     """One stream's position in its chain and the serving link's session (see module docstring)."""
 
-    def __init__(self, links: list[Link[Synthesizer]], options: SynthesisOptions) -> None:
+    def __init__(
+        self, chain: ChainSynthesizer, links: list[Link[Synthesizer]], options: SynthesisOptions
+    ) -> None:
+        self._chain = chain
         self._links = links
         self._options = options
         self._index = 0
@@ -155,10 +176,9 @@ class ChainSession:
 
     def _current(self) -> SynthesisSession:
         if self._session is None:
-            options = self._options
-            if self._index:  # the voice and model belong to the first link
-                options = dataclasses.replace(options, voice="", model="")
-            self._session = open_session(self._links[self._index].engine, options)
+            link = self._links[self._index]
+            options = self._chain.link_options(link, self._options, first=not self._index)
+            self._session = open_session(link.engine, options)
         return self._session
 
     async def synthesize_stream(self, text: str) -> AsyncGenerator[bytes, None]:

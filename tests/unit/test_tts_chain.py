@@ -147,3 +147,18 @@ def test_a_bad_default_chain_fails_at_start_naming_the_setting() -> None:
     engine = make_chain(Settings(tts_providers="elevenlabs"), local, environ={})  # type: ignore[arg-type]
     with pytest.raises(FailedPrecondition, match="none of the tts providers elevenlabs"):
         build_servicer(Settings(), engine).options(tts_pb2.SynthesisConfig())
+
+
+async def test_a_link_without_the_streams_voice_gets_its_configured_default() -> None:
+    a, b = Scripted("deepgram", {0: BOOM}), Scripted("local")
+    engine = ChainSynthesizer({"deepgram": a, "local": b}, ["deepgram", "local"], {"local": "joe"})
+    await spoken(engine, PIECES[:1], voice="aura-2-luna-en")
+    assert a.options[0].voice == "aura-2-luna-en" and b.options[0].voice == "joe"
+
+
+def test_the_local_default_voice_is_checked_at_start_and_only_for_the_local_engine() -> None:
+    local = Scripted("local", voices=("joe",))
+    with pytest.raises(InvalidArgument, match="voice 'nobody' is not available"):
+        build_servicer(Settings(tts_default_voice="nobody"), local).options(tts_pb2.SynthesisConfig())  # type: ignore[arg-type]
+    servicer = build_servicer(Settings(tts_default_voice="joe"), local)  # type: ignore[arg-type]
+    assert servicer.options(tts_pb2.SynthesisConfig()).voice == ""  # applied by the chain, per link
