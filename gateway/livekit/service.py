@@ -10,7 +10,7 @@ import functools
 
 from livekit import api
 
-from common.auth import AuthSettings, build_auth
+from common.auth import Auth, AuthSettings, build_auth
 from common.discovery import ChannelPool
 from gateway.agents import BuiltinAgentCatalog
 from gateway.app import GatewayApp
@@ -18,11 +18,38 @@ from gateway.livekit.calls import CallServices, RoomCalls
 from gateway.livekit.room import run_room_call
 from gateway.livekit.routing import CallRouter
 from gateway.livekit.settings import LiveKitCredentials, LiveKitSettings
-from gateway.livekit.sip_control import LiveKitSipControl
+from gateway.livekit.sip_control import LiveKitSipControl, SipControl
 from gateway.livekit.worker import LiveKitWorker
 from gateway.session.call import SessionSettings
 from gateway.session.history import InMemoryConversationStore
 from gateway.session.reply import PhraseCache
+
+
+def call_services(
+    app: GatewayApp, sip: SipControl, auth: Auth, tenant_pool: ChannelPool | None
+) -> CallServices:
+    """Room calls' share of ``app``: its channels, pacer, store, tenancy; ``auth`` signs the
+    internal tokens room calls forward and verifies WebRTC callers' tokens."""
+    if auth.internal_issuer is None:
+        raise ValueError("room calls sign internal tokens: build the auth with issue_internal_tokens=True")
+    return CallServices(
+        clients=app.clients,
+        pacer=app.pacer,
+        store=app.tenancy.store or InMemoryConversationStore(),
+        phrases=PhraseCache(),
+        session_settings=SessionSettings(
+            stt_chunk_ms=app.settings.stt_chunk_ms, max_call_s=app.settings.max_call_s
+        ),
+        router=CallRouter(
+            catalog=app.tenancy.catalog or BuiltinAgentCatalog(),
+            issuer=auth.internal_issuer,
+            users=auth.authenticator,
+            tenant_pool=tenant_pool,
+        ),
+        issuer=auth.internal_issuer,
+        sip=sip,
+        ledger=app.tenancy.ledger,
+    )
 
 
 class LiveKitGateway:
@@ -47,30 +74,13 @@ class LiveKitGateway:
         """Start the gateway app, then register with LiveKit; returns the gRPC port."""
         port = await self.app.start()
         creds, app = self._creds, self.app
-        auth = build_auth(self._auth_settings, issue_internal_tokens=True)
-        assert auth.internal_issuer is not None  # issue_internal_tokens=True
         if app.tenancy.catalog is not None:
             # Number lookups run as the platform (no caller context to propagate).
             self._tenant_pool = ChannelPool("tenant", app.resolver, propagate_context=False)
         self._lkapi = api.LiveKitAPI(creds.url, creds.api_key, creds.api_secret.get_secret_value())
         sip = LiveKitSipControl(self._lkapi)
-        services = CallServices(
-            clients=app.clients,
-            pacer=app.pacer,
-            store=app.tenancy.store or InMemoryConversationStore(),
-            phrases=PhraseCache(),
-            session_settings=SessionSettings(
-                stt_chunk_ms=app.settings.stt_chunk_ms, max_call_s=app.settings.max_call_s
-            ),
-            router=CallRouter(
-                catalog=app.tenancy.catalog or BuiltinAgentCatalog(),
-                issuer=auth.internal_issuer,
-                users=auth.authenticator,
-                tenant_pool=self._tenant_pool,
-            ),
-            issuer=auth.internal_issuer,
-            sip=sip,
-            ledger=app.tenancy.ledger,
+        services = call_services(
+            app, sip, build_auth(self._auth_settings, issue_internal_tokens=True), self._tenant_pool
         )
         calls = RoomCalls(services, self._settings)
         run_job = functools.partial(run_room_call, calls=calls, creds=creds, settings=self._settings, sip=sip)
