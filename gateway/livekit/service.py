@@ -6,6 +6,7 @@ whose calls share the app's channels, pacer, conversation store and quotas.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 
 from livekit import api
@@ -89,13 +90,16 @@ class LiveKitGateway:
         return port
 
     async def drain(self) -> None:
-        """SIGTERM: room calls first (the worker stops taking jobs), then the gateway app."""
+        """SIGTERM: Converse and room calls drain side by side (neither takes new calls, each
+        gets its own grace); the channels both use close only once both are done."""
+        app = self.app
+        app.servicer.draining = True
         try:
             if self.worker is not None:
-                await self.worker.drain()
+                await asyncio.gather(self.worker.drain(), app.host.drain())
         finally:
             if self._lkapi is not None:
                 await self._lkapi.aclose()
             if self._tenant_pool is not None:
                 await self._tenant_pool.close()
-            await self.app.drain()
+            await app.drain()  # the host has stopped by now: this closes pacer, channels, tenancy
