@@ -82,10 +82,12 @@ class LiveKitWorker:
         started = asyncio.Event()
         self.server.on("worker_started", lambda *_: started.set())
         self._task = self._loop.create_task(self.server.run(unregistered=not register), name="livekit-worker")
-        done, _ = await asyncio.wait(
-            {self._task, self._loop.create_task(started.wait())}, return_when=asyncio.FIRST_COMPLETED
-        )
-        if self._task in done:
+        waiter = self._loop.create_task(started.wait(), name="livekit-worker-started")
+        try:
+            await asyncio.wait({self._task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_and_wait(waiter)
+        if self._task.done():
             self._task.result()  # raises why it could not start
 
     async def drain(self) -> None:
