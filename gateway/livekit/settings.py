@@ -56,7 +56,9 @@ class LiveKitSettings(BaseSettings):
     max_calls: int = 50
     # After SIGTERM: how long running calls may go on before they are cut.
     drain_timeout_s: int = 600
-    # Health endpoint of the worker (LiveKit's /, /worker); 0 picks a free port.
+    # Health endpoint of the worker (LiveKit's /, /worker): all interfaces by default (probes);
+    # port 0 picks a free one.
+    http_host: str = ""
     http_port: int = 8081
     # How long to wait for the caller to join the room after the job starts.
     participant_timeout_s: float = 30.0

@@ -69,6 +69,7 @@ class LiveKitWorker:
             ws_url=creds.url,
             api_key=creds.api_key,
             api_secret=creds.api_secret.get_secret_value(),
+            host=settings.http_host,
             port=settings.http_port,
         )
         self.server.rtc_session(self._job_entry, agent_name=settings.agent_name, on_request=self._on_request)

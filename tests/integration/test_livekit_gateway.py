@@ -40,7 +40,10 @@ def app() -> GatewayApp:
 
 async def test_converse_serves_while_the_worker_looks_for_livekit_and_drain_stops_both() -> None:
     gateway = LiveKitGateway(
-        app(), UNREACHABLE, LiveKitSettings(http_port=0), AuthSettings(dev_key_dir=KEY_DIR)
+        app(),
+        UNREACHABLE,
+        LiveKitSettings(http_host="127.0.0.1", http_port=0),
+        AuthSettings(dev_key_dir=KEY_DIR),
     )
     port = await gateway.start()
     assert gateway.worker is not None and not gateway.worker.draining

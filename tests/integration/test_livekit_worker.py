@@ -61,7 +61,12 @@ def livekit_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 async def worker() -> AsyncIterator[tuple[LiveKitWorker, HeldCalls]]:
     calls = HeldCalls()
-    lk = LiveKitWorker(calls, CREDS, LiveKitSettings(max_calls=4, drain_timeout_s=30, http_port=0), calls.run)
+    lk = LiveKitWorker(
+        calls,
+        CREDS,
+        LiveKitSettings(max_calls=4, drain_timeout_s=30, http_host="127.0.0.1", http_port=0),
+        calls.run,
+    )
     await lk.start(register=False)
     try:
         yield lk, calls
@@ -148,7 +153,12 @@ async def test_drain_takes_no_new_job_and_lets_the_call_finish(
 
 async def test_drain_ends_calls_still_running_at_its_deadline() -> None:
     calls = HeldCalls()
-    lk = LiveKitWorker(calls, CREDS, LiveKitSettings(max_calls=2, drain_timeout_s=1, http_port=0), calls.run)
+    lk = LiveKitWorker(
+        calls,
+        CREDS,
+        LiveKitSettings(max_calls=2, drain_timeout_s=1, http_host="127.0.0.1", http_port=0),
+        calls.run,
+    )
     await lk.start(register=False)
     await lk.server.simulate_job("room-c", fake_job=True, agent_identity="voiceai-agent-3")
     await asyncio.wait_for(calls.started.wait(), 10)
