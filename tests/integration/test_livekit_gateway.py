@@ -57,6 +57,6 @@ async def test_converse_serves_while_the_worker_looks_for_livekit_and_drain_stop
             await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
 
 
-def test_no_gateway_without_credentials() -> None:
+async def test_no_gateway_without_credentials() -> None:
     with pytest.raises(MissingCredential, match="LIVEKIT_API_SECRET"):
         LiveKitGateway(app(), LiveKitCredentials(url="ws://x:7880", api_key="k"), LiveKitSettings())
