@@ -19,6 +19,7 @@ from common import context
 from common.audio import FrameSlicer
 from common.auth import AGENT, InternalTokenIssuer, Principal
 from common.errors import ResourceExhausted, VoiceAIError
+from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
 from common.quotas import Lease
 from common.tasks import cancel_and_wait
 from gateway.agents import Agent
@@ -156,7 +157,8 @@ class RoomCalls:
         self, route: Route, transport: RoomTransport, call_id: str, lease: Lease | None
     ) -> str:
         s = self._services
-        record = CallRecordBuilder(route.tenant_id, route.agent.agent_id)
+        direction = pb.CALL_DIRECTION_OUTBOUND if route.outbound else pb.CALL_DIRECTION_INBOUND
+        record = CallRecordBuilder(route.tenant_id, route.agent.agent_id, direction)
         s.pacer.start()
         session = CallSession(
             tenant_id=route.tenant_id,

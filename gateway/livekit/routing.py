@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 CALLED_NUMBER = "sip.trunkPhoneNumber"  # set by LiveKit SIP on every inbound SIP participant
 CALLER_NUMBER = "sip.phoneNumber"
+# Set by tenant_svc's LiveKit SIP provisioning (dispatch rules) and outbound dialing.
+TENANT_ATTRIBUTE = "voiceai.tenant_id"
+AGENT_ATTRIBUTE = "voiceai.agent_id"
 CONVERSE = "/voiceai.gateway.v1.CallGatewayService/Converse"  # a room call needs what Converse needs
 LOOKUP_TIMEOUT_S = 3.0
 WORKER = Principal("voiceai-livekit-worker", None, frozenset({PLATFORM}), "internal")
@@ -55,7 +58,20 @@ class Caller:
 
     @property
     def called_number(self) -> str:
+        """The tenant's number: the one dialled (inbound) or the one calling out (outbound)."""
         return self.attributes.get(CALLED_NUMBER, "").strip()
+
+    @property
+    def outbound(self) -> bool:
+        """A call the platform placed (its SIP participant's metadata says so; only the
+        LiveKit API sets a SIP participant's metadata)."""
+        if not self.sip or not self.metadata.strip():
+            return False
+        try:
+            data = json.loads(self.metadata)
+        except ValueError:
+            return False
+        return isinstance(data, dict) and data.get("direction") == "outbound"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +81,7 @@ class Route:
     tenant_id: str
     agent: Agent
     principal: Principal
+    outbound: bool = False
 
 
 class Refused(Exception):
@@ -108,8 +125,16 @@ class CallRouter:
         if not number:
             raise Refused("no_called_number", f"SIP participant {caller.identity!r} has no {CALLED_NUMBER}")
         tenant_id, agent_id = await self.lookup(number)
+        # A call tenant_svc placed (outbound) or provisioned names its tenant and agent on the
+        # participant; only LiveKit's API sets those. The number decides the tenant all the same:
+        # the named agent is taken only inside the tenant that owns the number.
+        named_tenant = caller.attributes.get(TENANT_ATTRIBUTE, "")
+        if named_tenant and named_tenant != tenant_id:
+            raise Refused("tenant_mismatch", f"{number} belongs to another tenant than the call names")
+        agent_id = caller.attributes.get(AGENT_ATTRIBUTE, "") or agent_id
         principal = Principal(f"livekit-sip:{number}", tenant_id, frozenset({AGENT}), "internal")
-        return Route(tenant_id, await self.load_agent(principal, agent_id, call_id), principal)
+        agent = await self.load_agent(principal, agent_id, call_id)
+        return Route(tenant_id, agent, principal, outbound=caller.outbound)
 
     async def lookup(self, number: str) -> tuple[str, str]:
         """(tenant, agent id) answering ``number``, asked as the platform."""

@@ -48,9 +48,9 @@ class LiveKitSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="VOICEAI_LIVEKIT_", extra="ignore")
 
-    # Explicit dispatch name (rooms get this agent through a dispatch rule or the API); empty
-    # takes every room of the project.
-    agent_name: str = "voiceai"
+    # Explicit dispatch name: rooms get this worker through a dispatch rule or the API (what
+    # tenant_svc's LiveKit SIP provisioning names); empty takes every room of the project.
+    agent_name: str = "voiceai-gateway"
     # Calls this worker runs at once; its load reported to LiveKit is active calls / max_calls,
     # and it takes no new job at 1.0.
     max_calls: int = 50

@@ -6,6 +6,7 @@ reaches the session or, with the transfer digit, asks LiveKit for a transfer."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -15,7 +16,14 @@ from prometheus_client import REGISTRY
 
 from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
 from common.gen.voiceai.tenant.v1 import tenant_service_pb2 as svc
-from gateway.livekit.routing import CALLED_NUMBER, CALLER_NUMBER, Caller, CallRouter
+from gateway.livekit.routing import (
+    AGENT_ATTRIBUTE,
+    CALLED_NUMBER,
+    CALLER_NUMBER,
+    TENANT_ATTRIBUTE,
+    Caller,
+    CallRouter,
+)
 from gateway.livekit.settings import LiveKitSettings
 from gateway.session.events import AgentSpeech, CallStarted
 from tenant_svc.db.database import DatabaseSettings
@@ -183,3 +191,36 @@ async def test_keypad_digits_reach_the_session_and_the_transfer_digit_asks_livek
     record = await wait_for_record(api, tenant)
     assert [t.caller_text for t in record.turns if t.index == 1] == ["(the caller pressed 5)"]
     assert not any(t.caller_text.endswith("pressed 0)") for t in record.turns)
+
+
+async def test_an_outbound_call_runs_the_agent_it_was_placed_for(api: TenantApi, redis_url: str) -> None:
+    tenant, _agent, number = await tenant_with_number(api)
+    await api.new_agent(tenant, "sales", "Sell politely.")
+    # What tenant_svc's dialer puts on the callee's SIP participant; the number calls out.
+    callee = Caller(
+        identity="sip-14155550123",
+        sip=True,
+        attributes={CALLED_NUMBER: number, TENANT_ATTRIBUTE: tenant, AGENT_ATTRIBUTE: "sales"},
+        metadata=json.dumps({"direction": "outbound", "tenant_id": tenant, "agent_id": "sales"}),
+    )
+    mismatch = refused("tenant_mismatch")
+    async with (
+        scripted_mesh(ScriptedStt([]), tenant_address=api.address, redis_url=redis_url) as mesh,
+        room_calls(mesh.app) as (calls, sip),
+    ):
+        room = RoomLine(callee)
+        call, _ = start_call(calls, room, sip)
+        await room.wait_for(lambda r: any(isinstance(e, CallStarted) for e in r.transport.events))
+        room.transport.caller_left()
+        assert await asyncio.wait_for(call, 10) == "caller_hangup"
+        started = next(e for e in room.transport.events if isinstance(e, CallStarted))
+        assert started.agent_id == "sales"
+        # A participant naming another tenant than the number's is not served.
+        forged = Caller(
+            identity="sip-x", sip=True, attributes={CALLED_NUMBER: number, TENANT_ATTRIBUTE: "t-other"}
+        )
+        call2, _ = start_call(calls, RoomLine(forged, name="room-forged"), sip)
+        assert await asyncio.wait_for(call2, 10) == "refused_tenant_mismatch"
+    assert refused("tenant_mismatch") == mismatch + 1
+    record = await wait_for_record(api, tenant)
+    assert record.direction == pb.CALL_DIRECTION_OUTBOUND and record.agent.endswith("/agents/sales")
