@@ -94,9 +94,12 @@ async def test_a_phone_call_runs_the_tenants_agent_and_is_recorded(api: TenantAp
             await room.wait_for(room.turn_done(turn))
         room.transport.caller_left()
         reason = await asyncio.wait_for(call, 10)
+        started = next(e for e in room.transport.events if isinstance(e, CallStarted))
+        # Every task the call started ended with it (the record is written in the background).
+        left = [t.get_name() for t in asyncio.all_tasks() if started.call_id[:8] in t.get_name()]
+        assert [n for n in left if not n.startswith("call-record")] == []
     assert reason == "caller_hangup" and calls.active == 0
     assert sip.hung_up == [room.name]  # the room is closed, so the phone line drops
-    started = next(e for e in room.transport.events if isinstance(e, CallStarted))
     assert started.agent_id == "reception"
     speech = [e.text for e in room.transport.events if isinstance(e, AgentSpeech)]
     assert speech[0] == "Thanks for calling." and any(t.startswith("You said") for t in speech)
