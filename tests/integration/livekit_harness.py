@@ -22,7 +22,7 @@ from gateway.livekit.calls import CallControls, RoomCalls
 from gateway.livekit.routing import Caller, CallRouter
 from gateway.livekit.service import call_services
 from gateway.livekit.settings import LiveKitSettings
-from gateway.livekit.sip_control import TransferFailed
+from gateway.livekit.sip_control import SipControl, TransferFailed
 from gateway.livekit.transport import RoomTransport
 from gateway.session.events import OutboundEvent, TurnTimings
 from tests.credentials import KEY_DIR
@@ -121,11 +121,14 @@ def tone48(ms: int, freq: float = 440.0) -> bytes:
 
 @contextlib.asynccontextmanager
 async def room_calls(
-    app: GatewayApp, settings: LiveKitSettings | None = None, router: type[CallRouter] = CallRouter
-) -> AsyncIterator[tuple[RoomCalls, RecordingSip]]:
-    """Room calls on ``app`` (its tenancy, if configured, routes numbers) with a recording
-    SipControl; ``router`` lets a test put a race into the routing."""
-    sip = RecordingSip()
+    app: GatewayApp,
+    settings: LiveKitSettings | None = None,
+    router: type[CallRouter] = CallRouter,
+    sip_control: SipControl | None = None,
+) -> AsyncIterator[tuple[RoomCalls, SipControl]]:
+    """Room calls on ``app`` (its tenancy, if configured, routes numbers) with ``sip_control``
+    (default a ``RecordingSip``); ``router`` lets a test put a race into the routing."""
+    sip = sip_control or RecordingSip()
     auth = build_auth(AuthSettings(mode="dev", dev_key_dir=KEY_DIR), issue_internal_tokens=True)
     assert auth.internal_issuer is not None
     pool = ChannelPool("tenant", app.resolver, propagate_context=False) if app.tenancy.catalog else None
@@ -144,7 +147,7 @@ async def room_calls(
 
 
 def start_call(
-    calls: RoomCalls, room: RoomLine, sip: RecordingSip, settings: LiveKitSettings | None = None
+    calls: RoomCalls, room: RoomLine, sip: SipControl, settings: LiveKitSettings | None = None
 ) -> tuple[asyncio.Task[str], CallControls]:
     controls = CallControls(room.transport, sip, room.name, room.caller, settings or LiveKitSettings())
     task = asyncio.create_task(calls.run(room.name, room.caller, room.transport, controls))

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from google.protobuf import field_mask_pb2
+from livekit import api as lkapi
 from prometheus_client import REGISTRY
 
 from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
@@ -25,9 +26,11 @@ from gateway.livekit.routing import (
     CallRouter,
 )
 from gateway.livekit.settings import LiveKitSettings
+from gateway.livekit.sip_control import LiveKitSipControl
 from gateway.session.events import AgentSpeech, CallStarted
 from tenant_svc.db.database import DatabaseSettings
 from tests.credentials import KEY_DIR
+from tests.doubles.livekit_twirp import LiveKitDouble
 from tests.doubles.mesh_services import ScriptedStt
 from tests.integration.gateway_harness import scripted_mesh
 from tests.integration.livekit_harness import RoomLine, room_calls, start_call, tone48
@@ -227,3 +230,30 @@ async def test_an_outbound_call_runs_the_agent_it_was_placed_for(api: TenantApi,
     assert refused("tenant_mismatch") == mismatch + 1
     record = await wait_for_record(api, tenant)
     assert record.direction == pb.CALL_DIRECTION_OUTBOUND and record.agent.endswith("/agents/sales")
+
+
+async def test_the_transfer_digit_transfers_the_phone_caller_in_livekit(
+    api: TenantApi, redis_url: str
+) -> None:
+    """The same keypad, through the real livekit-api client against the LiveKit Twirp double."""
+    _tenant, _agent, number = await tenant_with_number(api, transfer_number="+14155550199")
+    caller = phone(number)
+    with LiveKitDouble() as livekit:
+        livekit.add_participant("call-t", caller.identity, attributes=dict(caller.attributes))
+        async with (
+            lkapi.LiveKitAPI(livekit.url, livekit.api_key, livekit.api_secret) as client,
+            scripted_mesh(ScriptedStt([]), tenant_address=api.address, redis_url=redis_url) as mesh,
+            room_calls(mesh.app, sip_control=LiveKitSipControl(client)) as (calls, sip),
+        ):
+            room = RoomLine(caller, name="call-t")
+            call, controls = start_call(calls, room, sip)
+            await room.wait_for(lambda r: any(isinstance(e, CallStarted) for e in r.transport.events))
+            controls.dtmf("0")
+            await room.wait_for(lambda r: controls.transfer is not None and controls.transfer.done())
+            assert caller.identity not in livekit.participants["call-t"]  # LiveKit SIP took them
+            room.transport.caller_left()  # which the room then tells the worker
+            assert await asyncio.wait_for(call, 10) == "caller_hangup"
+        (request,) = livekit.transfers
+        assert (request.room_name, request.participant_identity) == ("call-t", caller.identity)
+        assert request.transfer_to == "tel:+14155550199" and request.play_dialtone
+        assert "call-t" not in livekit.rooms  # the call's end closed the room

@@ -11,8 +11,7 @@ import pytest
 from livekit import api
 
 from gateway.livekit.sip_control import LiveKitSipControl, TransferFailed
-
-twirp = pytest.importorskip("tests.doubles.livekit_twirp", reason="the LiveKit Twirp double (h/lksip)")
+from tests.doubles import livekit_twirp as twirp
 
 
 @pytest.fixture
