@@ -4,6 +4,8 @@ while the worker keeps trying to reach LiveKit, and SIGTERM's drain stops both c
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import Iterator
 
 import grpc.aio
 import pytest
@@ -24,9 +26,18 @@ UNREACHABLE = LiveKitCredentials(
 
 
 @pytest.fixture(autouse=True)
-def livekit_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"):
-        monkeypatch.delenv(name, raising=False)  # AgentServer.run exports them
+def livekit_env() -> Iterator[None]:
+    """AgentServer.run exports its credentials to the environment; later tests (tenant_svc turns
+    LiveKit provisioning on when they are set) must not see them."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("LIVEKIT_")}
+    for name in saved:
+        del os.environ[name]
+    try:
+        yield
+    finally:
+        for name in [k for k in os.environ if k.startswith("LIVEKIT_")]:
+            del os.environ[name]
+        os.environ.update(saved)
 
 
 def app() -> GatewayApp:

@@ -10,7 +10,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -52,10 +52,18 @@ class HeldCalls:
 
 
 @pytest.fixture(autouse=True)
-def livekit_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """AgentServer.run exports its credentials to the environment: keep that inside each test."""
-    for name in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"):
-        monkeypatch.delenv(name, raising=False)
+def livekit_env() -> Iterator[None]:
+    """AgentServer.run exports its credentials to the environment; later tests (tenant_svc turns
+    LiveKit provisioning on when they are set) must not see them."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("LIVEKIT_")}
+    for name in saved:
+        del os.environ[name]
+    try:
+        yield
+    finally:
+        for name in [k for k in os.environ if k.startswith("LIVEKIT_")]:
+            del os.environ[name]
+        os.environ.update(saved)
 
 
 @pytest.fixture
