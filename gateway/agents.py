@@ -56,6 +56,8 @@ class Agent:
     tts_providers: tuple[str, ...] = ()
     stt_model: str = ""
     tts_model: str = ""
+    # E.164 number (or sip: URI) a phone caller may ask to be transferred to; empty for none.
+    transfer_number: str = ""
 
 
 class AgentCatalog(Protocol):

@@ -59,6 +59,7 @@ class GatewayApp:
         if resolver is None:
             resolver = resolver_from_settings(discovery)
             self._watch = resolver if isinstance(resolver, ConsulResolver) else None
+        self.resolver = resolver  # other ingresses (the LiveKit worker) find services through it too
         self.clients = MeshClients(resolver)
         self.pacer = Pacer()
         self.tenancy = Tenancy.build(resolver, discovery, redis_settings or RedisSettings())

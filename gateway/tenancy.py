@@ -72,6 +72,7 @@ def agent_from_tenant(agent: pb.Agent, agent_id: str) -> Agent:
         tts_providers=tuple(agent.tts_providers),
         stt_model=agent.stt_model,
         tts_model=agent.tts_model,
+        transfer_number=agent.transfer_number,
     )
 
 

@@ -1,0 +1,222 @@
+"""One LiveKit room call on the gateway's event loop: route the caller, run the same CallSession
+Converse runs, record the call, hang up.
+
+Everything here sees the room only through ``RoomTransport`` (audio and events) and
+``SipControl`` (transfer, hangup), so the whole call is tested without a LiveKit server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+
+import grpc.aio
+from prometheus_client import Counter, Gauge
+
+from common import context
+from common.audio import FrameSlicer
+from common.auth import AGENT, InternalTokenIssuer, Principal
+from common.errors import ResourceExhausted, VoiceAIError
+from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
+from common.quotas import Lease
+from common.tasks import cancel_and_wait
+from gateway.agents import Agent
+from gateway.call_record import CallRecordBuilder, RecordingStore, RecordingTransport
+from gateway.livekit.routing import REFUSED, Caller, CallRouter, Refused, Route
+from gateway.livekit.settings import LiveKitSettings
+from gateway.livekit.sip_control import SipControl, TransferFailed
+from gateway.livekit.transport import RoomTransport
+from gateway.session.call import CallSession, SessionSettings
+from gateway.session.events import CallEnded, EndReason
+from gateway.session.history import ConversationStore
+from gateway.session.playout import Pacer
+from gateway.session.reply import PhraseCache
+from gateway.session.services import MeshClients, describe_rpc_error
+from gateway.tenancy import CallLedger
+
+log = logging.getLogger(__name__)
+
+ACTIVE_CALLS = Gauge("voiceai_livekit_active_calls", "LiveKit room calls in progress on this worker")
+CALLS = Counter("voiceai_livekit_calls_total", "LiveKit room calls ended", ["reason"])
+TRANSFERS = Counter("voiceai_livekit_transfers_total", "Transfers of SIP callers to a human", ["result"])
+REFUSAL_VOICE = Agent(agent_id="voiceai-system")  # the default voice, for callers no agent answers
+REFUSAL_TIMEOUT_S = 15.0
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
+
+
+@dataclass(frozen=True, slots=True)
+class CallServices:
+    """What every room call on this process shares with the Converse calls."""
+
+    clients: MeshClients
+    pacer: Pacer
+    store: ConversationStore
+    phrases: PhraseCache
+    session_settings: SessionSettings
+    router: CallRouter
+    issuer: InternalTokenIssuer
+    sip: SipControl
+    ledger: CallLedger | None = None
+
+
+class CallControls:
+    """The caller's keypad during a call: the transfer digit asks for a human when the agent has
+    a transfer number (SIP callers only); every other digit goes to the CallSession."""
+
+    def __init__(
+        self, transport: RoomTransport, sip: SipControl, room: str, caller: Caller, settings: LiveKitSettings
+    ) -> None:
+        self._transport = transport
+        self._sip = sip
+        self._room = room
+        self._caller = caller
+        self._digit = settings.transfer_digit
+        self.agent: Agent | None = None  # set once the call is routed
+        self.transfer: asyncio.Task[None] | None = None
+
+    def dtmf(self, digit: str) -> None:
+        agent = self.agent
+        if (
+            agent is not None
+            and agent.transfer_number
+            and self._caller.sip
+            and digit == self._digit
+            and self.transfer is None
+        ):
+            self.transfer = asyncio.get_running_loop().create_task(
+                self._transfer(agent.transfer_number), name=f"transfer:{self._room[:16]}"
+            )
+            return
+        if digit in DTMF_DIGITS:  # the session refuses anything else as invalid input
+            self._transport.caller_dtmf(digit)
+
+    async def _transfer(self, number: str) -> None:
+        log.info("transferring the caller to a human")
+        try:
+            await self._sip.transfer(self._room, self._caller.identity, number)
+        except TransferFailed as e:
+            TRANSFERS.labels("failed").inc()
+            log.warning("transfer failed: %s", e)
+            self.transfer = None  # the caller may press again; the agent goes on meanwhile
+            return
+        TRANSFERS.labels("ok").inc()
+        # LiveKit SIP takes the caller out of the room once the far end answers; the call then
+        # ends as a hangup. Nothing else to do here.
+
+
+class RoomCalls:
+    """Runs room calls on the gateway's loop and counts them (the worker's load)."""
+
+    def __init__(self, services: CallServices, settings: LiveKitSettings) -> None:
+        self._services = services
+        self._settings = settings
+        self.active = 0
+
+    async def run(self, room: str, caller: Caller, transport: RoomTransport, controls: CallControls) -> str:
+        """The call in ``room`` with ``caller``, start to hangup; returns why it ended."""
+        call_id = uuid.uuid4().hex
+        self.active += 1
+        ACTIVE_CALLS.inc()
+        playback = asyncio.get_running_loop().create_task(
+            transport.run_playback(), name=f"playback:{call_id[:8]}"
+        )
+        reason = "error"
+        try:
+            try:
+                route = await self._services.router.route(caller, call_id)
+                lease = await self._admit(route, call_id)
+            except Refused as refused:
+                log.info("refusing the caller in room %s: %s", room, refused.message)
+                reason = f"refused_{refused.reason}"
+                await self._say_refusal(transport, call_id)
+                return reason
+            controls.agent = route.agent
+            reason = await self._converse(route, transport, call_id, lease)
+            return reason
+        finally:
+            self.active -= 1
+            ACTIVE_CALLS.dec()
+            CALLS.labels(reason).inc()
+            await cancel_and_wait(playback, controls.transfer)
+            # A hangup, max duration or failure: close the room, so a SIP caller's line drops.
+            await self._services.sip.hang_up(room)
+
+    async def _admit(self, route: Route, call_id: str) -> Lease | None:
+        ledger = self._services.ledger
+        if ledger is None:
+            return None
+        try:
+            return await ledger.admit(route.tenant_id, call_id)
+        except ResourceExhausted as e:
+            REFUSED.labels("over_quota").inc()
+            raise Refused("over_quota", e.message) from None
+
+    async def _converse(
+        self, route: Route, transport: RoomTransport, call_id: str, lease: Lease | None
+    ) -> str:
+        s = self._services
+        direction = pb.CALL_DIRECTION_OUTBOUND if route.outbound else pb.CALL_DIRECTION_INBOUND
+        record = CallRecordBuilder(route.tenant_id, route.agent.agent_id, direction)
+        s.pacer.start()
+        session = CallSession(
+            tenant_id=route.tenant_id,
+            call_id=call_id,
+            agent=route.agent,
+            transport=RecordingTransport(transport, record),
+            clients=s.clients,
+            pacer=s.pacer,
+            store=RecordingStore(s.store, record),
+            phrases=s.phrases,
+            settings=s.session_settings,
+        )
+        ended: CallEnded | None = None
+        try:
+            ended = await session.run()
+        except VoiceAIError as e:
+            log.info("call failed: %s: %s", e.code.name, e.message)
+        except asyncio.CancelledError:
+            # The worker's drain ran out of time (or LiveKit ended the job): a shutdown.
+            ended = CallEnded(EndReason.SHUTDOWN, "the worker shut down", session.usage, session.turn)
+            raise
+        finally:
+            if s.ledger is not None:
+                s.ledger.finish(lease, route.tenant_id, call_id, record.build(ended))
+        log.info(
+            "call ended: %s (%s), %d turns",
+            ended.reason.name if ended else "ERROR",
+            ended.message if ended else "",
+            session.turn,
+        )
+        return ended.reason.name.lower() if ended else "error"
+
+    async def _say_refusal(self, transport: RoomTransport, call_id: str) -> None:
+        """The refusal message in the default voice, synthesized as the platform's own tenant."""
+        s = self._services
+        tenant = self._settings.system_tenant
+        principal = Principal("voiceai-livekit-worker", tenant, frozenset({AGENT}), "internal")
+        context.bind(
+            context.RequestContext(
+                tenant, call_id, forward_authorization=lambda: s.issuer.authorization_for(principal)
+            )
+        )
+        text = self._settings.unknown_number_message
+        try:
+            async with asyncio.timeout(REFUSAL_TIMEOUT_S):
+                pieces = await s.phrases.warm(s.clients, REFUSAL_VOICE, transport.caller_format, text)
+                slicer = FrameSlicer(transport.caller_format.bytes_for_ms(20))
+                for _text, audio in pieces:
+                    for frame in slicer.push(audio):
+                        transport.send_audio(frame)
+                last = slicer.flush(b"\x00")
+                if last is not None:
+                    transport.send_audio(last)
+                transport.finish_speech()
+                await transport.wait_played()
+        except TimeoutError:
+            log.warning("the refusal message did not finish in %.0f s; hanging up", REFUSAL_TIMEOUT_S)
+        except VoiceAIError as e:
+            log.warning("could not say the refusal message: %s", e.message)
+        except grpc.aio.AioRpcError as e:  # hang up anyway, silent rather than stuck
+            log.warning("could not say the refusal message: %s", describe_rpc_error("tts", e))
