@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 # The oldest Kubernetes the manifests support (native gRPC probes are GA in 1.27) and a recent one.
 K8S_VERSIONS = ("1.27.0", "1.35.0")
-TARGETS = ("base", "overlays/production", "overlays/production-gpu", "jobs")
+TARGETS = ("base", "overlays/production", "overlays/production-gpu", "overlays/production-livekit", "jobs")
+LIVEKIT = "overlays/production-livekit"  # production + components/livekit
 EXAMPLE_SECRETS = DEPLOY / "examples" / "secrets.example.yaml"
 PLACEHOLDER = re.compile(r"^<[^<>]+>$")
 # Deployment name -> (python -m package, gRPC port), as the services define them.
@@ -264,9 +265,10 @@ def test_deployments_probe_grpc_and_drain(target: str) -> None:
     assert config["VOICEAI_HOST"] == "0.0.0.0" and config["VOICEAI_AUTH_MODE"] == "jwt"
 
 
-@pytest.mark.parametrize("target", ["base", "overlays/production-gpu"])
+@pytest.mark.parametrize("target", ["base", "overlays/production-gpu", LIVEKIT])
 def test_every_deployment_has_a_pdb_and_an_hpa(target: str) -> None:
     from gateway.converse import ACTIVE_CALLS
+    from gateway.livekit.calls import ACTIVE_CALLS as ROOM_CALLS
 
     docs = rendered(target)
     for name, doc in of_kind(docs, "Deployment").items():
@@ -288,6 +290,13 @@ def test_every_deployment_has_a_pdb_and_an_hpa(target: str) -> None:
         assert metrics["Resource"]["resource"]["name"] == "cpu", name
         if name == "gateway":
             assert metrics["Pods"]["pods"]["metric"]["name"] == ACTIVE_CALLS.describe()[0].name
+        if name == "gateway-livekit":
+            # Room calls in progress, scaled out before a worker is full (LiveKit then sends it
+            # no job).
+            (c,) = template(doc)["containers"]
+            assert metrics["Pods"]["pods"]["metric"]["name"] == ROOM_CALLS.describe()[0].name
+            target_calls = float(metrics["Pods"]["pods"]["target"]["averageValue"])
+            assert target_calls < int(env_value(c, "VOICEAI_LIVEKIT_MAX_CALLS") or 0)
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -331,9 +340,12 @@ def settings_env_names() -> set[str]:
     from common.redis_conn import RedisSettings
     from common.settings import DiscoverySettings
     from gateway.app import Settings as Gateway
+    from gateway.livekit.settings import LiveKitCredentials
+    from gateway.livekit.settings import LiveKitSettings as LiveKitWorker
     from llm_svc.app import Settings as Llm
     from stt_svc.app import Settings as Stt
     from tenant_svc.db.database import DatabaseSettings
+    from tenant_svc.telephony.settings import LiveKitSettings as LiveKitSip
     from tts_svc.app import Settings as Tts
 
     classes: list[Any] = []
@@ -356,6 +368,9 @@ def settings_env_names() -> set[str]:
         Stt,
         Tts,
         DatabaseSettings,
+        LiveKitCredentials,
+        LiveKitWorker,
+        LiveKitSip,
     ):
         for field, info in cls.model_fields.items():
             names.add((cls.model_config.get("env_prefix", "") + field).upper())
@@ -405,25 +420,47 @@ def test_services_select_one_deployment_on_named_ports() -> None:
         assert {p["name"] for p in service["spec"]["ports"]} == {"grpc", "metrics"}
 
 
-def test_only_the_gateway_and_portal_reach_internal_services() -> None:
-    policies = list(of_kind(rendered("base"), "NetworkPolicy").values())
+def label_selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A LabelSelector (matchLabels and In/NotIn/Exists expressions) against pod labels."""
+    for e in selector.get("matchExpressions", []):
+        value = labels.get(e["key"])
+        op = e["operator"]
+        if (
+            (op == "In" and value not in e["values"])
+            or (op == "NotIn" and value in e["values"])
+            or (op == "Exists" and value is None)
+            or (op == "DoesNotExist" and value is not None)
+        ):
+            return False
+    return selects(selector.get("matchLabels", {}), labels)
+
+
+@pytest.mark.parametrize("target", ["base", LIVEKIT])
+def test_only_the_gateway_and_portal_reach_internal_services(target: str) -> None:
+    policies = list(of_kind(rendered(target), "NetworkPolicy").values())
     consul = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": CONSUL_NAMESPACE}}}
+    # With components/livekit the LiveKit worker calls them as the gateway does.
+    extra = {"gateway-livekit"} if target == LIVEKIT else set()
     for service, callers in ALLOWED_CALLERS.items():
-        allowed = [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": c}}} for c in callers] + [
-            consul
-        ]
-        mine = [
-            p
-            for p in policies
-            if p["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": service}
-        ]
+        allowed = [
+            {"podSelector": {"matchLabels": {"app.kubernetes.io/name": c}}} for c in callers | extra
+        ] + [consul]
+        labels = {"app.kubernetes.io/name": service, "app.kubernetes.io/part-of": "voiceai-mesh"}
+        mine = [p for p in policies if label_selects(p["spec"]["podSelector"], labels)]
         assert mine, f"no NetworkPolicy selects {service}"
         grpc = {"grpc", str(SERVICES[service][1])}
+        reached_by = set()
         for rule in (r for p in mine for r in p["spec"].get("ingress", [])):
             ports = {str(p["port"]) for p in rule.get("ports", [{"port": "grpc"}])}  # no ports: all
             if ports & grpc:
                 assert rule.get("from"), f"{service}: gRPC open to every source"
                 assert all(peer in allowed for peer in rule["from"]), f"{service}: {rule['from']}"
+                reached_by |= {
+                    peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+                    for peer in rule["from"]
+                    if "podSelector" in peer
+                }
+        assert extra <= reached_by, f"{service}: the LiveKit worker cannot reach it"
 
 
 # ----------------------------------------------------------------------------- overlays
@@ -519,3 +556,139 @@ def test_renderer_refuses_what_it_does_not_implement(tmp_path: Path) -> None:
     (tmp_path / "kustomization.yaml").write_text("resources: []\nconfigMapGenerator: []\n")
     with pytest.raises(AssertionError, match="configMapGenerator"):
         render(tmp_path)
+
+
+# ------------------------------------------------------------------------------ LiveKit
+def livekit_env(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in c.get("env", [])}
+
+
+def test_livekit_component_runs_the_worker_with_health_probes_and_drain() -> None:
+    from gateway.livekit.settings import LiveKitSettings
+
+    docs = rendered(LIVEKIT)
+    config = of_kind(docs, "ConfigMap")["voiceai-config"]["data"]
+    deployments = of_kind(docs, "Deployment")
+    assert set(deployments) == set(SERVICES) | {"gateway-livekit"}
+    doc = deployments["gateway-livekit"]
+    spec = template(doc)
+    (c,) = spec["containers"]
+    assert c["args"] == ["gateway.livekit"] and importlib.util.find_spec("gateway.livekit.__main__")
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    http_port = int(env_value(c, "VOICEAI_LIVEKIT_HTTP_PORT") or LiveKitSettings().http_port)
+    assert ports == {"grpc": 50060, "metrics": int(config["VOICEAI_METRICS_PORT"]), "health": http_port}
+    assert env_value(c, "VOICEAI_PORT") == "50060"
+    # livekit-agents' worker endpoint ("/": 200 while it can reach LiveKit), not gRPC.
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert set(c[probe]) & {"grpc", "httpGet", "tcpSocket", "exec"} == {"httpGet"}, probe
+        get = c[probe]["httpGet"]
+        assert get["path"] == "/" and ports.get(get["port"], get["port"]) == http_port, probe
+    # Room calls (VOICEAI_LIVEKIT_DRAIN_TIMEOUT_S) and Converse (VOICEAI_GRACE_PERIOD_S) drain side
+    # by side after preStop; both must fit before the kubelet kills.
+    (sleep, seconds) = c["lifecycle"]["preStop"]["exec"]["command"]
+    drains = [env_value(c, n) for n in ("VOICEAI_LIVEKIT_DRAIN_TIMEOUT_S", "VOICEAI_GRACE_PERIOD_S")]
+    assert None not in drains, "set both drains explicitly: the worker's default is 600 s"
+    grace = spec["terminationGracePeriodSeconds"]
+    assert sleep == "sleep" and int(seconds) + max(float(d or 0) for d in drains) + 10 <= grace
+    assert grace == template(deployments["gateway"])["terminationGracePeriodSeconds"]
+    # Same image, user and internal-token signing key as the gateway.
+    gateway = template(deployments["gateway"])
+    assert c["image"] == gateway["containers"][0]["image"]
+    assert spec["securityContext"] == gateway["securityContext"]
+    assert env_value(c, "VOICEAI_AUTH_INTERNAL_KEY_FILE") == env_value(
+        gateway["containers"][0], "VOICEAI_AUTH_INTERNAL_KEY_FILE"
+    )
+
+
+def test_livekit_credentials_come_from_the_secret_for_the_worker_and_tenant_svc() -> None:
+    from pydantic import SecretStr
+
+    from gateway.livekit.settings import LiveKitSettings as Worker
+    from tenant_svc.telephony.settings import CREDENTIAL_VARIABLES
+    from tenant_svc.telephony.settings import LiveKitSettings as Sip
+
+    deployments = of_kind(rendered(LIVEKIT), "Deployment")
+    shared = of_kind(rendered(LIVEKIT), "ConfigMap")["voiceai-livekit-config"]["data"]
+    for name, required in (("gateway-livekit", True), ("tenant", False)):
+        (c,) = template(deployments[name])["containers"]
+        env = livekit_env(c)
+        for var in CREDENTIAL_VARIABLES:
+            ref = env[var]["valueFrom"]["secretKeyRef"]
+            assert (ref["name"], ref["key"]) == ("voiceai-livekit", var), f"{name} {var}"
+            # The worker refuses to start without them; tenant_svc serves with provisioning off.
+            assert ref.get("optional", False) is not required, f"{name} {var}"
+        # Both read the shared LiveKit settings (the agent name must be the same on both sides).
+        assert [s["configMapRef"]["name"] for s in c["envFrom"]] == [
+            "voiceai-config",
+            "voiceai-livekit-config",
+        ]
+    assert shared["VOICEAI_LIVEKIT_AGENT_NAME"] == Worker().agent_name == Sip().agent_name
+    # tenant_svc's secret settings (the carrier's digest password) never sit in plain env.
+    (tenant,) = template(deployments["tenant"])["containers"]
+    env = livekit_env(tenant)
+    for field, info in Sip.model_fields.items():
+        var = f"VOICEAI_LIVEKIT_{field.upper()}"
+        if info.annotation is SecretStr and var in env:
+            assert "secretKeyRef" in env[var]["valueFrom"], var
+        assert var not in shared or info.annotation is not SecretStr, var
+    assert "secretKeyRef" in env["VOICEAI_LIVEKIT_SIP_OUTBOUND_AUTH_PASSWORD"]["valueFrom"]
+    # The patch adds to tenant_svc; it keeps what the base gives it.
+    base_tenant = template(of_kind(rendered("base"), "Deployment")["tenant"])["containers"][0]
+    assert set(livekit_env(base_tenant)) < set(env)
+    assert tenant["startupProbe"] == base_tenant["startupProbe"]
+
+
+def test_livekit_worker_egress_reaches_livekit_the_mesh_and_dns_only() -> None:
+    livekit = yaml.safe_load((LIVEKIT_CONFIGS / "livekit.yaml").read_text())
+    policies = of_kind(rendered(LIVEKIT), "NetworkPolicy")
+    policy = policies["gateway-livekit"]
+    assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    # In: metrics scrapes only (nothing calls the worker; it dials LiveKit).
+    (ingress,) = policy["spec"]["ingress"]
+    assert [p["port"] for p in ingress["ports"]] == ["metrics"]
+    egress = policy["spec"]["egress"]
+
+    def allowed(port: int | str, protocol: str) -> list[dict[str, Any]]:
+        return [
+            rule
+            for rule in egress
+            for p in rule["ports"]
+            if p.get("protocol", "TCP") == protocol
+            and (
+                p["port"] == port
+                or (
+                    isinstance(port, int) == isinstance(p["port"], int)
+                    and p["port"] <= port <= p.get("endPort", -1)
+                )
+            )
+        ]
+
+    # LiveKit's signalling/API, ICE over TCP and its whole WebRTC media range, as livekit.yaml has them.
+    lk_namespace = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "livekit"}}}
+    for port, protocol in (
+        (livekit["port"], "TCP"),
+        (livekit["rtc"]["tcp_port"], "TCP"),
+        (livekit["rtc"]["port_range_start"], "UDP"),
+        (livekit["rtc"]["port_range_end"], "UDP"),
+    ):
+        rules = allowed(port, protocol)
+        assert rules and all(lk_namespace in r["to"] for r in rules), (port, protocol)
+    assert allowed(53, "UDP") and allowed(53, "TCP")
+    (mesh,) = allowed("grpc", "TCP")
+    labels = [{"app.kubernetes.io/name": s} for s in ALLOWED_CALLERS]
+    assert all(any(label_selects(peer["podSelector"], lb) for peer in mesh["to"]) for lb in labels)
+    # Every egress rule is port-bound: no "anything anywhere" rule undoes the list.
+    assert all(rule.get("ports") and rule.get("to") for rule in egress)
+
+
+def test_livekit_overlay_scrapes_the_worker_and_uses_the_registry_image() -> None:
+    docs = rendered(LIVEKIT)
+    (monitor,) = of_kind(docs, "ServiceMonitor").values()
+    service = of_kind(docs, "Service")["gateway-livekit"]
+    assert selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
+    assert [p["name"] for p in service["spec"]["ports"]] == [monitor["spec"]["endpoints"][0]["port"]]
+    worker = of_kind(docs, "Deployment")["gateway-livekit"]
+    assert selects(service["spec"]["selector"], worker["spec"]["template"]["metadata"]["labels"])
+    assert {c["image"] for d in docs for c in containers(d)} == {
+        "registry.example.com/voiceai/voiceai-mesh:0.1.0"
+    }
