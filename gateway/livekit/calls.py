@@ -8,6 +8,8 @@ Everything here sees the room only through ``RoomTransport`` (audio and events) 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import dataclasses
 import logging
 import uuid
 from dataclasses import dataclass
@@ -43,6 +45,9 @@ CALLS = Counter("voiceai_livekit_calls_total", "LiveKit room calls ended", ["rea
 TRANSFERS = Counter("voiceai_livekit_transfers_total", "Transfers of SIP callers to a human", ["result"])
 REFUSAL_VOICE = Agent(agent_id="voiceai-system")  # the default voice, for callers no agent answers
 REFUSAL_TIMEOUT_S = 15.0
+PHRASE_TIMEOUT_S = 15.0  # a transfer phrase: synthesis and playout
+# How long a call whose caller left mid-transfer waits for LiveKit's answer to know why it ended.
+TRANSFER_ANSWER_TIMEOUT_S = 5.0
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 
@@ -63,7 +68,11 @@ class CallServices:
 
 class CallControls:
     """The caller's keypad during a call: the transfer digit asks for a human when the agent has
-    a transfer number (SIP callers only); every other digit goes to the CallSession."""
+    a transfer number (SIP callers only); every other digit goes to the CallSession.
+
+    A transfer is announced first (``transfer_phrase``, through the session's playout, played
+    out in the room), then asked of LiveKit; it ends the call as TRANSFERRED. A failed one is
+    counted and logged, the caller hears ``transfer_failed_phrase``, and the call goes on."""
 
     def __init__(
         self, transport: RoomTransport, sip: SipControl, room: str, caller: Caller, settings: LiveKitSettings
@@ -72,9 +81,13 @@ class CallControls:
         self._sip = sip
         self._room = room
         self._caller = caller
-        self._digit = settings.transfer_digit
+        self._settings = settings
         self.agent: Agent | None = None  # set once the call is routed
+        self.session: CallSession | None = None  # set by ``attach`` once it runs
+        self._context: contextvars.Context | None = None
         self.transfer: asyncio.Task[None] | None = None
+        self.transferred = False
+        self._asking = False  # a TransferSIPParticipant request is in flight
 
     def dtmf(self, digit: str) -> None:
         agent = self.agent
@@ -82,28 +95,66 @@ class CallControls:
             agent is not None
             and agent.transfer_number
             and self._caller.sip
-            and digit == self._digit
+            and digit == self._settings.transfer_digit
             and self.transfer is None
         ):
             self.transfer = asyncio.get_running_loop().create_task(
-                self._transfer(agent.transfer_number), name=f"transfer:{self._room[:16]}"
+                self._transfer(agent.transfer_number),
+                name=f"transfer:{self._room[:16]}",
+                context=self._context,  # the call's (tenant, call id, token), not the room event's
             )
             return
         if digit in DTMF_DIGITS:  # the session refuses anything else as invalid input
             self._transport.caller_dtmf(digit)
 
+    def attach(self, session: CallSession) -> None:
+        """The call's session; called in the call's task, whose request context it keeps."""
+        self.session = session
+        self._context = contextvars.copy_context()
+
+    async def _say(self, text: str) -> None:
+        """``text`` through the session, until the caller has heard it in the room."""
+        if self.session is None or not text:
+            return
+        try:
+            async with asyncio.timeout(PHRASE_TIMEOUT_S):
+                await self.session.say(text)
+                self._transport.finish_speech()
+                await self._transport.wait_played()
+        except TimeoutError:
+            log.warning("the phrase %r did not play out in %.0f s; going on", text, PHRASE_TIMEOUT_S)
+
     async def _transfer(self, number: str) -> None:
         log.info("transferring the caller to a human")
+        await self._say(self._settings.transfer_phrase)
+        self._asking = True
         try:
             await self._sip.transfer(self._room, self._caller.identity, number)
         except TransferFailed as e:
+            self._asking = False
             TRANSFERS.labels("failed").inc()
             log.warning("transfer failed: %s", e)
+            await self._say(self._settings.transfer_failed_phrase)
             self.transfer = None  # the caller may press again; the agent goes on meanwhile
             return
+        finally:
+            self._asking = False
         TRANSFERS.labels("ok").inc()
-        # LiveKit SIP takes the caller out of the room once the far end answers; the call then
-        # ends as a hangup. Nothing else to do here.
+        self.transferred = True
+        # LiveKit SIP takes the caller out of the room; the agent has nobody to talk to.
+        if self.session is not None:
+            self.session.end(EndReason.TRANSFERRED, "the caller was transferred to a human")
+
+    async def outcome(self, ended: CallEnded) -> CallEnded:
+        """Why the call ended, counting a transfer: LiveKit SIP takes a transferred caller out of
+        the room, which may reach the session (as a hangup) before the transfer's answer does."""
+        if ended.reason is EndReason.CALLER_HANGUP and self._asking and self.transfer is not None:
+            await asyncio.wait({self.transfer}, timeout=TRANSFER_ANSWER_TIMEOUT_S)
+        if self.transferred and ended.reason is EndReason.CALLER_HANGUP:
+            return dataclasses.replace(
+                ended, reason=EndReason.TRANSFERRED, message="the caller was transferred to a human"
+            )
+        return ended
 
 
 class RoomCalls:
@@ -133,7 +184,7 @@ class RoomCalls:
                 await self._say_refusal(transport, call_id)
                 return reason
             controls.agent = route.agent
-            reason = await self._converse(route, transport, call_id, lease)
+            reason = await self._converse(route, transport, controls, call_id, lease)
             return reason
         finally:
             self.active -= 1
@@ -154,7 +205,12 @@ class RoomCalls:
             raise Refused("over_quota", e.message) from None
 
     async def _converse(
-        self, route: Route, transport: RoomTransport, call_id: str, lease: Lease | None
+        self,
+        route: Route,
+        transport: RoomTransport,
+        controls: CallControls,
+        call_id: str,
+        lease: Lease | None,
     ) -> str:
         s = self._services
         direction = pb.CALL_DIRECTION_OUTBOUND if route.outbound else pb.CALL_DIRECTION_INBOUND
@@ -171,9 +227,10 @@ class RoomCalls:
             phrases=s.phrases,
             settings=s.session_settings,
         )
+        controls.attach(session)
         ended: CallEnded | None = None
         try:
-            ended = await session.run()
+            ended = await controls.outcome(await session.run())
         except VoiceAIError as e:
             log.info("call failed: %s: %s", e.code.name, e.message)
         except asyncio.CancelledError:

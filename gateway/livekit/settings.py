@@ -68,5 +68,9 @@ class LiveKitSettings(BaseSettings):
     system_tenant: str = "voiceai-system"
     # The digit that asks for a human when the agent has a transfer number.
     transfer_digit: str = "0"
+    # Said (in the agent's voice) before the caller is transferred, and when a transfer fails
+    # (the call then goes on with the agent).
+    transfer_phrase: str = "Transferring you now."
+    transfer_failed_phrase: str = "Sorry, I couldn't put you through right now. How else can I help?"
     # Agent audio the room's audio source may hold ahead of real time (barge-in drops it).
     playout_buffer_ms: int = 100

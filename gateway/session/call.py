@@ -338,6 +338,7 @@ class CallSession(NeverSilent):
         if active.timer is not None:
             active.timer.timings.interrupted = interrupted
             self.transport.send_event(active.timer.finish())
+        active.played.set()
 
     # ------------------------------------------------------------------ barge-in
     def _tentative_interrupt(self) -> None:
@@ -359,14 +360,16 @@ class CallSession(NeverSilent):
             self.playout.resume()
 
     def _confirm_interruption(self) -> None:
+        INTERRUPTIONS.labels("confirmed").inc()
+        self._cut_off()
+
+    def _cut_off(self) -> None:
+        """Stop the agent mid-reply: drop its queued audio, cancel the reply, record what was heard."""
         active = self._active
         self._paused = False
-        self._cancel_timer("resume")
-        self._cancel_timer("barge-in")
-        self._cancel_timer("no-response")
-        self._cancel_timer("stuck")
+        for timer in ("resume", "barge-in", "no-response", "stuck"):
+            self._cancel_timer(timer)
         dropped = self.playout.clear(close_turn=active.turn if active is not None else None)
-        INTERRUPTIONS.labels("confirmed").inc()
         if active is None:
             return
         self._active = None
@@ -374,3 +377,18 @@ class CallSession(NeverSilent):
             active.task.cancel()
         self.transport.send_event(ClearAudio(active.turn))
         self._finish(active, heard_text(active.spoken.segments, dropped), interrupted=True)
+
+    # ------------------------------------------------------------------ asked by the transport
+    async def say(self, text: str) -> None:
+        """Speak ``text`` now, as a turn of its own in the agent's voice (phrase cache, playout,
+        like the greeting), cutting off what the agent was saying; returns once its last frame
+        went to the transport, or the caller cut it off. A room call's transfer announces itself
+        with it."""
+        if self._closed or self._ended is None or self._ended.done():
+            return
+        self._cut_off()
+        self.turn += 1  # a new turn: a cut-off reply's late audio (closed turns) never follows it
+        self._speak_phrase(text, self.turn)
+        active = self._active
+        if active is not None:
+            await active.played.wait()

@@ -43,6 +43,7 @@ class EndReason(Enum):
     INVALID_INPUT = 3
     MAX_DURATION = 4
     SHUTDOWN = 5
+    TRANSFERRED = 6  # the caller went to a human (a room call's transfer)
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ class ActiveReply:
     spoken: SpokenText = field(default_factory=SpokenText)
     task: asyncio.Task[None] | None = None
     record: bool = True
+    played: asyncio.Event = field(default_factory=asyncio.Event)  # finished or cut off
 
 
 class NeverSilent(CallBase):

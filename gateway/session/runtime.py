@@ -33,6 +33,10 @@ class CallBase:
         """End the call with an error status (e.g. the transport cannot keep up)."""
         self._fail(error)
 
+    def end(self, reason: EndReason, message: str) -> None:
+        """End the call for a reason its transport knows (a room call's caller was transferred)."""
+        self._end(reason, message)
+
     def _end(self, reason: EndReason, message: str) -> None:
         if self._ended is not None and not self._ended.done():
             self._ended.set_result(CallEnded(reason, message, self.usage, self.turn))

@@ -30,10 +30,11 @@ from gateway.livekit.sip_control import LiveKitSipControl
 from gateway.session.events import AgentSpeech, CallStarted
 from tenant_svc.db.database import DatabaseSettings
 from tests.credentials import KEY_DIR
+from tests.doubles.livekit_sip import TransferScript
 from tests.doubles.livekit_twirp import LiveKitDouble
 from tests.doubles.mesh_services import ScriptedStt
 from tests.integration.gateway_harness import scripted_mesh
-from tests.integration.livekit_harness import RoomLine, room_calls, start_call, tone48
+from tests.integration.livekit_harness import RecordingSip, RoomLine, room_calls, start_call, tone48
 from tests.integration.tenant_harness import TenantApi, tenant_api
 from tests.integration.test_gateway_tenancy import wait_for_record
 
@@ -171,15 +172,68 @@ async def test_a_number_whose_agent_was_deleted_is_refused(api: TenantApi, redis
     assert refused("agent_not_found") == before + 1
 
 
+def transfers(result: str) -> float:
+    return REGISTRY.get_sample_value("voiceai_livekit_transfers_total", {"result": result}) or 0.0
+
+
+def speech(room: RoomLine) -> list[str]:
+    return [e.text for e in room.transport.events if isinstance(e, AgentSpeech)]
+
+
+def said(room: RoomLine) -> str:
+    """Everything the agent said, as one text (a phrase goes out a sentence at a time)."""
+    return " ".join(speech(room))
+
+
+class Heard:
+    """What the caller had heard (agent texts, room frames) each time LiveKit was asked."""
+
+    def __init__(self, room: RoomLine) -> None:
+        self.room = room
+        self.at_ask: list[tuple[list[str], int]] = []
+
+    def note(self) -> None:
+        self.at_ask.append((speech(self.room), len(self.room.sink.frames)))
+
+
+class WatchedSip(RecordingSip):
+    def __init__(self, heard: Heard) -> None:
+        super().__init__()
+        self.heard = heard
+
+    async def transfer(self, room: str, identity: str, to: str) -> None:
+        self.heard.note()
+        await super().transfer(room, identity, to)
+
+
+class WatchedLiveKit(LiveKitSipControl):
+    def __init__(self, client: lkapi.LiveKitAPI, heard: Heard) -> None:
+        super().__init__(client)
+        self.heard = heard
+
+    async def transfer(self, room: str, identity: str, to: str) -> None:
+        self.heard.note()
+        await super().transfer(room, identity, to)
+
+
+def phrase_frames(text: str) -> float:
+    """Room frames (20 ms) of ``text`` from the tone TTS double (~15 ms per character), less 20 %."""
+    return 15 * len(text) * 0.8 / 20
+
+
 async def test_keypad_digits_reach_the_session_and_the_transfer_digit_asks_livekit(
     api: TenantApi, redis_url: str
 ) -> None:
     tenant, _agent, number = await tenant_with_number(api, transfer_number="+14155550199")
     room = RoomLine(phone(number))
+    heard = Heard(room)
+    settings = LiveKitSettings()
+    failed = transfers("failed")
     async with (
         scripted_mesh(ScriptedStt([]), tenant_address=api.address, redis_url=redis_url) as mesh,
-        room_calls(mesh.app) as (calls, sip),
+        room_calls(mesh.app, sip_control=WatchedSip(heard)) as (calls, sip),
     ):
+        assert isinstance(sip, WatchedSip)
         call, controls = start_call(calls, room, sip)
         await room.wait_for(lambda r: any(isinstance(e, CallStarted) for e in r.transport.events))
         controls.dtmf("5")  # an ordinary digit is a turn of the conversation
@@ -187,16 +241,25 @@ async def test_keypad_digits_reach_the_session_and_the_transfer_digit_asks_livek
         sip.refuse = "486 Busy Here"
         controls.dtmf("0")  # the transfer digit: LiveKit refuses once ...
         await room.wait_for(lambda r: controls.transfer is None)
-        assert sip.transfers == []
+        assert sip.transfers == [] and transfers("failed") == failed + 1
+        # ... the caller heard the announcement, then the apology, and the agent goes on.
+        assert said(room).endswith(f"{settings.transfer_phrase} {settings.transfer_failed_phrase}")
+        assert not call.done() and calls.active == 1
         sip.refuse = ""
+        before = len(room.sink.frames)
         controls.dtmf("0")  # ... and takes it the second time
-        await room.wait_for(lambda r: sip.transfers)
-        room.transport.caller_left()  # LiveKit SIP takes the transferred caller out of the room
-        assert await asyncio.wait_for(call, 10) == "caller_hangup"
+        # The transfer ends the call (the caller is with a human now), as "transferred".
+        assert await asyncio.wait_for(call, 10) == "transferred"
     assert sip.transfers == [(room.name, room.caller.identity, "+14155550199")]
+    # The announcement had played out in the room before LiveKit was asked.
+    texts, frames = heard.at_ask[-1]
+    assert texts[-1] == settings.transfer_phrase
+    assert frames - before >= phrase_frames(settings.transfer_phrase)
     record = await wait_for_record(api, tenant)
+    assert record.end_reason == "transferred" and record.status == pb.CALL_STATUS_COMPLETED
     assert [t.caller_text for t in record.turns if t.index == 1] == ["(the caller pressed 5)"]
     assert not any(t.caller_text.endswith("pressed 0)") for t in record.turns)
+    assert record.turns[-1].agent_text == settings.transfer_phrase
 
 
 async def test_an_outbound_call_runs_the_agent_it_was_placed_for(api: TenantApi, redis_url: str) -> None:
@@ -235,25 +298,48 @@ async def test_an_outbound_call_runs_the_agent_it_was_placed_for(api: TenantApi,
 async def test_the_transfer_digit_transfers_the_phone_caller_in_livekit(
     api: TenantApi, redis_url: str
 ) -> None:
-    """The same keypad, through the real livekit-api client against the LiveKit Twirp double."""
-    _tenant, _agent, number = await tenant_with_number(api, transfer_number="+14155550199")
+    """The same keypad, through the real livekit-api client against the LiveKit Twirp double:
+    the far end declines once (SIP 603) and the call goes on; the second transfer goes through
+    while LiveKit is still answering when the caller leaves the room, and is recorded as one."""
+    tenant, _agent, number = await tenant_with_number(api, transfer_number="+14155550199")
     caller = phone(number)
+    room = RoomLine(caller, name="call-t")
+    heard = Heard(room)
+    settings = LiveKitSettings()
+    failed, ok = transfers("failed"), transfers("ok")
     with LiveKitDouble() as livekit:
         livekit.add_participant("call-t", caller.identity, attributes=dict(caller.attributes))
+        livekit.script_transfer("tel:+14155550199", TransferScript(sip_status=(603, "Decline")))
         async with (
             lkapi.LiveKitAPI(livekit.url, livekit.api_key, livekit.api_secret) as client,
             scripted_mesh(ScriptedStt([]), tenant_address=api.address, redis_url=redis_url) as mesh,
-            room_calls(mesh.app, sip_control=LiveKitSipControl(client)) as (calls, sip),
+            room_calls(mesh.app, sip_control=WatchedLiveKit(client, heard)) as (calls, sip),
         ):
-            room = RoomLine(caller, name="call-t")
             call, controls = start_call(calls, room, sip)
             await room.wait_for(lambda r: any(isinstance(e, CallStarted) for e in r.transport.events))
+            before = len(room.sink.frames)
             controls.dtmf("0")
-            await room.wait_for(lambda r: controls.transfer is not None and controls.transfer.done())
-            assert caller.identity not in livekit.participants["call-t"]  # LiveKit SIP took them
-            room.transport.caller_left()  # which the room then tells the worker
-            assert await asyncio.wait_for(call, 10) == "caller_hangup"
-        (request,) = livekit.transfers
+            await room.wait_for(lambda r: controls.transfer is None)
+            # Declined: counted, the caller still in the room with the agent, who apologises.
+            assert transfers("failed") == failed + 1 and len(livekit.transfers) == 1
+            assert caller.identity in livekit.participants["call-t"]
+            assert said(room).endswith(f"{settings.transfer_phrase} {settings.transfer_failed_phrase}")
+            assert not call.done()
+            texts, frames = heard.at_ask[0]
+            assert texts[-1] == settings.transfer_phrase
+            assert frames - before >= phrase_frames(settings.transfer_phrase)
+            # The human answers the second time; LiveKit SIP takes the caller out of the room
+            # while its answer is still on the way, which the room tells the worker first.
+            livekit.script_transfer("tel:+14155550199", TransferScript(after_s=0.5))
+            controls.dtmf("0")
+            await room.wait_for(lambda r: len(livekit.transfers) == 2)
+            room.transport.caller_left()
+            assert await asyncio.wait_for(call, 10) == "transferred"
+            assert caller.identity not in livekit.participants.get("call-t", {})
+        assert transfers("ok") == ok + 1
+        request = livekit.transfers[-1]
         assert (request.room_name, request.participant_identity) == ("call-t", caller.identity)
         assert request.transfer_to == "tel:+14155550199" and request.play_dialtone
         assert "call-t" not in livekit.rooms  # the call's end closed the room
+    record = await wait_for_record(api, tenant)
+    assert record.end_reason == "transferred"
