@@ -10,6 +10,13 @@ that far behind, the newest caller audio is dropped and counted. A departure is 
 (the oldest audio makes room for it). Agent frames wait in a bounded deque (30 s, a long
 refusal message queued at once fits); beyond it the oldest frames go. ``ClearAudio`` (barge-in)
 empties both the deque and the room source's own buffer.
+
+End of speech: the 16 -> 48 kHz resampler keeps the last ~18 ms of what it was given (its
+filter's delay) and the slicer up to one partial 20 ms frame, until more audio pushes them out.
+The session does not tell the transport where an utterance ends, so the playback task does:
+when no agent audio came for ``TAIL_FLUSH_MS`` (the pacer sends a frame every 20 ms while the
+agent speaks), it flushes that tail into the room, so the utterance's last syllable plays now,
+not as a stale click before the next reply.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from gateway.session.events import (
 
 log = logging.getLogger(__name__)
 
+TAIL_FLUSH_MS = 100  # several pacer frames of silence: the agent has stopped speaking
 DROPPED_FRAMES = Counter(
     "voiceai_livekit_dropped_frames_total", "Audio frames dropped at a full room queue", ["direction"]
 )
@@ -62,6 +70,7 @@ class RoomTransport:
         pipeline_rate: int = PIPELINE_RATE,
         inbound_limit_ms: int = 10_000,
         outbound_limit_ms: int = 30_000,
+        tail_flush_ms: int = TAIL_FLUSH_MS,
     ) -> None:
         self._fmt = Format(LINEAR16, pipeline_rate)
         self._in = CallerAudioIn(room_rate, pipeline_rate)
@@ -73,6 +82,8 @@ class RoomTransport:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._tail_flush_s = tail_flush_ms / 1000.0
+        self._holding = False  # the resampler has been given audio since its last flush
         self.left = False  # the caller is gone: nothing more comes in
 
     @property
@@ -116,6 +127,9 @@ class RoomTransport:
     # ------------------------------------------------------------------ session -> room
     def send_audio(self, frame: bytes) -> None:
         frames = self._out.push(frame)
+        if not self._holding:
+            self._holding = True
+            self._wake.set()  # the playback task now waits with a deadline (module docstring)
         if not frames:
             return
         self._frames.extend(frames)
@@ -135,11 +149,13 @@ class RoomTransport:
     def clear_playback(self) -> None:
         self._frames.clear()
         self._out.reset()
+        self._holding = False
         self._sink.clear_queue()
         self._idle.set()
 
     def finish_speech(self) -> None:
         """Push out what the resampler still holds (after the last frame of a message)."""
+        self._holding = False
         frames = self._out.flush()
         if frames:
             self._frames.extend(frames)
@@ -153,7 +169,14 @@ class RoomTransport:
                 await self._sink.capture_frame(self._frames.popleft())
             self._idle.set()
             self._wake.clear()
-            await self._wake.wait()
+            if not self._holding:
+                await self._wake.wait()
+                continue
+            try:
+                async with asyncio.timeout(self._tail_flush_s):
+                    await self._wake.wait()
+            except TimeoutError:
+                self.finish_speech()  # the agent stopped: play what the filter still holds
 
     async def wait_played(self) -> None:
         """Until every queued agent frame has played out in the room (``run_playback`` runs)."""

@@ -94,8 +94,8 @@ async def test_a_hangup_gets_through_a_full_queue() -> None:
 
 
 async def test_agent_frames_play_into_the_room_and_barge_in_clears_them() -> None:
-    sink = RecordingSink()
-    transport = RoomTransport(sink)
+    sink = CountingSink()
+    transport = RoomTransport(sink, tail_flush_ms=60)
     playback = asyncio.create_task(transport.run_playback())
     try:
         agent = tone(440, 400, 16000).tobytes()
@@ -111,5 +111,52 @@ async def test_agent_frames_play_into_the_room_and_barge_in_clears_them() -> Non
         transport.send_event(ClearAudio(turn=1))  # before the playback task ran again
         await asyncio.wait_for(transport.wait_played(), 2)
         assert len(sink.frames) == played and sink.cleared == 1
+    finally:
+        playback.cancel()
+
+
+class CountingSink(RecordingSink):
+    """A RecordingSink a test can wait on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.more = asyncio.Event()
+
+    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+        await super().capture_frame(frame)
+        self.more.set()
+
+    async def wait_frames(self, count: int) -> None:
+        async with asyncio.timeout(5):
+            while len(self.frames) < count:
+                self.more.clear()
+                await self.more.wait()
+
+
+async def test_an_utterances_tail_plays_when_the_agent_stops_not_before_the_next_reply() -> None:
+    sink = CountingSink()
+    transport = RoomTransport(sink, tail_flush_ms=60)
+    playback = asyncio.create_task(transport.run_playback())
+    try:
+        first = tone(440, 400, 16000).tobytes()
+        for i in range(0, len(first), 640):
+            transport.send_audio(first[i : i + 640])
+        # The filter and the slicer hold ~40 ms until the agent has been quiet a while; then
+        # all 400 ms play, the tail padded into one last 20 ms frame.
+        await sink.wait_frames(20)
+        await asyncio.sleep(0.12)  # nothing more comes: the tail was already out
+        assert len(sink.frames) in (20, 21)
+        heard = np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in sink.frames])
+        voiced = np.flatnonzero(np.abs(heard) > 1000)
+        assert voiced[-1] >= 48 * 395  # the utterance's last milliseconds are in the room
+
+        # The next reply starts with its own audio, not the previous one's stale tail.
+        played = len(sink.frames)
+        second = tone(1000, 200, 16000).tobytes()
+        for i in range(0, len(second), 640):
+            transport.send_audio(second[i : i + 640])
+        await sink.wait_frames(played + 10)
+        start = np.frombuffer(sink.frames[played].data, dtype=np.int16)
+        assert abs(peak_hz(start, 48000) - 1000) < 60
     finally:
         playback.cancel()
