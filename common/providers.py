@@ -26,7 +26,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -222,6 +222,43 @@ class ProviderLimiter:
         finally:
             IN_USE.labels(self.service, self.provider).dec()
             slots.release()
+
+
+# ---------------------------------------------------------------------------- closing
+
+_CLOSING: set[asyncio.Task[None]] = set()  # closes whose callers went away: held until done
+
+
+class CloseOnce:
+    """An owner's ``aclose``: runs ``close`` once and to its end, even when the caller that
+    started it is cancelled (a client hanging up while a failed provider is being closed).
+
+    A close cut short would leave the provider connection open and its cap slot taken, and a
+    later ``aclose`` would find the owner already marked closed: every caller awaits the same
+    task, and a cancelled caller leaves it running (its steps are bounded by their deadlines).
+    """
+
+    __slots__ = ("_close", "_name", "_task")
+
+    def __init__(self, close: Callable[[], Awaitable[None]], name: str) -> None:
+        self._close = close
+        self._name = name
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._task is not None
+
+    async def __call__(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(_run(self._close), name=self._name)
+            _CLOSING.add(self._task)
+            self._task.add_done_callback(_CLOSING.discard)
+        await asyncio.shield(self._task)
+
+
+async def _run(close: Callable[[], Awaitable[None]]) -> None:
+    await close()
 
 
 # ---------------------------------------------------------------------------- chains

@@ -18,7 +18,7 @@ from typing import Any
 from deepgram.listen.v1.socket_client import AsyncV1SocketClient
 from websockets.exceptions import ConnectionClosed
 
-from common.providers import ProviderError
+from common.providers import CloseOnce, ProviderError
 from common.tasks import cancel_and_wait
 from stt_svc.providers.base import (
     Final,
@@ -70,7 +70,7 @@ class DeepgramStream:
         self._events: asyncio.Queue[RecognitionEvent | None] = asyncio.Queue()
         self._failure: BaseException | None = None
         self._closing = False  # CloseStream sent: the socket closing is the normal end
-        self._closed = False
+        self._closer = CloseOnce(self._close, "stt-deepgram-close")
         self._heard = False  # any message received yet
         self._watchdog: asyncio.TimerHandle | None = None  # armed while a reply is outstanding
         self._last_sent = self._loop.time()
@@ -102,9 +102,10 @@ class DeepgramStream:
             raise self._failure
 
     async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+        """Idempotent; finishes even if the caller is cancelled (the socket and the cap slot go)."""
+        await self._closer()
+
+    async def _close(self) -> None:
         self._disarm()
         await cancel_and_wait(self._reader, self._keepalive)
         self._end_events()
@@ -117,9 +118,7 @@ class DeepgramStream:
     # ------------------------------------------------------------------ sending
     async def _send(self, sending: Any) -> None:
         self._last_sent = self._loop.time()
-        if self._watchdog is None:
-            limit = self._timings.inactivity_s if self._heard else self._timings.first_result_s
-            self._watchdog = self._loop.call_later(limit, self._expire, limit)
+        self._arm()
         try:
             await sending
         except ConnectionClosed:
@@ -133,6 +132,11 @@ class DeepgramStream:
                 self._last_sent = self._loop.time()
                 with contextlib.suppress(ConnectionClosed):
                     await self._socket.send_keep_alive()
+
+    def _arm(self) -> None:
+        if self._watchdog is None:
+            limit = self._timings.inactivity_s if self._heard else self._timings.first_result_s
+            self._watchdog = self._loop.call_later(limit, self._expire, limit)
 
     def _disarm(self) -> None:
         if self._watchdog is not None:
