@@ -2,7 +2,8 @@
 as Recognizer events, offsets in ms from the start of the stream.
 
 Deadlines end the stream with ``ProviderError(kind="timeout")``: the first message after audio
-was sent, and silence from Deepgram while audio is unanswered. ``KeepAlive`` goes out while no
+was sent, and silence from Deepgram while audio is unanswered or, after ``CloseStream``, until
+the stream's end (its ``Metadata`` or the socket's close). ``KeepAlive`` goes out while no
 audio flows (Deepgram closes a stream idle for ~10 s).
 """
 
@@ -178,6 +179,8 @@ class DeepgramStream:
             async for message in self._messages():
                 self._heard = True
                 self._disarm()
+                if self._closing:
+                    self._arm()  # the end of the stream is still owed: bounded like any reply
                 kind = message.get("type")
                 if kind == "Results":
                     self._on_results(message)
@@ -185,6 +188,8 @@ class DeepgramStream:
                     self._start_utterance(_ms(message.get("timestamp")))
                 elif kind == "UtteranceEnd":
                     self._end_utterance(_ms(message.get("last_word_end")))
+                elif kind == "Metadata" and self._closing:
+                    break  # Deepgram's last message after CloseStream: the socket need not close
                 elif kind == "Error":
                     raise ProviderError(
                         f"Deepgram reported an error: {str(message.get('description'))[:200]}"

@@ -187,6 +187,10 @@ class ListenFault:
     disconnect_after_words: int | None = None
     # Send nothing more once a word beyond the first N is heard; the connection stays open.
     stall_after_words: int | None = None
+    # After CloseStream: "close" (the final, Metadata, then the close handshake, as Deepgram
+    # does), "hold" (the final and Metadata, the connection left open) or "mute" (the final
+    # only, the connection left open).
+    after_close_stream: str = "close"
 
 
 @dataclass
@@ -310,9 +314,13 @@ class _ListenSession:
                     self._final(speech_final=False, from_finalize=True)
                 elif kind == "CloseStream":
                     self._final(speech_final=False)
+                    if self.fault.after_close_stream == "mute":
+                        continue
                     self._put(
                         {"type": "Metadata", "request_id": "double", "duration": self.ear.pos_ms / 1000}
                     )
+                    if self.fault.after_close_stream == "hold":
+                        continue
                     self._out.put_nowait(None)
                     closed = asyncio.ensure_future(self.ws.wait_closed())
                     try:  # the client may hang up first (a deadline it gave up on)

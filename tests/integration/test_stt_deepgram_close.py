@@ -8,11 +8,13 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from common.providers import resolve_key
+import pytest
+
+from common.providers import ProviderError, resolve_key
 from stt_svc.providers.base import Final, RecognitionEvent, RecognitionOptions
 from stt_svc.providers.deepgram_nova import KEY_ENV, DeepgramConfig, DeepgramRecognizer
 from stt_svc.providers.deepgram_stream import DeepgramStream
-from tests.doubles.deepgram_api import DeepgramListenDouble
+from tests.doubles.deepgram_api import DeepgramListenDouble, ListenFault
 from tests.doubles.tone_words import speak
 
 ENV = {KEY_ENV: "deployment-key"}
@@ -45,6 +47,39 @@ async def collect(stream: DeepgramStream) -> list[RecognitionEvent]:
 
 def heard(events: list[RecognitionEvent]) -> list[str]:
     return [w.word.lower() for e in events if isinstance(e, Final) for w in e.words]
+
+
+async def test_metadata_after_close_stream_ends_the_stream_though_the_socket_stays_open() -> None:
+    async with DeepgramListenDouble() as dg:
+        dg.faults.append(ListenFault(after_close_stream="hold"))
+        provider = recognizer(dg.url)
+        stream = await provider.open(RecognitionOptions())
+        try:
+            await send_words(stream)
+            events = await collect(stream)  # before the fix: no deadline once a final arrived
+        finally:
+            await stream.aclose()
+            await provider.aclose()
+    assert heard(events) == WORDS
+
+
+async def test_silence_after_close_stream_is_a_timeout_not_a_hang() -> None:
+    async with DeepgramListenDouble() as dg:
+        dg.faults.append(ListenFault(after_close_stream="mute"))
+        provider = recognizer(dg.url, inactivity_timeout_s=0.3)
+        stream = await provider.open(RecognitionOptions())
+        events: list[RecognitionEvent] = []
+        try:
+            await send_words(stream)
+            with pytest.raises(ProviderError) as failed:
+                async with asyncio.timeout(HANG_S):
+                    async for event in stream.events():
+                        events.append(event)
+        finally:
+            await stream.aclose()
+            await provider.aclose()
+    assert failed.value.kind == "timeout"
+    assert heard(events) == WORDS  # what Deepgram said before it went quiet is delivered
 
 
 async def test_a_close_cut_short_by_cancellation_still_frees_the_socket_and_the_slot() -> None:
