@@ -29,7 +29,7 @@ import httpx
 import websockets.exceptions
 
 from common.errors import InvalidArgument
-from common.providers import ProviderError, ProviderKey, ProviderLimiter, resolve_key
+from common.providers import CloseOnce, ProviderError, ProviderKey, ProviderLimiter, resolve_key
 from tts_svc.providers.base import SynthesisOptions
 from tts_svc.providers.cloud import ClientCache, Deadlines, status_error
 from tts_svc.providers.speak_sockets import IdleSockets, Params, SpeakSocket
@@ -156,6 +156,7 @@ class AuraSession:
         self._socket: SpeakSocket | None = None
         self._dirty = False  # a piece's audio may still be in flight: Clear before speaking again
         self._closed = False
+        self._closer = CloseOnce(self._close, "tts-deepgram-session-close")
 
     async def synthesize_stream(self, text: str) -> AsyncGenerator[bytes, None]:
         for attempt in range(2):
@@ -280,10 +281,12 @@ class AuraSession:
             await socket.close(self._p.deadlines.close_s, clear=dirty)
 
     async def aclose(self) -> None:
-        """A clean socket (or one that confirms Cleared) is kept for the next stream."""
-        if self._closed:
-            return
+        """A clean socket (or one that confirms Cleared) is kept for the next stream. Idempotent,
+        and finished even if the caller is cancelled (else the socket and its slot would leak)."""
         self._closed = True
+        await self._closer()
+
+    async def _close(self) -> None:
         socket = self._socket
         if socket is None:
             return
