@@ -6,12 +6,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from typing import Any
 
+import pytest
+
+from common.providers import ProviderError
 from tests.doubles.deepgram_speak import DeepgramSpeakDouble, Fault
-from tests.integration.test_tts_deepgram import FAST, RATE, deepgram
+from tests.integration.test_tts_deepgram import FAST, KEYS, RATE, deepgram
 from tts_svc.providers.base import SynthesisOptions
+from tts_svc.providers.deepgram_aura import DeepgramAura
+from tts_svc.providers.speak_sockets import SpeakSocket
 
 LONG = "This sentence is long enough to take several chunks of audio to speak in full as replies do."
+HANG_S = 10.0  # a hang shows as this passing; the provider's own deadlines are far shorter
 
 
 async def until(predicate: Callable[[], object], timeout_s: float = 5.0) -> None:
@@ -43,3 +50,54 @@ async def test_a_session_close_cut_short_by_cancellation_still_frees_the_socket(
             assert provider.limiter.in_use(provider.key("")) == 0
         finally:
             await provider.aclose()
+
+
+class _DeafSocket:
+    """A speak socket whose peer stopped reading: every send waits for buffer space forever."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def _blocked(self, what: str) -> None:
+        self.sent.append(what)
+        await asyncio.Event().wait()
+
+    async def send_text(self, _message: Any) -> None:
+        await self._blocked("Speak")
+
+    async def send_flush(self) -> None:
+        await self._blocked("Flush")
+
+    async def send_clear(self) -> None:
+        await self._blocked("Clear")
+
+    async def send_close(self) -> None:
+        await self._blocked("Close")
+
+    async def recv(self) -> Any:
+        await asyncio.Event().wait()
+
+
+async def test_a_send_the_peer_never_takes_misses_the_first_audio_deadline() -> None:
+    provider = DeepgramAura(base_url="ws://127.0.0.1:9", deadlines=FAST, environ=KEYS)
+    options = SynthesisOptions(sample_rate=RATE)
+    session = provider.open_session(options)
+    key = provider.key("")
+    assert key is not None
+    deaf = _DeafSocket()
+    # An idle socket of this key, voice and rate: the session takes it instead of connecting.
+    params = (key.fingerprint, provider.model(options), RATE, None)
+    stack = contextlib.AsyncExitStack()
+    await stack.enter_async_context(provider.limiter.slot(key))  # as a connected socket holds
+    await provider.idle.put(SpeakSocket(deaf, stack, params))
+    try:
+        with pytest.raises(ProviderError) as failed:
+            async with asyncio.timeout(HANG_S):  # before the fix: the Speak send never returned
+                async for _ in session.synthesize_stream("Hello there."):
+                    pass
+        assert failed.value.kind == "timeout"
+        assert deaf.sent == ["Speak", "Clear"]  # the polite close got no further: dropped
+        assert provider.limiter.in_use(key) == 0  # its close timed out, yet the slot is back
+    finally:
+        await session.aclose()
+        await provider.aclose()

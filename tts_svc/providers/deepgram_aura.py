@@ -231,12 +231,16 @@ class AuraSession:
         ws, deadlines = socket.ws, self._p.deadlines
         self._dirty = True  # until Flushed, this piece's audio may be in flight
         got_audio = False
+        wait = deadlines.first_audio_s
+        # The sends count toward the first audio: a peer that stops reading blocks them.
+        first_by = asyncio.get_running_loop().time() + wait
         try:
-            await ws.send_text(SpeakV1Text(type="Speak", text=text))
-            await ws.send_flush()
+            async with asyncio.timeout_at(first_by):
+                await ws.send_text(SpeakV1Text(type="Speak", text=text))
+                await ws.send_flush()
             while True:
                 wait = deadlines.idle_s if got_audio else deadlines.first_audio_s
-                async with asyncio.timeout(wait):
+                async with asyncio.timeout(wait) if got_audio else asyncio.timeout_at(first_by):
                     message = await ws.recv()
                 if isinstance(message, bytes):
                     got_audio = True

@@ -15,10 +15,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import websockets.exceptions
+
+from common.providers import CloseOnce
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +37,16 @@ class SpeakSocket:
     params: Params
     pieces: int = 0  # pieces completed on it: a used socket may have been closed by the server
     idle_since: float = 0.0
+    _closer: CloseOnce | None = field(default=None, repr=False)
 
     async def close(self, close_s: float, *, clear: bool = False) -> None:
-        """``Clear`` (if audio may be in flight) and ``Close``, then the close handshake; bounded."""
+        """``Clear`` (if audio may be in flight) and ``Close``, then the close handshake; bounded.
+        Idempotent, and finished even if the caller is cancelled: the cap slot always goes back."""
+        if self._closer is None:
+            self._closer = CloseOnce(lambda: self._close(close_s, clear), "tts-deepgram-close")
+        await self._closer()
+
+    async def _close(self, close_s: float, clear: bool) -> None:
         try:
             async with asyncio.timeout(close_s):
                 with contextlib.suppress(websockets.exceptions.WebSocketException, OSError):
@@ -45,8 +54,17 @@ class SpeakSocket:
                         await self.ws.send_clear()
                     await self.ws.send_close()
                 await self.stack.aclose()
+                return
         except TimeoutError:
             log.warning("deepgram websocket did not close within %.1f s; dropped", close_s)
+        # Not closed politely in time (a peer that stopped reading blocks even the sends): drop
+        # the connection, then release what the stack holds (the websocket, the cap slot).
+        transport = getattr(getattr(self.ws, "_websocket", None), "transport", None)
+        if transport is not None:
+            transport.abort()
+        with contextlib.suppress(TimeoutError, websockets.exceptions.WebSocketException, OSError):
+            async with asyncio.timeout(close_s):
+                await self.stack.aclose()
 
 
 class IdleSockets:
