@@ -249,12 +249,16 @@ class CloseOnce:
     def started(self) -> bool:
         return self._task is not None
 
-    async def __call__(self) -> None:
+    def start(self) -> asyncio.Task[None]:
+        """Begin the close now (no await: nothing can cancel it before it starts)."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(_run(self._close), name=self._name)
             _CLOSING.add(self._task)
             self._task.add_done_callback(_CLOSING.discard)
-        await asyncio.shield(self._task)
+        return self._task
+
+    async def __call__(self) -> None:
+        await asyncio.shield(self.start())
 
 
 async def _run(close: Callable[[], Awaitable[None]]) -> None:

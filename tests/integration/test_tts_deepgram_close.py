@@ -101,3 +101,22 @@ async def test_a_send_the_peer_never_takes_misses_the_first_audio_deadline() -> 
     finally:
         await session.aclose()
         await provider.aclose()
+
+
+async def test_expired_idle_sockets_all_close_though_the_stream_that_found_them_is_cancelled() -> None:
+    provider = DeepgramAura(base_url="ws://127.0.0.1:9", deadlines=FAST, environ=KEYS, idle_s=0.01)
+    key = provider.key("")
+    assert key is not None
+    for voice in ("aura-2-thalia-en", "aura-2-orion-en", "aura-2-luna-en"):
+        stack = contextlib.AsyncExitStack()
+        await stack.enter_async_context(provider.limiter.slot(key))
+        await provider.idle.put(SpeakSocket(_DeafSocket(), stack, (key.fingerprint, voice, RATE, None)))
+    assert provider.limiter.in_use(key) == 3
+    await asyncio.sleep(0.02)  # all three idled past idle_s
+    finding = asyncio.get_running_loop().create_task(provider.idle.take((key.fingerprint, "x", RATE, None)))
+    await cancel_soon(finding, FAST.close_s / 3)  # cancelled while the expired ones close
+    try:
+        await until(lambda: provider.limiter.in_use(key) == 0)  # none of them left holding a slot
+        assert len(provider.idle) == 0
+    finally:
+        await provider.aclose()

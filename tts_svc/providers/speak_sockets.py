@@ -42,9 +42,13 @@ class SpeakSocket:
     async def close(self, close_s: float, *, clear: bool = False) -> None:
         """``Clear`` (if audio may be in flight) and ``Close``, then the close handshake; bounded.
         Idempotent, and finished even if the caller is cancelled: the cap slot always goes back."""
+        await asyncio.shield(self.start_close(close_s, clear=clear))
+
+    def start_close(self, close_s: float, *, clear: bool = False) -> asyncio.Task[None]:
+        """Begin ``close`` now, without waiting: nothing can cancel it before it starts."""
         if self._closer is None:
             self._closer = CloseOnce(lambda: self._close(close_s, clear), "tts-deepgram-close")
-        await self._closer()
+        return self._closer.start()
 
     async def _close(self, close_s: float, clear: bool) -> None:
         try:
@@ -89,9 +93,10 @@ class IdleSockets:
     async def put(self, socket: SpeakSocket) -> None:
         socket.idle_since = time.monotonic()
         self._idle.append(socket)
-        await self._expire()
-        while len(self._idle) > self.max_idle:
-            await self._idle.pop(0).close(self.close_s)
+        now = time.monotonic()
+        old = [s for s in self._idle if now - s.idle_since > self.idle_s]
+        old += [s for s in self._idle if s not in old][: max(0, len(self._idle) - len(old) - self.max_idle)]
+        await self._close_all(old)
 
     async def evict(self, key_fingerprint: str) -> bool:
         """Close the oldest idle socket of this key (its slot is wanted); False if none."""
@@ -104,13 +109,16 @@ class IdleSockets:
 
     async def _expire(self) -> None:
         now = time.monotonic()
-        old = [s for s in self._idle if now - s.idle_since > self.idle_s]
-        if old:
-            self._idle = [s for s in self._idle if s not in old]
-            for socket in old:
-                await socket.close(self.close_s)
+        await self._close_all([s for s in self._idle if now - s.idle_since > self.idle_s])
+
+    async def _close_all(self, sockets: list[SpeakSocket]) -> None:
+        """Out of the pool and closing, all at once before the first await: a caller cancelled
+        mid-way (a barge-in) must not leave a socket that is neither kept nor closed."""
+        if not sockets:
+            return
+        self._idle = [s for s in self._idle if s not in sockets]
+        closing = [s.start_close(self.close_s) for s in sockets]
+        await asyncio.shield(asyncio.gather(*closing, return_exceptions=True))
 
     async def aclose(self) -> None:
-        idle, self._idle = self._idle, []
-        for socket in idle:
-            await socket.close(self.close_s)
+        await self._close_all(list(self._idle))
