@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -26,11 +27,22 @@ class Deadlines:
     close_s: float = 1.0  # polite close (Clear/Close) before the connection is dropped
 
 
+class _Entry(Generic[C]):
+    __slots__ = ("client", "evicted", "users")
+
+    def __init__(self, client: C) -> None:
+        self.client = client
+        self.users = 0
+        self.evicted = False
+
+
 class ClientCache(Generic[C]):
     """SDK clients per key fingerprint, least recently used evicted beyond ``size``.
 
     A client holds connection pools; one per key keeps tenants' keys apart without building
-    a client per request. ``close`` releases an evicted client's resources.
+    a client per request. ``close`` releases an evicted client's resources, but not while a
+    ``lease`` holds it: closing the pool under a request in flight would break another
+    tenant's stream, so the last lease closes it.
     """
 
     def __init__(
@@ -39,19 +51,44 @@ class ClientCache(Generic[C]):
         self._build = build
         self._close = close
         self._size = size
-        self._clients: OrderedDict[str, C] = OrderedDict()
+        self._clients: OrderedDict[str, _Entry[C]] = OrderedDict()
+
+    def _entry(self, key: ProviderKey | None) -> _Entry[C]:
+        fingerprint = key.fingerprint if key else ""
+        entry = self._clients.get(fingerprint)
+        if entry is None:
+            entry = self._clients[fingerprint] = _Entry(self._build(key))
+        self._clients.move_to_end(fingerprint)
+        return entry
 
     async def get(self, key: ProviderKey | None) -> C:
-        fingerprint = key.fingerprint if key else ""
-        client = self._clients.get(fingerprint)
-        if client is not None:
-            self._clients.move_to_end(fingerprint)
-            return client
-        client = self._clients[fingerprint] = self._build(key)
+        """The key's client, unleased: for clients whose ``close`` cannot break a request."""
+        entry = self._entry(key)
+        await self._evict()
+        return entry.client
+
+    @contextlib.asynccontextmanager
+    async def lease(self, key: ProviderKey | None) -> AsyncIterator[C]:
+        """The key's client, kept open until the body is done even if evicted meanwhile."""
+        entry = self._entry(key)
+        entry.users += 1
+        try:
+            await self._evict()
+            yield entry.client
+        finally:
+            entry.users -= 1
+            if entry.evicted and entry.users == 0:
+                await self._close(entry.client)
+
+    async def _evict(self) -> None:
         while len(self._clients) > self._size:
             _, old = self._clients.popitem(last=False)
-            await self._close(old)
-        return client
+            await self._retire(old)
+
+    async def _retire(self, entry: _Entry[C]) -> None:
+        entry.evicted = True
+        if entry.users == 0:
+            await self._close(entry.client)
 
     def __len__(self) -> int:
         return len(self._clients)
@@ -59,7 +96,7 @@ class ClientCache(Generic[C]):
     async def aclose(self) -> None:
         while self._clients:
             _, old = self._clients.popitem()
-            await self._close(old)
+            await self._retire(old)
 
 
 def retry_after_s(headers: Mapping[str, str] | None) -> float | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import httpx
@@ -49,6 +49,7 @@ class ElevenLabsTts:
         queue_timeout_s: float = 0.05,
         deadlines: Deadlines | None = None,
         environ: Mapping[str, str] | None = None,
+        max_clients: int = 32,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.default_voice = default_voice
@@ -56,7 +57,7 @@ class ElevenLabsTts:
         self.deadlines = deadlines or Deadlines()
         self.limiter = ProviderLimiter("tts", self.name, capacity, queue_timeout_s)
         self._environ = environ
-        self._clients: ClientCache[Any] = ClientCache(self._build_client, _close_client)
+        self._clients: ClientCache[Any] = ClientCache(self._build_client, _close_client, max_clients)
         # Loaded once here: a client per new key would otherwise load the CA bundle on the
         # event loop (~20-70 ms of CPU during which no stream of the process moves).
         self._tls = httpx.create_ssl_context()
@@ -82,6 +83,12 @@ class ElevenLabsTts:
 
     async def client(self, key: ProviderKey | None) -> Any:
         return (await self._clients.get(key))[0]
+
+    @contextlib.asynccontextmanager
+    async def lease(self, key: ProviderKey | None) -> AsyncIterator[Any]:
+        """The key's client for one request: not closed under it if evicted meanwhile."""
+        async with self._clients.lease(key) as (client, _http):
+            yield client
 
     def voice_and_model(self, options: SynthesisOptions) -> tuple[str, str]:
         voice = options.voice or self.default_voice
@@ -133,14 +140,17 @@ class ElevenLabsSession:
         key = self._p.key(self._tenant)
         if key is None:
             raise ProviderError("no ElevenLabs key for this tenant (ELEVENLABS_API_KEY)", kind="no_key")
-        client = await self._p.client(key)
         deadlines = self._p.deadlines
         # The voice sets the language (language_code is refused by most models); speed only
         # when asked, so the voice's own settings apply otherwise.
         extra: dict[str, Any] = {}
         if self._speed is not None:
             extra["voice_settings"] = VoiceSettings(speed=self._speed)
-        async with self._p.limiter.slot(key), contextlib.AsyncExitStack() as stack:
+        async with (
+            self._p.limiter.slot(key),
+            self._p.lease(key) as client,
+            contextlib.AsyncExitStack() as stack,
+        ):
             wait = deadlines.first_audio_s
             got_audio = False
             try:
