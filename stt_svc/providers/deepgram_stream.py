@@ -203,6 +203,10 @@ class DeepgramStream:
             self._on_endpoint_failure()
         except ProviderError as e:
             self._failure = self._failure or e
+        except Exception as e:  # a message this client cannot read: a failure, not an end
+            self._failure = self._failure or ProviderError(
+                f"Deepgram sent a message this client cannot read ({type(e).__name__})", kind="protocol"
+            )
         finally:
             self._disarm()
             self._keepalive.cancel()

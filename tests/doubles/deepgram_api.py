@@ -188,8 +188,9 @@ class ListenFault:
     # Send nothing more once a word beyond the first N is heard; the connection stays open.
     stall_after_words: int | None = None
     # After CloseStream: "close" (the final, Metadata, then the close handshake, as Deepgram
-    # does), "hold" (the final and Metadata, the connection left open) or "mute" (the final
-    # only, the connection left open).
+    # does), "hold" (the final and Metadata, the connection left open), "mute" (the final
+    # only, the connection left open) or "garbage" (a text frame that is not JSON, then as
+    # "close" without the final).
     after_close_stream: str = "close"
 
 
@@ -313,7 +314,10 @@ class _ListenSession:
                 if kind == "Finalize":
                     self._final(speech_final=False, from_finalize=True)
                 elif kind == "CloseStream":
-                    self._final(speech_final=False)
+                    if self.fault.after_close_stream == "garbage":
+                        self._out.put_nowait((time.monotonic(), "<html>bad gateway</html>"))
+                    else:
+                        self._final(speech_final=False)
                     if self.fault.after_close_stream == "mute":
                         continue
                     self._put(

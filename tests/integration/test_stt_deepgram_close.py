@@ -100,3 +100,20 @@ async def test_a_close_cut_short_by_cancellation_still_frees_the_socket_and_the_
             assert provider.endpoints.in_flight() == {dg.url: 0}
         finally:
             await provider.aclose()
+
+
+async def test_a_message_the_client_cannot_read_fails_the_stream_instead_of_ending_it() -> None:
+    async with DeepgramListenDouble() as dg:
+        dg.faults.append(ListenFault(after_close_stream="garbage"))
+        provider = recognizer(dg.url)
+        stream = await provider.open(RecognitionOptions())
+        try:
+            await send_words(stream)
+            # Before the fix the reader died of the JSON error and the events simply ended: the
+            # caller took a stream that lost its last words for one that ended as asked.
+            with pytest.raises(ProviderError) as failed:
+                await collect(stream)
+        finally:
+            await stream.aclose()
+            await provider.aclose()
+    assert failed.value.kind == "protocol"
