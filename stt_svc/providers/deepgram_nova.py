@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -71,8 +72,18 @@ def websocket_base(url: str) -> str:
         if url.startswith(http):
             return ws + url[len(http) :]
     if not url.startswith(("ws://", "wss://")):
-        raise ValueError(f"Deepgram URL {url!r} must start with ws://, wss://, http:// or https://")
+        raise ValueError(f"Deepgram URL {shown(url)!r} must start with ws://, wss://, http:// or https://")
     return url
+
+
+def shown(url: str) -> str:
+    """``url`` fit for messages and logs: a password in it (basic auth at a proxy) removed."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = f"{parts.username}@" if parts.username else ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=user + host))
 
 
 def _retry_after(error: ApiError) -> float | None:
@@ -153,7 +164,7 @@ class DeepgramRecognizer:
             url = self.endpoints.acquire()
             stack.callback(self.endpoints.release, url)
             client = self._client(url, key)
-            label = f"{url} (key {key.label}/{key.fingerprint})" if key else url
+            label = f"{shown(url)} (key {key.label}/{key.fingerprint})" if key else shown(url)
             # Errors are built here and raised below, outside the handlers: the SDK's ApiError
             # (request headers, the refused response) is then not kept as their context.
             failure: ProviderError | None = None
