@@ -231,6 +231,22 @@ class ChainStream:
         if self._input_ended:
             await self._current.end_input()
 
+    async def _switch(self, error: BaseException) -> None:
+        """The next provider, with the uncovered audio replayed; one that fails during the
+        replay is passed over like one that failed to open."""
+        while True:
+            await self._open_next(error)
+            try:
+                await self._replay()
+                return
+            except Exception as e:
+                record_failure("stt", self._current_name, e)
+                if not may_fall_back(e):
+                    raise
+                assert self._current is not None
+                await self._current.aclose()
+                error = e
+
     async def _run(self) -> None:
         try:
             while True:
@@ -244,8 +260,7 @@ class ChainStream:
                     raise error
                 await stream.aclose()  # first: a push blocked on it returns, freeing the lock
                 async with self._lock:
-                    await self._open_next(error)
-                    await self._replay()
+                    await self._switch(error)
         except Exception as e:
             self._failure = e
         finally:
