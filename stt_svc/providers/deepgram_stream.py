@@ -75,6 +75,7 @@ class DeepgramStream:
         self._heard = False  # any message received yet
         self._watchdog: asyncio.TimerHandle | None = None  # armed while a reply is outstanding
         self._last_sent = self._loop.time()
+        self._sending = 0  # sends in progress
         self._in_utterance = False
         self._last_word_end_ms = 0
         self._ended = False
@@ -120,10 +121,13 @@ class DeepgramStream:
     async def _send(self, sending: Any) -> None:
         self._last_sent = self._loop.time()
         self._arm()
+        self._sending += 1
         try:
             await sending
         except ConnectionClosed:
             pass  # the reader sees the same closure and reports it
+        finally:
+            self._sending -= 1
 
     async def _keep_alive(self) -> None:
         interval = self._timings.keepalive_s
@@ -179,8 +183,10 @@ class DeepgramStream:
             async for message in self._messages():
                 self._heard = True
                 self._disarm()
-                if self._closing:
-                    self._arm()  # the end of the stream is still owed: bounded like any reply
+                if self._closing or self._sending:
+                    # Still owed: the end of the stream, or a send Deepgram has not taken yet
+                    # (its read side stuck while results for earlier audio still come).
+                    self._arm()
                 kind = message.get("type")
                 if kind == "Results":
                     self._on_results(message)
