@@ -70,6 +70,7 @@ class Fault:
     drop_code: int = 0  # 0 = drop the TCP connection; else close with this code (e.g. 1011)
     stall_after_bytes: int = -1  # audio bytes sent before it goes silent (connection left open)
     ignore_clear: bool = False  # never answer Clear (audio goes on, no Cleared)
+    garbage_after_bytes: int = -1  # audio bytes sent before one text frame that is not JSON
 
 
 @dataclass
@@ -238,6 +239,9 @@ class DeepgramSpeakDouble:
                     return
                 if 0 <= fault.stall_after_bytes < seen.audio_bytes + len(chunk):
                     await asyncio.Event().wait()  # silent until the client gives up
+                if 0 <= fault.garbage_after_bytes < seen.audio_bytes + len(chunk):
+                    fault.garbage_after_bytes = -1  # once; then the piece goes on as usual
+                    await ws.send("<html>502 bad gateway</html>")
                 await ws.send(chunk)
                 seen.audio_bytes += len(chunk)
             await ws.send(json.dumps({"type": "Flushed", "sequence_id": sequence}))

@@ -120,3 +120,22 @@ async def test_expired_idle_sockets_all_close_though_the_stream_that_found_them_
         assert len(provider.idle) == 0
     finally:
         await provider.aclose()
+
+
+async def test_a_socket_that_sent_something_unreadable_is_closed_not_kept() -> None:
+    async with DeepgramSpeakDouble(chunk_ms=20) as dg:
+        provider = deepgram(dg)
+        dg.faults.append(Fault(garbage_after_bytes=RATE))  # mid-piece, after some audio
+        session = provider.open_session(SynthesisOptions(sample_rate=RATE))
+        try:
+            with pytest.raises(ProviderError) as failed:
+                async for _ in session.synthesize_stream(LONG):
+                    pass
+        finally:
+            await session.aclose()
+        try:
+            await until(lambda: dg.open == 0)  # before the fix: Cleared, then pooled for reuse
+            assert len(provider.idle) == 0 and provider.limiter.in_use(provider.key("")) == 0
+        finally:
+            await provider.aclose()
+    assert failed.value.kind == "protocol"

@@ -262,6 +262,11 @@ class AuraSession:
             raise ProviderError(
                 f"deepgram closed the websocket mid-stream ({how})", kind="disconnect"
             ) from None
+        except (ValueError, TypeError) as e:  # a frame the SDK cannot parse (a proxy's page ...)
+            # A ProviderError, so the session drops the socket rather than pool it for reuse.
+            raise ProviderError(
+                f"deepgram sent a message this client cannot read ({type(e).__name__})", kind="protocol"
+            ) from None
 
     async def _clear(self) -> bool:
         """Drop the abandoned piece's audio; True once Deepgram confirms with Cleared."""
