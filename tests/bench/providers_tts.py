@@ -56,7 +56,7 @@ class Timed:
     """Wraps a provider: records when its sessions fail, so a switch can be timed from there."""
 
     def __init__(self, provider: Any) -> None:
-        self._provider = provider
+        self.provider = self._provider = provider
         self.name = provider.name
         self.sample_rate = provider.sample_rate
         self.voices = provider.voices
@@ -240,7 +240,10 @@ async def switches(
 ) -> tuple[list[float], list[float]]:
     """(failure -> next link's first audio, start -> next link's first audio) in ms."""
     switch, total = [], []
+    idle = getattr(timed.provider, "idle", None)
     for _ in range(runs):
+        if idle is not None:
+            await idle.aclose()  # a pooled socket would skip the handshake, hence the fault
         double.faults.append(fault)
         session = chain.open_session(OPTIONS)
         try:
@@ -248,6 +251,8 @@ async def switches(
             async with contextlib.aclosing(session.synthesize_stream(TEXT)) as chunks:
                 async for _ in chunks:
                     now = time.perf_counter()
+                    if timed.failed_at < started:
+                        raise RuntimeError(f"{timed.name}: the injected fault was not met; nothing to time")
                     switch.append((now - timed.failed_at) * 1000)
                     total.append((now - started) * 1000)
                     break
