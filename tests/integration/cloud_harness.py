@@ -90,7 +90,11 @@ async def cloud_mesh(
             tts_deepgram_url=speak.url, tts_elevenlabs_url=elevenlabs.url, **(tts or {})
         )
         tts_host = tts_app.build_host(tts_settings, tts_app.make_chain(tts_settings, local_tts, environ))
-        async with running(stt_host) as stt_addr, running(llm_host) as llm_addr, running(tts_host) as tts_addr:
+        async with (
+            running(stt_host) as stt_addr,
+            running(llm_host) as llm_addr,
+            running(tts_host) as tts_addr,
+        ):
             resolver = StaticResolver(
                 {"stt": [stt_addr], "llm": [llm_addr], "tts": [tts_addr], "tenant": [tenant_address]}
             )

@@ -36,7 +36,11 @@ FIRST = ["alpha", "bravo", "charlie"]
 SECOND = ["delta", "echo", "foxtrot"]
 AURA_VOICE = "aura-2-orion-en"  # not the service default (thalia): the agent's voice reached Deepgram
 ELEVEN_VOICE = "21m00Tcm4TlvDq8ikWAM"
-DEFAULTS = {"DEEPGRAM_API_KEY": "dg-default", "OPENAI_API_KEY": "sk-default", "ELEVENLABS_API_KEY": "el-default"}
+DEFAULTS = {
+    "DEEPGRAM_API_KEY": "dg-default",
+    "OPENAI_API_KEY": "sk-default",
+    "ELEVENLABS_API_KEY": "el-default",
+}
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +49,9 @@ async def api(database_settings: DatabaseSettings, redis_url: str) -> AsyncItera
         yield running
 
 
-async def cloud_agent(api: TenantApi, tenant: str, agent_id: str, tts: str, voice: str, model: str) -> pb.Agent:
+async def cloud_agent(
+    api: TenantApi, tenant: str, agent_id: str, tts: str, voice: str, model: str
+) -> pb.Agent:
     """A tenant agent created through TenantService, on cloud providers with local fallback."""
     agent = pb.Agent(
         system_prompt="Be brief.",
@@ -83,7 +89,9 @@ def finals(caller: ConverseCaller, turn: int) -> list[str]:
 
 
 def said(caller: ConverseCaller, turn: int) -> str:
-    return " ".join(r.msg.agent_speech.text for r in caller.of("agent_speech") if r.msg.agent_speech.turn == turn)
+    return " ".join(
+        r.msg.agent_speech.text for r in caller.of("agent_speech") if r.msg.agent_speech.turn == turn
+    )
 
 
 def words(text: str) -> list[str]:
@@ -91,17 +99,15 @@ def words(text: str) -> list[str]:
 
 
 def fallbacks(service: str, frm: str, to: str) -> float:
-    """voiceai_provider_fallbacks_total for one switch, over every reason."""
-    total = 0.0
-    for metric in REGISTRY.collect():
-        if metric.name != "voiceai_provider_fallbacks":
-            continue
-        for s in metric.samples:
-            labels = s.labels
-            if s.name.endswith("_total") and (labels.get("service"), labels.get("from_provider"),
-                                              labels.get("to_provider")) == (service, frm, to):  # fmt: skip
-                total += s.value
-    return total
+    """voiceai_provider_fallbacks_total for one switch, summed over its reasons."""
+    wanted = {"service": service, "from_provider": frm, "to_provider": to}
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "voiceai_provider_fallbacks"
+        for sample in metric.samples
+        if sample.name.endswith("_total") and wanted.items() <= sample.labels.items()
+    )
 
 
 async def talk(caller: ConverseCaller, turn: int, spoken: list[str]) -> None:
@@ -210,3 +216,69 @@ async def test_tenant_agents_run_on_cloud_providers_with_their_own_or_the_defaul
         assert len(mesh.speak.connections) == aura_sockets  # Aura-2 was not asked
         record = await record_of(api, shared)
         assert [t.agent_text for t in sorted(record.turns, key=lambda t: t.index) if t.index] == replies
+
+
+async def test_providers_failing_mid_call_fall_back_to_local_and_the_call_goes_on(
+    api: TenantApi, redis_url: str
+) -> None:
+    tenant = await api.new_tenant()
+    await cloud_agent(api, tenant, "aura", "deepgram", AURA_VOICE, "aura-2")
+    # Every TTS stream opens its own speak socket (no idle reuse), so an injected fault lands on
+    # the stream it is meant for; a short first-audio deadline keeps the turn inside the
+    # gateway's no-response budget (no filler).
+    tts = {"tts_deepgram_max_idle": 0, "tts_provider_first_audio_timeout_s": 0.5}
+    async with cloud_mesh(dict(DEFAULTS), tenant_address=api.address, redis_url=redis_url, tts=tts) as mesh:
+        # The listen socket drops after the first word of the first utterance: no final covered it.
+        mesh.listen.faults.append(ListenFault(disconnect_after_words=1))
+        before = {
+            s: fallbacks(s, p, "local")
+            for s, p in (("stt", "deepgram"), ("llm", "openai"), ("tts", "deepgram"))
+        }
+        async with (
+            grpc.aio.insecure_channel(mesh.address) as ch,
+            ConverseCaller(ch, call_config("aura"), metadata=caller_md(tenant)) as caller,
+        ):
+            await caller.wait_for(lambda c: said(c, 0), timeout=10)
+            # The call's phrases (greeting, filler, apology) are on Aura-2 and their sockets closed.
+            await caller.wait_for(lambda c: len(mesh.speak.connections) >= 3 and mesh.speak.open == 0)
+            # Turn 1: OpenAI answers every attempt with 429, and Aura-2's next socket never speaks.
+            mesh.openai.always = OpenAIFault(status=429, retry_after="0.05")
+            mesh.speak.faults.append(SpeakFault(first_audio_delay_s=30))
+            await talk(caller, 1, FIRST)
+            # Turn 2: OpenAI is back; Aura-2 behaves again.
+            mesh.openai.always = None
+            await talk(caller, 2, SECOND)
+            ended = await caller.hangup()
+        assert ended.reason == gateway_pb2.END_REASON_CALLER_HANGUP
+
+        # STT: Deepgram delivered one word, then dropped; the local stand-in heard the replayed
+        # audio, and the caller's words arrived once, in order, for both turns.
+        assert [r.status for r in mesh.listen.requests] == [101] and mesh.local_stt.opened == 1
+        assert [words(f) for f in finals(caller, 1) + finals(caller, 2)] == [FIRST, SECOND]
+        assert fallbacks("stt", "deepgram", "local") == before["stt"] + 1
+
+        # LLM: the storm used up OpenAI's attempts, the offline responder answered turn 1 (it
+        # repeats the caller's words), and OpenAI answered turn 2.
+        storm = [words(r.body["messages"][-1]["content"]) for r in mesh.openai.requests]
+        assert storm == [FIRST] * 3 + [SECOND], storm
+        first, second = said(caller, 1), said(caller, 2)
+        assert "offline" in first and words(first)[-3:] == FIRST, first
+        assert words(second) == ["echo", *SECOND]
+        assert fallbacks("llm", "openai", "local") == before["llm"] + 1
+
+        # TTS: Aura-2 got turn 1's text but never spoke; the local engine spoke it; turn 2 was
+        # Aura-2's again. The caller heard both replies, each once.
+        assert fallbacks("tts", "deepgram", "local") == before["tts"] + 1
+        silent = mesh.speak.connections[3]  # after the call's three phrases
+        assert silent.texts and silent.texts[0].strip() in first and silent.audio_bytes == 0
+        local_said = "".join(mesh.local_tts.texts).replace(" ", "")
+        assert local_said == first.replace(" ", ""), mesh.local_tts.texts
+        assert second.replace(" ", "") in "".join(mesh.speak.texts).replace(" ", "")
+        heard = heard_text(b"".join(r.msg.audio for r in caller.of("audio")), 16000).replace(" ", "")
+        for reply in (first, second):
+            assert heard.count(reply.replace(" ", "")) == 1, heard
+
+        record = await record_of(api, tenant)
+        turns = {t.index: t for t in record.turns}
+        assert [words(turns[i].caller_text) for i in (1, 2)] == [FIRST, SECOND]
+        assert [turns[i].agent_text for i in (1, 2)] == [first, second]
