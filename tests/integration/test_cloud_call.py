@@ -21,6 +21,7 @@ from common.gen.voiceai.gateway.v1 import gateway_pb2
 from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
 from common.gen.voiceai.tenant.v1 import tenant_service_pb2 as svc
 from common.providers import tenant_env_suffix
+from stt_svc.providers import deepgram_stream
 from tenant_svc.db.database import DatabaseSettings
 from tests.caller import ConverseCaller, linear16
 from tests.credentials import KEY_DIR, bearer
@@ -282,3 +283,33 @@ async def test_providers_failing_mid_call_fall_back_to_local_and_the_call_goes_o
         turns = {t.index: t for t in record.turns}
         assert [words(turns[i].caller_text) for i in (1, 2)] == [FIRST, SECOND]
         assert [turns[i].agent_text for i in (1, 2)] == [first, second]
+
+
+async def test_stt_falls_back_to_the_sdks_models_without_its_private_websocket(
+    api: TenantApi, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stt_svc reads Deepgram's raw JSON from the SDK socket's private ``_websocket`` (see
+    docs/architecture.md "Cloud providers"); an SDK without it must still give the same call."""
+    asked: list[str] = []
+
+    def without_private_websocket(obj: object, name: str, *default: object) -> object:
+        if name == "_websocket":
+            asked.append(name)
+            return None
+        return getattr(obj, name, *default)
+
+    # Module globals shadow builtins: only deepgram_stream's lookups see an SDK without it.
+    monkeypatch.setattr(deepgram_stream, "getattr", without_private_websocket, raising=False)
+    tenant = await api.new_tenant()
+    await cloud_agent(api, tenant, "aura", "deepgram", AURA_VOICE, "aura-2")
+    async with cloud_mesh(dict(DEFAULTS), tenant_address=api.address, redis_url=redis_url) as mesh:
+        async with (
+            grpc.aio.insecure_channel(mesh.address) as ch,
+            ConverseCaller(ch, call_config("aura"), metadata=caller_md(tenant)) as caller,
+        ):
+            await caller.wait_for(lambda c: said(c, 0), timeout=10)
+            await talk(caller, 1, FIRST)
+            await caller.hangup()
+        assert asked and mesh.local_stt.opened == 0
+        assert [words(f) for f in finals(caller, 1)] == [FIRST]
+        assert words(said(caller, 1)) == ["echo", *FIRST]
