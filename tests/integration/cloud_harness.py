@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from common.discovery import StaticResolver
@@ -51,17 +51,33 @@ class TextCodedLocal:
 
 
 @dataclass
-class CloudMesh:
-    """The doubles (what each provider received), the local stand-ins, and the gateway address."""
+class CloudDoubles:
+    """The providers' doubles: what each received, its faults, its open connections."""
 
     listen: DeepgramListenDouble
     speak: DeepgramSpeakDouble
     elevenlabs: ElevenLabsDouble
     openai: OpenAIDouble
+
+
+@contextlib.asynccontextmanager
+async def cloud_doubles() -> AsyncIterator[CloudDoubles]:
+    async with (
+        DeepgramListenDouble() as listen,
+        DeepgramSpeakDouble() as speak,
+        ElevenLabsDouble() as elevenlabs,
+        OpenAIDouble() as openai,
+    ):
+        yield CloudDoubles(listen, speak, elevenlabs, openai)
+
+
+@dataclass
+class CloudMesh(CloudDoubles):
+    """The doubles, the local stand-ins, and the gateway's address."""
+
     local_stt: ToneWordsRecognizer
     local_tts: TextCodedLocal
     address: str
-    environ: dict[str, str] = field(default_factory=dict)
 
 
 @contextlib.asynccontextmanager
@@ -70,46 +86,54 @@ async def cloud_mesh(
     *,
     tenant_address: str,
     redis_url: str,
+    doubles: CloudDoubles | None = None,
     stt: dict[str, Any] | None = None,
     llm: dict[str, Any] | None = None,
     tts: dict[str, Any] | None = None,
 ) -> AsyncIterator[CloudMesh]:
-    """``stt``/``llm``/``tts``: extra settings of each service (deadlines, caps)."""
-    local_stt, local_tts = ToneWordsRecognizer(), TextCodedLocal()
-    async with (
-        DeepgramListenDouble() as listen,
-        DeepgramSpeakDouble() as speak,
-        ElevenLabsDouble() as elevenlabs,
-        OpenAIDouble() as openai,
-    ):
-        stt_settings = stt_app.Settings(stt_deepgram_urls=listen.url, **(stt or {}))
-        stt_host = stt_app.build_host(stt_settings, stt_app.make_chain(stt_settings, local_stt, environ))
-        llm_settings = llm_app.Settings(openai_base_url=openai.base_url, **(llm or {}))
-        llm_host = llm_app.build_host(llm_settings, environ=environ)
-        tts_settings = tts_app.Settings(
-            tts_deepgram_url=speak.url, tts_elevenlabs_url=elevenlabs.url, **(tts or {})
-        )
-        tts_host = tts_app.build_host(tts_settings, tts_app.make_chain(tts_settings, local_tts, environ))
+    """``doubles``: the test's own, to look at them after the services stopped (else fresh ones).
+    ``stt``/``llm``/``tts``: extra settings of each service (deadlines, caps)."""
+    if doubles is None:
         async with (
-            running(stt_host) as stt_addr,
-            running(llm_host) as llm_addr,
-            running(tts_host) as tts_addr,
+            cloud_doubles() as own,
+            cloud_mesh(
+                environ,
+                tenant_address=tenant_address,
+                redis_url=redis_url,
+                doubles=own,
+                stt=stt,
+                llm=llm,
+                tts=tts,
+            ) as mesh,
         ):
-            resolver = StaticResolver(
-                {"stt": [stt_addr], "llm": [llm_addr], "tts": [tts_addr], "tenant": [tenant_address]}
+            yield mesh
+        return
+    d = doubles
+    local_stt, local_tts = ToneWordsRecognizer(), TextCodedLocal()
+    stt_settings = stt_app.Settings(stt_deepgram_urls=d.listen.url, **(stt or {}))
+    stt_host = stt_app.build_host(stt_settings, stt_app.make_chain(stt_settings, local_stt, environ))
+    llm_settings = llm_app.Settings(openai_base_url=d.openai.base_url, **(llm or {}))
+    llm_host = llm_app.build_host(llm_settings, environ=environ)
+    tts_settings = tts_app.Settings(
+        tts_deepgram_url=d.speak.url, tts_elevenlabs_url=d.elevenlabs.url, **(tts or {})
+    )
+    tts_host = tts_app.build_host(tts_settings, tts_app.make_chain(tts_settings, local_tts, environ))
+    async with running(stt_host) as stt_addr, running(llm_host) as llm_addr, running(tts_host) as tts_addr:
+        resolver = StaticResolver(
+            {"stt": [stt_addr], "llm": [llm_addr], "tts": [tts_addr], "tenant": [tenant_address]}
+        )
+        # As tests.integration.gateway_harness builds it, but on the real services.
+        gateway = GatewayApp(
+            GatewaySettings(grace_period_s=1.0),
+            resolver,
+            discovery=DiscoverySettings(tenant_addresses=tenant_address),
+            redis_settings=RedisSettings(url=redis_url),
+            database=DatabaseSettings(url=""),
+        )
+        port = await gateway.start()
+        try:
+            yield CloudMesh(
+                d.listen, d.speak, d.elevenlabs, d.openai, local_stt, local_tts, f"127.0.0.1:{port}"
             )
-            # As tests.integration.gateway_harness builds it, but on the real services.
-            gateway = GatewayApp(
-                GatewaySettings(grace_period_s=1.0),
-                resolver,
-                discovery=DiscoverySettings(tenant_addresses=tenant_address),
-                redis_settings=RedisSettings(url=redis_url),
-                database=DatabaseSettings(url=""),
-            )
-            port = await gateway.start()
-            try:
-                yield CloudMesh(
-                    listen, speak, elevenlabs, openai, local_stt, local_tts, f"127.0.0.1:{port}", environ
-                )
-            finally:
-                await gateway.drain(0.5)
+        finally:
+            await gateway.drain(0.5)

@@ -11,7 +11,7 @@ read back: so each test follows the caller's words through every hop and back.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc.aio
 import pytest
@@ -30,7 +30,7 @@ from tests.doubles.deepgram_speak import Fault as SpeakFault
 from tests.doubles.deepgram_speak import heard_text
 from tests.doubles.openai_api import Fault as OpenAIFault
 from tests.doubles.tone_words import speak
-from tests.integration.cloud_harness import CloudMesh, cloud_mesh
+from tests.integration.cloud_harness import CloudMesh, cloud_doubles, cloud_mesh
 from tests.integration.tenant_harness import TenantApi, tenant_api
 
 FIRST = ["alpha", "bravo", "charlie"]
@@ -111,6 +111,12 @@ def fallbacks(service: str, frm: str, to: str) -> float:
     )
 
 
+async def until(predicate: Callable[[], object], timeout_s: float = 5.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not predicate():  # noqa: ASYNC110 - a counter in a double
+            await asyncio.sleep(0.01)
+
+
 async def talk(caller: ConverseCaller, turn: int, spoken: list[str]) -> None:
     """Say ``spoken`` and wait for the agent's whole reply to that turn."""
     await caller.send_pcm(speak(spoken))
@@ -178,7 +184,10 @@ async def test_tenant_agents_run_on_cloud_providers_with_their_own_or_the_defaul
         f"DEEPGRAM_API_KEY__{suffix}": "dg-own",
         f"OPENAI_API_KEY__{suffix}": "sk-own",
     }
-    async with cloud_mesh(environ, tenant_address=api.address, redis_url=redis_url) as mesh:
+    async with (
+        cloud_doubles() as doubles,
+        cloud_mesh(environ, tenant_address=api.address, redis_url=redis_url, doubles=doubles) as mesh,
+    ):
         # Tenant "own": Nova-3, OpenAI, Aura-2, all with the tenant's own keys.
         caller = await two_turns(mesh, own, "aura")
         replies = assert_heard_and_answered(mesh, caller)
@@ -217,6 +226,12 @@ async def test_tenant_agents_run_on_cloud_providers_with_their_own_or_the_defaul
         assert len(mesh.speak.connections) == aura_sockets  # Aura-2 was not asked
         record = await record_of(api, shared)
         assert [t.agent_text for t in sorted(record.turns, key=lambda t: t.index) if t.index] == replies
+
+    # Stopping tts_svc closed the Aura-2 sockets it kept idle between streams (Close, not a drop).
+    await until(lambda: doubles.speak.open == 0)
+    assert all(c.closed_by_client for c in doubles.speak.connections), [
+        (c.messages, c.closed_by_client) for c in doubles.speak.connections
+    ]
 
 
 async def test_providers_failing_mid_call_fall_back_to_local_and_the_call_goes_on(
