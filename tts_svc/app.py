@@ -134,13 +134,17 @@ def build_servicer(settings: Settings, engine: Synthesizer) -> TextToSpeechServi
 
 
 def build_host(settings: Settings, engine: Synthesizer | None = None) -> ServiceHost:
-    servicer = build_servicer(settings, engine or make_engine(settings))
-    return single_service_host(
+    engine = engine or make_engine(settings)
+    if not isinstance(engine, ChainSynthesizer):
+        engine = make_chain(settings, engine)
+    host = single_service_host(
         settings,
         "voiceai.tts.v1.TextToSpeechService",
         tts_pb2_grpc.add_TextToSpeechServiceServicer_to_server,
-        servicer,
+        build_servicer(settings, engine),
     )
+    host.on_stop.append(engine.aclose)
+    return host
 
 
 async def build_ready(settings: Settings) -> ServiceHost:

@@ -141,6 +141,14 @@ class ChainSynthesizer:
             if warm is not None:
                 warm()
 
+    async def aclose(self) -> None:
+        """At stop: providers close what they keep between streams (Aura-2's idle sockets get a
+        polite Close, not a dropped connection; HTTP pools)."""
+        for provider in self.providers.values():
+            close = getattr(provider, "aclose", None)
+            if close is not None:
+                await close()
+
 
 def _serves(provider: Synthesizer, tenant_id: str) -> bool:
     """A cloud provider without a key for this tenant (nor a keyless self-hosted URL) is skipped."""
