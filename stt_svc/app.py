@@ -122,12 +122,14 @@ def build_host(settings: Settings, engine: Recognizer | None = None) -> ServiceH
     else:
         chain = make_chain(settings, engine or make_engine(settings))
     servicer = SpeechToTextServicer(chain, settings.stt_endpointing_ms)
-    return single_service_host(
+    host = single_service_host(
         settings,
         "voiceai.stt.v1.SpeechToTextService",
         stt_pb2_grpc.add_SpeechToTextServiceServicer_to_server,
         servicer,
     )
+    host.on_stop.append(chain.aclose)
+    return host
 
 
 async def build_ready(settings: Settings) -> ServiceHost:

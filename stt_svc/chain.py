@@ -73,6 +73,13 @@ class ChainRecognizer:
             if warm is not None:
                 warm()
 
+    async def aclose(self) -> None:
+        """At stop: providers release what they keep between streams (Deepgram's HTTP pool)."""
+        for engine in self.engines.values():
+            close = getattr(engine, "aclose", None)
+            if close is not None:
+                await close()
+
     def attempts(self, options: RecognitionOptions) -> list[Link[Recognizer]]:
         links = resolve_chain("stt", options.providers, self.default, KNOWN_PROVIDERS["stt"], self.engines)
         return [link for link in links for _ in range(max(1, getattr(link.engine, "attempts", 1)))]

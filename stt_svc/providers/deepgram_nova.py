@@ -31,6 +31,7 @@ from deepgram.core.api_error import ApiError
 from deepgram.environment import DeepgramClientEnvironment
 from websockets.exceptions import InvalidHandshake
 
+from common import deepgram_tls
 from common.context import tenant_id
 from common.providers import ProviderError, ProviderKey, ProviderLimiter, resolve_key
 from stt_svc.providers.base import ENGINE_RATE, RecognitionOptions
@@ -104,6 +105,9 @@ class DeepgramRecognizer:
     def __init__(self, config: DeepgramConfig, environ: Mapping[str, str] | None = None) -> None:
         self.config = config
         self._environ = environ
+        # At start, not on the loop when the first wss stream opens; the SDK's (unused) HTTP
+        # client shares it too, so creating that costs no CA-bundle load either.
+        self._tls = deepgram_tls.install()
         self.endpoints = EndpointBalancer(
             [websocket_base(u) for u in config.urls] or [CLOUD_URL], config.failure_penalty_s
         )
@@ -121,7 +125,7 @@ class DeepgramRecognizer:
         client = self._clients.get(cache_key)
         if client is None:
             # The SDK insists on an httpx client; websockets never use it, so one is shared.
-            self._http = self._http or httpx.AsyncClient()
+            self._http = self._http or httpx.AsyncClient(verify=self._tls or True)
             env = DeepgramClientEnvironment(base=url, production=url, agent=url, agent_rest=url)
             client = AsyncDeepgramClient(
                 api_key=key.value if key else "", environment=env, httpx_client=self._http

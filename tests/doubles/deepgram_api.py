@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -217,8 +218,11 @@ class ListenRequest:
 class DeepgramListenDouble:
     """A loopback ``/v1/listen`` server. ``latency_s`` delays every message it sends (fixed)."""
 
-    def __init__(self, latency_s: float = 0.0, keep_requests: int = 1000) -> None:
+    def __init__(
+        self, latency_s: float = 0.0, keep_requests: int = 1000, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.latency_s = latency_s
+        self.tls = tls  # a server context: serve wss:// instead of ws://
         self.faults: deque[ListenFault] = deque()
         self.requests: deque[ListenRequest] = deque(maxlen=keep_requests)  # the latest handshakes
         self.finals: list[str] = []  # non-empty final transcripts sent, across connections
@@ -228,9 +232,11 @@ class DeepgramListenDouble:
         self.url = ""
 
     async def __aenter__(self) -> DeepgramListenDouble:
-        self._server = await serve(self._handle, "127.0.0.1", 0, process_request=self._handshake)
+        self._server = await serve(
+            self._handle, "127.0.0.1", 0, process_request=self._handshake, ssl=self.tls
+        )
         port = next(iter(self._server.sockets)).getsockname()[1]
-        self.url = f"ws://127.0.0.1:{port}"
+        self.url = f"{'wss' if self.tls else 'ws'}://127.0.0.1:{port}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -264,6 +270,8 @@ class DeepgramListenDouble:
         self.open += 1
         try:
             await session.run()
+        except ConnectionClosed:
+            pass  # the client went away without a close frame (a cancelled or failed-over stream)
         finally:
             self.open -= 1
 

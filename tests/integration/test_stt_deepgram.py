@@ -400,3 +400,16 @@ async def test_a_stalled_stream_misses_the_inactivity_deadline_and_local_takes_o
             await _until(lambda: dg.open == 0)
     assert_heard_once(responses)
     assert local.opened == 1 and fallbacks("deepgram", "local", "timeout") == before + 1
+
+
+async def test_stopping_the_service_closes_the_providers_http_pool() -> None:
+    async with DeepgramListenDouble() as dg:
+        deepgram = DeepgramRecognizer(dg_config(dg.url), {})
+        host = build_host(
+            Settings(), ChainRecognizer({"local": ToneWordsRecognizer(), "deepgram": deepgram}, ["deepgram"])
+        )
+        async with running(host) as addr:
+            assert_heard_once(await recognize(addr, AUDIO, config(providers=["deepgram"])))
+            http = deepgram._http
+            assert http is not None and not http.is_closed
+        assert http.is_closed

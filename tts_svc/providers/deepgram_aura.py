@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import websockets.exceptions
 
+from common import deepgram_tls
 from common.errors import InvalidArgument
 from common.providers import CloseOnce, ProviderError, ProviderKey, ProviderLimiter, resolve_key
 from tts_svc.providers.base import SynthesisOptions
@@ -72,6 +73,7 @@ class DeepgramAura:
     ) -> None:
         self.base_url = base_url
         self.default_voice = default_voice
+        deepgram_tls.install()  # at start, not on the loop when a wss socket opens
         self.deadlines = deadlines or Deadlines()
         self.limiter = ProviderLimiter("tts", self.name, capacity, queue_timeout_s)
         self.idle = IdleSockets(idle_s=idle_s, max_idle=max_idle, close_s=self.deadlines.close_s)
