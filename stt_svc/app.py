@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Literal
 
 from pydantic import Field
 
 from common import registry
+from common.consul import ConsulSettings
+from common.consul_resolver import ConsulResolver
 from common.gen.voiceai.stt.v1 import stt_pb2_grpc
 from common.providers import KNOWN_PROVIDERS
 from common.server import ServiceHost, single_service_host, warm_up
@@ -41,6 +44,11 @@ class Settings(ServiceSettings):
     # Deepgram: enabled by DEEPGRAM_API_KEY (or a tenant's DEEPGRAM_API_KEY__<TENANT>), or by
     # self-hosted URLs (comma-separated; balanced least-in-flight; a key is then optional).
     stt_deepgram_urls: str = ""
+    # Self-hosted (GPU) Deepgram instances found in Consul (CONSUL_HTTP_ADDR) under this logical
+    # name ("deepgram" -> service "voiceai-deepgram"), passing checks only, reached over
+    # stt_deepgram_consul_scheme (http -> ws, https -> wss); the URLs above stand in while none is.
+    stt_deepgram_consul_service: str = ""
+    stt_deepgram_consul_scheme: Literal["http", "https", "ws", "wss"] = "http"
     stt_deepgram_model: str = "nova-3"
     stt_deepgram_smart_format: bool = True
     stt_deepgram_utterance_end_ms: int = Field(default=1000, ge=1000, le=5000)
@@ -72,14 +80,31 @@ def make_engine(settings: Settings) -> Recognizer:
 
 
 def deepgram_configured(settings: Settings, environ: Mapping[str, str]) -> bool:
-    """Self-hosted URLs, the deployment's key or any tenant's own key enable Deepgram."""
-    return bool(settings.deepgram_urls()) or any(
+    """Self-hosted URLs or a Consul service, the deployment's key or any tenant's own key enable
+    Deepgram."""
+    return bool(settings.deepgram_urls() or settings.stt_deepgram_consul_service) or any(
         k == KEY_ENV or k.startswith(KEY_ENV + "__") for k, v in environ.items() if v.strip()
     )
 
 
+def deepgram_resolver(settings: Settings, consul: ConsulSettings | None) -> ConsulResolver | None:
+    """The Consul watch of self-hosted Deepgram instances (started when the host serves), or None."""
+    service = settings.stt_deepgram_consul_service
+    if not service:
+        return None
+    consul = consul if consul is not None else ConsulSettings()
+    if not consul.enabled:
+        raise ValueError(
+            f"VOICEAI_STT_DEEPGRAM_CONSUL_SERVICE={service!r} needs Consul: set CONSUL_HTTP_ADDR"
+        )
+    return ConsulResolver(consul)
+
+
 def make_chain(
-    settings: Settings, local: Recognizer, environ: Mapping[str, str] | None = None
+    settings: Settings,
+    local: Recognizer,
+    environ: Mapping[str, str] | None = None,
+    consul: ConsulSettings | None = None,
 ) -> ChainRecognizer:
     """The providers this instance can use (``local`` = the configured engine) and the default
     chain. Raises ValueError naming the variable for a bad configuration."""
@@ -110,8 +135,10 @@ def make_chain(
             inactivity_timeout_s=settings.stt_deepgram_inactivity_timeout_s,
             keepalive_s=settings.stt_deepgram_keepalive_s,
             failure_penalty_s=settings.stt_deepgram_failure_penalty_s,
+            consul_service=settings.stt_deepgram_consul_service,
+            consul_scheme=settings.stt_deepgram_consul_scheme,
         )
-        engines["deepgram"] = DeepgramRecognizer(config, environ)
+        engines["deepgram"] = DeepgramRecognizer(config, environ, deepgram_resolver(settings, consul))
     return ChainRecognizer(engines, default, settings.stt_replay_buffer_ms)
 
 
@@ -129,6 +156,9 @@ def build_host(settings: Settings, engine: Recognizer | None = None) -> ServiceH
         servicer,
     )
     host.on_stop.append(chain.aclose)
+    deepgram = chain.engines.get("deepgram")
+    if isinstance(deepgram, DeepgramRecognizer):
+        host.on_serving.append(deepgram.start_watching)
     return host
 
 

@@ -33,6 +33,7 @@ from websockets.exceptions import InvalidHandshake
 
 from common import deepgram_tls
 from common.context import tenant_id
+from common.discovery import Resolver
 from common.providers import ProviderError, ProviderKey, ProviderLimiter, resolve_key
 from stt_svc.providers.base import ENGINE_RATE, RecognitionOptions
 from stt_svc.providers.deepgram_stream import DeepgramStream, StreamTimings
@@ -50,6 +51,10 @@ class DeepgramConfig:
     """How this process talks to Deepgram (from stt_svc settings)."""
 
     urls: tuple[str, ...] = ()  # empty: Deepgram's cloud
+    # Self-hosted instances registered in Consul under this logical name (``deepgram`` ->
+    # ``voiceai-deepgram``), passing checks only; wins over ``urls`` while it has any.
+    consul_service: str = ""
+    consul_scheme: str = "http"  # how to reach a registered instance (http -> ws, https -> wss)
     model: str = "nova-3"
     smart_format: bool = True
     utterance_end_ms: int = 1000  # Deepgram's minimum
@@ -63,7 +68,7 @@ class DeepgramConfig:
 
     @property
     def self_hosted(self) -> bool:
-        return bool(self.urls)
+        return bool(self.urls) or bool(self.consul_service)
 
 
 def websocket_base(url: str) -> str:
@@ -102,9 +107,17 @@ class DeepgramRecognizer:
 
     name = "deepgram"
 
-    def __init__(self, config: DeepgramConfig, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: DeepgramConfig,
+        environ: Mapping[str, str] | None = None,
+        resolver: Resolver | None = None,
+    ) -> None:
+        if config.consul_service and resolver is None:
+            raise ValueError("a Consul service for Deepgram needs a resolver (CONSUL_HTTP_ADDR)")
         self.config = config
         self._environ = environ
+        self._resolver = resolver
         # At start, not on the loop when the first wss stream opens; the SDK's (unused) HTTP
         # client shares it too, so creating that costs no CA-bundle load either.
         self._tls = deepgram_tls.install()
@@ -165,6 +178,7 @@ class DeepgramRecognizer:
         stack = contextlib.AsyncExitStack()
         try:
             await stack.enter_async_context(self.limiter.slot(key))
+            await self._discover()
             url = self.endpoints.acquire()
             stack.callback(self.endpoints.release, url)
             client = self._client(url, key)
@@ -200,6 +214,29 @@ class DeepgramRecognizer:
             await stack.aclose()
             raise
 
+    async def start_watching(self) -> None:
+        """Begin the Consul watch before the first stream needs its answer."""
+        watch = getattr(self._resolver, "watch", None)
+        if watch is not None:
+            watch(self.config.consul_service)
+
+    async def _discover(self) -> None:
+        """Take the instances Consul reports healthy now (a cached answer: no Consul round trip)."""
+        if self._resolver is None:
+            return
+        found = await self._resolver.resolve(self.config.consul_service)
+        if found:
+            self.endpoints.replace(
+                [websocket_base(f"{self.config.consul_scheme}://{e.address}") for e in found]
+            )
+        elif self.config.urls:  # none registered: the static URLs stand in
+            self.endpoints.replace([websocket_base(u) for u in self.config.urls])
+        else:
+            raise ProviderError(
+                f"no healthy self-hosted Deepgram instance in Consul (service {self.config.consul_service!r})",
+                kind="no_instances",
+            )
+
     def _refused(self, url: str, label: str, status: int, retry_after_s: float | None) -> ProviderError:
         if status == 429:
             if self.config.self_hosted:
@@ -223,5 +260,8 @@ class DeepgramRecognizer:
         )
 
     async def aclose(self) -> None:
+        close = getattr(self._resolver, "aclose", None)
+        if close is not None:
+            await close()
         if self._http is not None:
             await self._http.aclose()

@@ -3,6 +3,8 @@
 The same rules as ``common.discovery.ChannelPool``, for websocket URLs instead of gRPC channels:
 each new stream goes to the URL with the fewest streams in flight (ties round-robin), and a URL
 that just failed gets no new streams for a while (``mark_failed``) unless every URL did.
+``replace`` swaps the URL set (from Consul): a URL that left gets no new streams, and its
+streams in flight run on and are released as usual.
 """
 
 from __future__ import annotations
@@ -36,6 +38,19 @@ class EndpointBalancer:
 
     def release(self, url: str) -> None:
         self._in_flight[url] -= 1
+        if url not in self.urls and not self._in_flight[url]:
+            del self._in_flight[url]
+
+    def replace(self, urls: Sequence[str]) -> None:
+        """The new set of URLs (order kept, duplicates dropped); an empty set changes nothing."""
+        fresh = tuple(dict.fromkeys(urls))
+        if not fresh or fresh == self.urls:
+            return
+        self.urls = fresh
+        for url in fresh:
+            self._in_flight.setdefault(url, 0)
+        for url in [u for u, n in self._in_flight.items() if u not in fresh and not n]:
+            del self._in_flight[url]
 
     def mark_failed(self, url: str, seconds: float | None = None) -> None:
         """``url`` failed in a way that points at the instance: avoid it for ``seconds``."""

@@ -187,3 +187,18 @@ async def test_a_local_only_chain_hands_out_the_local_stream_itself() -> None:
     stream = await ChainRecognizer({"local": local}, ["local"]).open(RecognitionOptions())
     assert not isinstance(stream, ChainStream)
     await stream.aclose()
+
+
+def test_endpoint_set_replaced_while_streams_are_in_flight() -> None:
+    from stt_svc.providers.endpoints import EndpointBalancer
+
+    balancer = EndpointBalancer(["ws://a", "ws://b"])
+    held = balancer.acquire()
+    balancer.replace(["ws://c", "ws://c"])
+    assert balancer.urls == ("ws://c",)
+    assert balancer.acquire() == "ws://c"  # a URL that left gets no new streams
+    assert balancer.in_flight() == {held: 1, "ws://c": 1}
+    balancer.release(held)  # the stream on the old URL ends as usual; its counter goes
+    assert balancer.in_flight() == {"ws://c": 1}
+    balancer.replace([])  # an empty answer changes nothing
+    assert balancer.urls == ("ws://c",)
