@@ -9,6 +9,26 @@ first output). Targets (issue 5): overhead <= 2 ms p99; fallback <= 50 ms beyond
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from common.server import run
+from common.settings import ServiceSettings
+
+T = TypeVar("T")
+
+
+def in_service_runtime(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``main`` as a service process runs (``common.server.run``: uvloop, the GIL switch
+    interval, start-up objects frozen out of the collector), since the adapters measured here
+    live in the service process in production; returns its result."""
+    result: list[T] = []
+
+    async def body() -> None:
+        result.append(await main())
+
+    run(body, ServiceSettings())
+    return result[0]
 
 
 def main(argv: list[str] | None = None) -> None:

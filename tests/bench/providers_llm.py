@@ -20,7 +20,6 @@ talks to it over loopback.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -38,6 +37,7 @@ from llm_svc.chain import ProviderChain
 from llm_svc.providers.base import ChatModel, ChatRequest, Message, TokenDelta, ToolCallDelta
 from llm_svc.providers.offline_responder import OfflineResponder
 from llm_svc.providers.openai_chat import OpenAIChat, OpenAIOptions
+from tests.bench.providers import in_service_runtime
 
 REQUEST = ChatRequest(
     (Message("system", "Be brief."), Message("user", "what are your opening hours")), max_tokens=64
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
             lines = await overhead(url, args.runs, args.latency_ms)
         return lines + await fallbacks(args.fallback_runs, args.latency_ms)
 
-    lines = asyncio.run(run())
+    lines = in_service_runtime(run)
     print(
         f"\n== LLM providers: openai SDK against the OpenAI double (own process, first byte after"
         f" {args.latency_ms:g} ms); target overhead <= 2 ms p99, fallback <= 50 ms beyond the failure"

@@ -28,11 +28,10 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import uvloop
-
 from stt_svc.chain import ChainRecognizer
 from stt_svc.providers.base import RecognitionEvent, RecognitionOptions, Recognizer, RecognizeStream
 from stt_svc.providers.deepgram_nova import DeepgramConfig, DeepgramRecognizer
+from tests.bench.providers import in_service_runtime
 from tests.doubles.deepgram_api import DeepgramListenDouble, ListenFault, ToneWordsRecognizer
 from tests.doubles.tone_words import speak
 
@@ -225,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--switches", type=int, default=40)
     args = parser.parse_args(argv)
-    uvloop.run(_run(args.runs, args.latency_ms, args.switches))
+    in_service_runtime(lambda: _run(args.runs, args.latency_ms, args.switches))
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import httpx
 import numpy as np
 import websockets.asyncio.client
 
+from tests.bench.providers import in_service_runtime
 from tests.doubles import deepgram_speak, elevenlabs_api
 from tests.doubles.deepgram_speak import DeepgramSpeakDouble, text_audio
 from tests.doubles.elevenlabs_api import ElevenLabsDouble
@@ -270,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     with doubles_on_a_thread(args.latency_ms / 1000) as (dg, el):
-        lines = asyncio.run(run(dg, el, args.runs, args.latency_ms / 1000))
+        lines = in_service_runtime(lambda: run(dg, el, args.runs, args.latency_ms / 1000))
     print(
         f"\n== TTS providers: adapter overhead over the doubles' {args.latency_ms:.0f} ms first-audio latency,"
         " and fallback switch time to the next provider (real SDK clients, loopback doubles)"
