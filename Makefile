@@ -30,9 +30,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-## The tests: unit, integration (real servers on loopback), end to end.
+## The tests: unit, integration (real servers on loopback), end to end. One pytest process per
+## group: native libraries (models, media, SDK extensions) loaded by one group do not share a
+## process with the next; any failing group fails the target.
+TEST_GROUPS := tests/unit tests/integration tests/e2e
 test: $(STAMP)
-	$(PY) -m pytest -q
+	@set -e; for group in $(TEST_GROUPS); do echo "== $$group"; $(PY) -m pytest -q $$group; done
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
