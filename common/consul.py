@@ -140,6 +140,23 @@ def consul_client(settings: ConsulSettings, timeout: float | None = None) -> con
     return client
 
 
+def _detached(error: BaseException) -> BaseException:
+    """``error`` (and the exceptions chained to it) without tracebacks, to hand to another thread.
+
+    A traceback keeps the frames of this short-lived thread (and their locals: the HTTP session
+    and response) alive after the thread has exited; the loop thread would then own, traverse
+    and free them. Full test runs segfaulted (rarely, always right after a refused Consul call)
+    in the loop thread; the message and type are all a caller uses.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.__traceback__ = None
+        current = current.__cause__ or current.__context__
+    return error
+
+
 async def off_loop(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run blocking ``fn`` on a daemon thread; cancelling the await abandons (not kills) it."""
     loop = asyncio.get_running_loop()
@@ -157,7 +174,7 @@ async def off_loop(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
             outcome = (True, fn(*args, **kwargs))
         except BaseException as e:
-            outcome = (False, e)
+            outcome = (False, _detached(e))
         try:
             loop.call_soon_threadsafe(settle, *outcome)
         except RuntimeError:
