@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import hashlib
 import logging
 import os
@@ -100,6 +101,26 @@ class ProviderError(EngineError):
 
 class ProviderBusy(ResourceExhausted):
     """A provider's concurrency cap stayed full for the queueing timeout."""
+
+
+def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds a provider asks to wait: ``retry-after-ms`` (OpenAI) or ``Retry-After`` (seconds or an
+    HTTP date), header names in any case; None when absent or unreadable."""
+    if not headers:
+        return None
+    lowered = {k.lower(): v for k, v in headers.items()}
+    try:
+        if (ms := lowered.get("retry-after-ms")) is not None:
+            return max(0.0, float(ms) / 1000.0)
+        value = lowered.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 # ---------------------------------------------------------------------------- keys

@@ -23,7 +23,6 @@ Concurrency: one ProviderLimiter slot per stream per key, held until the stream 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -37,7 +36,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop
 from tenacity.wait import wait_exponential_jitter
 
 from common import context
-from common.providers import ProviderError, ProviderKey, ProviderLimiter, resolve_key
+from common.providers import ProviderError, ProviderKey, ProviderLimiter, resolve_key, retry_after_s
 from llm_svc.providers.base import ChatEvent, ChatRequest, Completion, FinishReason, TokenDelta, ToolCallDelta
 from llm_svc.providers.openai_clients import ClientPool
 from llm_svc.providers.openai_wire import to_messages, to_tools
@@ -86,25 +85,6 @@ class OpenAIOptions:
         if self.token_param != "auto":
             return self.token_param
         return "max_tokens" if self.self_hosted else "max_completion_tokens"
-
-
-def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds from ``retry-after-ms`` (OpenAI) or ``Retry-After`` (seconds or an HTTP date)."""
-    if not headers:
-        return None
-    try:
-        if (ms := headers.get("retry-after-ms")) is not None:
-            return max(0.0, float(ms) / 1000.0)
-        value = headers.get("retry-after")
-        if value is None:
-            return None
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            when = email.utils.parsedate_to_datetime(value)
-            return max(0.0, when.timestamp() - time.time())
-    except (TypeError, ValueError, OverflowError):
-        return None
 
 
 def classify(error: BaseException, model: str, started: bool) -> ProviderError:

@@ -34,7 +34,7 @@ from websockets.exceptions import InvalidHandshake
 from common import deepgram_tls
 from common.context import tenant_id
 from common.discovery import Resolver
-from common.providers import ProviderError, ProviderKey, ProviderLimiter, resolve_key
+from common.providers import ProviderError, ProviderKey, ProviderLimiter, resolve_key, retry_after_s
 from stt_svc.providers.base import ENGINE_RATE, RecognitionOptions
 from stt_svc.providers.deepgram_stream import DeepgramStream, StreamTimings
 from stt_svc.providers.endpoints import EndpointBalancer
@@ -94,12 +94,7 @@ def shown(url: str) -> str:
 
 def _retry_after(error: ApiError) -> float | None:
     """Retry-After of the refused handshake (the SDK keeps it only on the exception it wraps)."""
-    headers = getattr(error.__context__, "headers", None)
-    value = headers.get("Retry-After") if headers is not None else None
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
+    return retry_after_s(getattr(error.__context__, "headers", None))
 
 
 class DeepgramRecognizer:

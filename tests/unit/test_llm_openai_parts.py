@@ -10,10 +10,11 @@ import openai
 import pytest
 
 from common.errors import FailedPrecondition
+from common.providers import retry_after_s
 from llm_svc.app import Settings, make_chain
 from llm_svc.providers.base import ChatRequest, Message, Tool, ToolCall
 from llm_svc.providers.offline_responder import OfflineResponder
-from llm_svc.providers.openai_chat import OpenAIChat, OpenAIOptions, classify, retry_after_s
+from llm_svc.providers.openai_chat import OpenAIChat, OpenAIOptions, classify
 from llm_svc.providers.openai_clients import ClientPool
 from llm_svc.providers.openai_wire import to_messages, to_tools
 
@@ -24,6 +25,7 @@ def test_retry_after_in_milliseconds_seconds_or_a_date() -> None:
     assert retry_after_s({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0  # in the past
     assert retry_after_s({"retry-after": "soon"}) is None
     assert retry_after_s({}) is None and retry_after_s(None) is None
+    assert retry_after_s({"Retry-After": "7"}) == 7.0  # any header-name case (websocket handshakes)
 
 
 def _status_error(status: int, headers: dict[str, str] | None = None) -> openai.APIStatusError:

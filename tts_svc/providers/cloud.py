@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import email.utils
-import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from common.providers import ProviderError, ProviderKey
+from common.providers import ProviderError, ProviderKey, retry_after_s
 
 C = TypeVar("C")
 
@@ -97,22 +95,6 @@ class ClientCache(Generic[C]):
         while self._clients:
             _, old = self._clients.popitem()
             await self._retire(old)
-
-
-def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP date); None if absent or bad."""
-    if not headers:
-        return None
-    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
 
 
 def status_error(
