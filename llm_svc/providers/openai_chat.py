@@ -36,9 +36,9 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop
 from tenacity.wait import wait_exponential_jitter
 
 from common import context
+from common.provider_clients import ClientCache
 from common.providers import ProviderError, ProviderKey, ProviderLimiter, resolve_key, retry_after_s
 from llm_svc.providers.base import ChatEvent, ChatRequest, Completion, FinishReason, TokenDelta, ToolCallDelta
-from llm_svc.providers.openai_clients import ClientPool
 from llm_svc.providers.openai_wire import to_messages, to_tools
 
 log = logging.getLogger(__name__)
@@ -167,6 +167,10 @@ class _Reply:
         return Completion(_FINISH.get(self.finish or "stop", "stop"), self.prompt_tokens, tokens, engine)
 
 
+async def _close_client(client: openai.AsyncOpenAI) -> None:
+    await client.close()
+
+
 class OpenAIChat:
     """Chat completions over the openai SDK, streamed (see the module docstring)."""
 
@@ -176,12 +180,15 @@ class OpenAIChat:
         self.options = options
         self._environ = environ
         self.limiter = ProviderLimiter("llm", "openai", options.cap, options.queue_timeout_s)
-        self._clients = ClientPool(self._make_client, options.max_clients)
+        self._clients: ClientCache[openai.AsyncOpenAI] = ClientCache(
+            self._make_client, _close_client, options.max_clients
+        )
         # Loaded once here: a client per new key would otherwise load the CA bundle on the
         # event loop (~20-70 ms of CPU during which no stream of the process moves).
         self._tls = httpx.create_ssl_context()
 
-    def _make_client(self, api_key: str) -> openai.AsyncOpenAI:
+    def _make_client(self, key: ProviderKey | None) -> openai.AsyncOpenAI:
+        api_key = key.value if key else "no-key"  # a self-hosted server needs none; the SDK wants one
         o = self.options
         timeout = openai.Timeout(
             connect=o.connect_timeout_s,
@@ -243,7 +250,7 @@ class OpenAIChat:
         key = self._key()
         params = self.params(request)
         engine = f"openai/{params['model']}"
-        async with self.limiter.slot(key), self._clients.lease(key.value if key else "no-key") as client:
+        async with self.limiter.slot(key), self._clients.lease(key) as client:
             try:
                 chunks, reply, first = await self._open(client, params)
             except ProviderError as e:

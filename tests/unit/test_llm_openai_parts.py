@@ -15,7 +15,6 @@ from llm_svc.app import Settings, make_chain
 from llm_svc.providers.base import ChatRequest, Message, Tool, ToolCall
 from llm_svc.providers.offline_responder import OfflineResponder
 from llm_svc.providers.openai_chat import OpenAIChat, OpenAIOptions, classify
-from llm_svc.providers.openai_clients import ClientPool
 from llm_svc.providers.openai_wire import to_messages, to_tools
 
 
@@ -91,37 +90,6 @@ def test_request_parameters_follow_the_endpoint() -> None:
     assert (
         compatible["max_tokens"] == 9 and compatible["model"] == "llama" and compatible["temperature"] == 0.7
     )
-
-
-class FakeClient:
-    def __init__(self, key: str) -> None:
-        self.key = key
-        self.closed = False
-
-    async def close(self) -> None:
-        self.closed = True
-
-
-async def test_the_client_pool_is_bounded_and_never_closes_a_client_in_use() -> None:
-    made: list[FakeClient] = []
-
-    def make(key: str) -> FakeClient:
-        made.append(FakeClient(key))
-        return made[-1]
-
-    pool: ClientPool[FakeClient] = ClientPool(make, max_clients=2)
-    async with pool.lease("k1") as c1:
-        async with pool.lease("k1") as again:
-            assert again is c1
-        async with pool.lease("k2"), pool.lease("k3"):  # k1 is the oldest: evicted, but in use
-            assert len(pool) == 2 and not c1.closed
-        assert not c1.closed
-    assert c1.closed  # closed when its last stream ended
-    async with pool.lease("k4"):
-        pass
-    assert [c.key for c in made if c.closed] == ["k1", "k2"]
-    await pool.aclose()
-    assert all(c.closed for c in made)
 
 
 def test_provider_configuration_names_the_variable_to_fix() -> None:

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from common.errors import FailedPrecondition, InvalidArgument
-from common.providers import ProviderBusy, ProviderLimiter, resolve_chain, resolve_key
+from common.provider_clients import ClientCache
+from common.providers import ProviderBusy, ProviderKey, ProviderLimiter, resolve_chain, resolve_key
 
 
 def test_tenant_key_wins_and_repr_hides_the_secret() -> None:
@@ -89,3 +90,38 @@ def test_chain_resolution() -> None:
         resolve_chain("stt", ["whisperx"], [], known, available)
     with pytest.raises(FailedPrecondition, match="set the provider's API key"):
         resolve_chain("stt", ["deepgram"], [], known, {"local": "L"})
+
+
+class FakeClient:
+    def __init__(self, key: ProviderKey | None) -> None:
+        self.key = key.value if key else ""
+        self.closed = False
+
+
+async def _close(client: FakeClient) -> None:
+    client.closed = True
+
+
+async def test_the_client_cache_is_bounded_and_never_closes_a_client_in_use() -> None:
+    made: list[FakeClient] = []
+
+    def make(key: ProviderKey | None) -> FakeClient:
+        made.append(FakeClient(key))
+        return made[-1]
+
+    def key(value: str) -> ProviderKey | None:
+        return resolve_key("K", "", {"K": value})
+
+    cache: ClientCache[FakeClient] = ClientCache(make, _close, size=2)
+    async with cache.lease(key("k1")) as c1:
+        async with cache.lease(key("k1")) as again:
+            assert again is c1
+        async with cache.lease(key("k2")), cache.lease(key("k3")):  # k1 is the oldest: evicted, but in use
+            assert len(cache) == 2 and not c1.closed
+        assert not c1.closed
+    assert c1.closed  # closed when its last lease ended
+    async with cache.lease(key("k4")):
+        pass
+    assert [c.key for c in made if c.closed] == ["k1", "k2"]
+    await cache.aclose()
+    assert all(c.closed for c in made)

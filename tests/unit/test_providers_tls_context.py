@@ -36,7 +36,7 @@ async def test_openai_clients_for_new_keys_share_the_tls_context(ca_loads: list[
     for tenant in KEYS:
         key = resolve_key("OPENAI_API_KEY", tenant, env)
         assert key is not None
-        async with provider._clients.lease(key.value):
+        async with provider._clients.lease(key):
             pass
     assert len(provider._clients) == len(KEYS)
     assert len(ca_loads) == built  # no CA bundle loaded per key

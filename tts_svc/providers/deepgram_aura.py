@@ -30,9 +30,10 @@ import websockets.exceptions
 
 from common import deepgram_tls
 from common.errors import InvalidArgument
+from common.provider_clients import ClientCache
 from common.providers import CloseOnce, ProviderError, ProviderKey, ProviderLimiter, resolve_key
 from tts_svc.providers.base import SynthesisOptions
-from tts_svc.providers.cloud import ClientCache, Deadlines, status_error
+from tts_svc.providers.cloud import Deadlines, status_error
 from tts_svc.providers.speak_sockets import IdleSockets, Params, SpeakSocket
 
 log = logging.getLogger(__name__)

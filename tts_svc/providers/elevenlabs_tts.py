@@ -20,9 +20,10 @@ from typing import Any
 import httpx
 
 from common.errors import InvalidArgument
+from common.provider_clients import ClientCache
 from common.providers import ProviderError, ProviderKey, ProviderLimiter, resolve_key
 from tts_svc.providers.base import SynthesisOptions
-from tts_svc.providers.cloud import ClientCache, Deadlines, EvenBytes, status_error
+from tts_svc.providers.cloud import Deadlines, EvenBytes, status_error
 
 ENV_KEY = "ELEVENLABS_API_KEY"
 RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)  # pcm_<rate> output formats
