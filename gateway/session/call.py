@@ -35,16 +35,10 @@ from gateway.session.events import (
 from gateway.session.fallbacks import ActiveReply, NeverSilent
 from gateway.session.history import ConversationStore, HistoryEntry
 from gateway.session.playout import Pacer, Playout, Segment, heard_text
-from gateway.session.reply import PhraseCache
+from gateway.session.reply import PhraseCache, ReplyTurn
 from gateway.session.reply_failover import speak_with_failover
-from gateway.session.services import (
-    Final,
-    Interim,
-    MeshClients,
-    SpeechStarted,
-    UtteranceEnd,
-    describe_failure,
-)
+from gateway.session.services import MeshClients, describe_failure
+from gateway.session.streams import Final, Interim, SpeechStarted, UtteranceEnd
 from gateway.session.timing import INTERRUPTIONS, TurnTimer
 
 log = logging.getLogger(__name__)
@@ -294,15 +288,17 @@ class CallSession(NeverSilent):
         try:
             async with asyncio.timeout(self.profile.turn_timeout_ms / 1000.0):
                 await speak_with_failover(
-                    self.clients,
-                    self.agent,
-                    history,
-                    self.fmt,
-                    self.playout,
-                    active.turn,
-                    active.timer,
-                    self.usage,
-                    active.spoken,
+                    ReplyTurn(
+                        self.clients,
+                        self.agent,
+                        history,
+                        self.fmt,
+                        self.playout,
+                        active.turn,
+                        active.timer,
+                        self.usage,
+                        active.spoken,
+                    )
                 )
         except asyncio.CancelledError:
             raise

@@ -21,7 +21,8 @@ from gateway.agents import Agent
 from gateway.session.clock import AudioClock, EnergyVad
 from gateway.session.events import Usage
 from gateway.session.recognition import Recognition
-from gateway.session.services import MeshClients, SttEvent
+from gateway.session.services import MeshClients
+from gateway.session.streams import SttEvent
 
 # Small batches continue this long past the recognizer's endpointing window: its VAD may place
 # the end of speech a little later than the gateway's energy VAD does.

@@ -76,7 +76,7 @@ class NeverSilent(CallBase):
         if pieces:
             active.timer.timings.filler_spoken = True
             FILLERS.inc()
-            self._enqueue_front(pieces, active.turn)
+            self.playout.push_front(pieces, active.turn)
         # A reply that still has no audio a while after the filler is stuck: cancel it rather
         # than wait on it forever (at least 3 s more, so a slow but healthy LLM can finish).
         self._schedule("stuck", max(self.profile.no_response_budget_ms / 1000.0, 3.0), self._stuck, active)
@@ -96,15 +96,6 @@ class NeverSilent(CallBase):
         active.spoken = SpokenText()
         self._speak_phrase(self.profile.apology_phrase, active.turn, reuse=active)
 
-    def _enqueue_front(self, pieces: list[tuple[str, bytes]], turn: int) -> None:
-        queued = self.playout.clear()
-        for text, audio in pieces:
-            seg = self.playout.start_segment(text, turn)
-            seg.complete = True
-            self.playout.append(seg, audio)
-        for seg in queued:
-            self.playout.requeue(seg)
-
     def _speak_phrase(self, text: str, turn: int, reuse: ActiveReply | None = None) -> None:
         """Speak a fixed phrase (greeting, apology) as the agent's current reply."""
         active = reuse or ActiveReply(turn, None)
@@ -117,10 +108,7 @@ class NeverSilent(CallBase):
                 pieces = await self.phrases.warm(self.clients, self.agent, self.fmt, text)
             self.usage.tts_characters += len(text)
             for piece_text, audio in pieces:
-                seg = self.playout.start_segment(piece_text, turn)
-                seg.complete = True
-                active.spoken.segments.append(seg)
-                self.playout.append(seg, audio)
+                active.spoken.segments.append(self.playout.queue_whole(piece_text, audio, turn))
             self.playout.finish_reply(turn)
 
         if reuse is not None and reuse.task is not None and reuse.task is not asyncio.current_task():

@@ -20,7 +20,7 @@ import contextvars
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -105,10 +105,28 @@ class Playout:
         self.paused = False
         return dropped
 
-    def requeue(self, seg: Segment) -> None:
-        """Put back a segment taken out by ``clear`` (keeps its play position)."""
-        self._segments.append(seg)
+    def queue_whole(self, text: str, audio: bytes, turn: int) -> Segment:
+        """Queue a piece whose audio is all there (a fixed phrase) at the end."""
+        seg = self.start_segment(text, turn)
+        seg.complete = True
+        self.append(seg, audio)
+        return seg
+
+    def push_front(self, pieces: Sequence[tuple[str, bytes]], turn: int) -> None:
+        """Queue whole pieces ahead of everything queued (a filler cutting in line); like any
+        new agent audio it resumes a paused playout. Nothing is queued for a closed turn."""
+        self.paused = False
+        if turn > self._closed_through:
+            segs = [Segment(bytearray(audio), text, turn, complete=True) for text, audio in pieces]
+            self._segments.extendleft(reversed(segs))
         self._wake()
+
+    def drop(self, segments: Collection[Segment]) -> None:
+        """Take ``segments`` out of the queue; the rest keep their order, and a pause holds."""
+        ids = {id(s) for s in segments}
+        self._segments = deque(s for s in self._segments if id(s) not in ids)
+        if self._segments:
+            self._wake()
 
     def close(self) -> None:
         """The call is over: drop queued audio and the callbacks into the call, so no reference

@@ -29,15 +29,8 @@ from common.audio import Format
 from common.discovery import ChannelPool
 from common.errors import Unavailable, VoiceAIError
 from gateway.session.instances import FAILOVERS, is_instance_failure
-from gateway.session.services import (
-    Final,
-    Interim,
-    SpeechStarted,
-    SttEvent,
-    SttStream,
-    UtteranceEnd,
-    describe_rpc_error,
-)
+from gateway.session.services import describe_rpc_error
+from gateway.session.streams import Final, Interim, SpeechStarted, SttEvent, SttStream, UtteranceEnd
 
 log = logging.getLogger(__name__)
 

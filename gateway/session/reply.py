@@ -2,7 +2,8 @@
 
 The TTS stream is opened alongside the LLM stream, every token delta is forwarded at once,
 and the TTS service cuts at sentence/clause boundaries; so the caller hears the first
-sentence while the LLM is still writing the rest.
+sentence while the LLM is still writing the rest. Both hops are typed stream objects
+(``session.streams``); nothing here sees a protobuf.
 """
 
 from __future__ import annotations
@@ -10,20 +11,27 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-import grpc.aio
+from typing import Protocol
 
 from common.audio import Format
-from common.gen.voiceai.llm.v1 import llm_pb2
-from common.gen.voiceai.tts.v1 import tts_pb2
 from gateway.agents import Agent
 from gateway.session.events import Usage
 from gateway.session.history import HistoryEntry
 from gateway.session.playout import Playout, Segment
-from gateway.session.services import MeshClients, llm_stream, text_request, tts_stream
+from gateway.session.services import MeshClients
+from gateway.session.streams import (
+    LlmStream,
+    ReplyDone,
+    SpeechAudio,
+    TokenText,
+    TtsStream,
+    chat_request,
+    open_llm_stream,
+    open_tts_stream,
+    synthesis_config,
+)
 from gateway.session.timing import TurnTimer
 
-_ROLES = {"user": llm_pb2.ROLE_USER, "assistant": llm_pb2.ROLE_ASSISTANT}
 # Characters per TTS text message: 4 bytes of UTF-8 each at most, under the service's 4 KiB.
 MAX_TEXT_CHARS = 1000
 
@@ -36,57 +44,29 @@ class SpokenText:
     segments: list[Segment] = field(default_factory=list)
 
 
-def chat_request(agent: Agent, history: Sequence[HistoryEntry]) -> llm_pb2.StreamChatRequest:
-    messages = [llm_pb2.ChatMessage(role=llm_pb2.ROLE_SYSTEM, content=agent.system_prompt)]
-    for entry in history:
-        messages.append(
-            llm_pb2.ChatMessage(role=_ROLES[entry.role], content=entry.text, interrupted=entry.interrupted)
-        )
-    return llm_pb2.StreamChatRequest(
-        messages=messages,
-        model=agent.llm_model,
-        max_tokens=agent.max_tokens,
-        responder_rules=agent.responder_rules,
-        providers=list(agent.llm_providers),
-    )
+@dataclass(slots=True)
+class ReplyTurn:
+    """One agent reply to speak: what it answers, where its audio goes, what it measures and fills."""
+
+    clients: MeshClients
+    agent: Agent
+    history: Sequence[HistoryEntry]
+    fmt: Format
+    playout: Playout
+    turn: int
+    timer: TurnTimer
+    usage: Usage
+    spoken: SpokenText
 
 
-def synthesis_config(agent: Agent, fmt: Format) -> tts_pb2.SynthesisConfig:
-    return tts_pb2.SynthesisConfig(
-        voice=agent.voice,
-        audio_format=fmt.to_proto(),
-        language_code=agent.language_code,
-        providers=list(agent.tts_providers),
-        model=agent.tts_model,
-    )
+class TextSink(Protocol):
+    """Where a ``TextWriter`` writes (a ``TtsStream``)."""
 
+    async def write_text(self, text: str) -> None:
+        """More text to speak."""
 
-async def _play_tts(
-    call: object,
-    playout: Playout,
-    turn: int,
-    timer: TurnTimer | None,
-    spoken: SpokenText,
-    usage: Usage,
-    fmt: Format,
-) -> None:
-    """Read TTS audio until the flush is done, queueing segments for playout."""
-    seg: Segment | None = None
-    async for resp in call:  # type: ignore[attr-defined]
-        kind = resp.WhichOneof("event")
-        if kind == "audio":
-            chunk = resp.audio
-            if timer is not None:
-                timer.mark("tts_first_audio")
-            if chunk.text or seg is None:
-                if seg is not None:
-                    seg.complete = True
-                seg = playout.start_segment(chunk.text, turn)
-                spoken.segments.append(seg)
-            playout.append(seg, chunk.audio)
-            usage.tts_seconds += fmt.ms_for_bytes(len(chunk.audio)) / 1000.0
-        elif kind == "flush_done":
-            return
+    async def end_input(self) -> None:
+        """No more text."""
 
 
 class TextWriter:
@@ -95,30 +75,33 @@ class TextWriter:
     together in the next write: a burst of tokens costs one message, not one per token, and no
     token waits longer than the write already in flight."""
 
-    def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
-        self._call = call
+    def __init__(self, sink: TextSink) -> None:
+        self._sink = sink
         self._pending: list[str] = []
         self._wake = asyncio.Event()
         self._ended = False
 
     def push(self, text: str) -> None:
+        """Queue ``text`` for the next write."""
         self._pending.append(text)
         self._wake.set()
 
     def end(self) -> None:
+        """No more text: end the input once what is queued has gone out."""
         self._ended = True
         self._wake.set()
 
     async def run(self) -> None:
+        """Write until ended and drained, then end the sink's input."""
         while True:
             if self._pending:
-                await self._call.write(text_request(self._take()))
+                await self._sink.write_text(self._take())
             elif self._ended:
                 break
             else:
                 self._wake.clear()
                 await self._wake.wait()
-        await self._call.done_writing()
+        await self._sink.end_input()
 
     def _take(self) -> str:
         """Pending text up to MAX_TEXT_CHARS (the service limits a message to 4 KiB of UTF-8)."""
@@ -132,68 +115,66 @@ class TextWriter:
         return text
 
 
-async def speak_reply(
-    clients: MeshClients,
-    agent: Agent,
-    history: Sequence[HistoryEntry],
-    fmt: Format,
-    playout: Playout,
-    turn: int,
-    timer: TurnTimer,
-    usage: Usage,
-    spoken: SpokenText,
-) -> None:
-    """Generate and speak the agent's reply for ``turn``; fills ``spoken`` as it goes."""
-    request = chat_request(agent, history)
+async def speak_reply(reply: ReplyTurn) -> None:
+    """Generate and speak the agent's reply for ``reply.turn``; fills ``reply.spoken`` as it goes."""
+    request = chat_request(reply.agent, reply.history)
     # LLM first: its first token is on the critical path, the TTS setup is not. Yielding once
     # lets grpc's task that sends the request run before this turn sets up its TTS stream: when
     # many turns start together, every LLM request goes out before any TTS stream is opened.
-    async with llm_stream(clients.llm, request) as llm_call:
+    async with open_llm_stream(reply.clients.llm, request) as llm:
         await asyncio.sleep(0)
-        async with tts_stream(clients.tts, synthesis_config(agent, fmt)) as tts_call:
-            await _pipe_reply(llm_call, tts_call, playout, turn, timer, usage, spoken, fmt)
-    if spoken.segments:
-        spoken.segments[-1].complete = True
-    playout.finish_reply(turn)
+        async with open_tts_stream(reply.clients.tts, synthesis_config(reply.agent, reply.fmt)) as tts:
+            await _pipe_reply(reply, llm, tts)
+    if reply.spoken.segments:
+        reply.spoken.segments[-1].complete = True
+    reply.playout.finish_reply(reply.turn)
 
 
-async def _pipe_reply(
-    llm_call: grpc.aio.UnaryStreamCall,
-    tts_call: grpc.aio.StreamStreamCall,
-    playout: Playout,
-    turn: int,
-    timer: TurnTimer,
-    usage: Usage,
-    spoken: SpokenText,
-    fmt: Format,
-) -> None:
+async def _pipe_reply(reply: ReplyTurn, llm: LlmStream, tts: TtsStream) -> None:
     """LLM tokens into TTS as they arrive; TTS audio into playout."""
-    writer = TextWriter(tts_call)
+    writer = TextWriter(tts)
 
     async def pipe_tokens() -> None:
-        async for resp in llm_call:
-            kind = resp.WhichOneof("event")
-            if kind == "delta":
-                text = resp.delta.text
-                if not text:
-                    continue
+        timer, spoken, usage = reply.timer, reply.spoken, reply.usage
+        async for event in llm.events():
+            if isinstance(event, TokenText):
                 timer.mark("llm_first_token")
-                spoken.text += text
-                usage.tts_characters += len(text)
-                writer.push(text)
-            elif kind == "done":
-                u = resp.done.usage
-                usage.llm_prompt_tokens += u.llm_prompt_tokens
-                usage.llm_completion_tokens += u.llm_completion_tokens
+                spoken.text += event.text
+                usage.tts_characters += len(event.text)
+                writer.push(event.text)
+            elif isinstance(event, ReplyDone):
+                usage.llm_prompt_tokens += event.prompt_tokens
+                usage.llm_completion_tokens += event.completion_tokens
         writer.end()
 
     async with asyncio.TaskGroup() as tg:
-        tg.create_task(pipe_tokens(), name=f"turn{turn}-llm")
-        tg.create_task(writer.run(), name=f"turn{turn}-text")
-        tg.create_task(
-            _play_tts(tts_call, playout, turn, timer, spoken, usage, fmt),
-            name=f"turn{turn}-tts",
-        )
+        tg.create_task(pipe_tokens(), name=f"turn{reply.turn}-llm")
+        tg.create_task(writer.run(), name=f"turn{reply.turn}-text")
+        tg.create_task(_play_tts(reply, tts), name=f"turn{reply.turn}-tts")
+
+
+async def _play_tts(reply: ReplyTurn, tts: TtsStream) -> None:
+    """Read TTS audio until the flush is done, queueing segments for playout."""
+    playout, turn, timer, spoken, usage, fmt = (
+        reply.playout,
+        reply.turn,
+        reply.timer,
+        reply.spoken,
+        reply.usage,
+        reply.fmt,
+    )
+    seg: Segment | None = None
+    async for event in tts.events():
+        if not isinstance(event, SpeechAudio):
+            continue  # SpeechFlushed: the events end after it
+        timer.mark("tts_first_audio")
+        if event.text or seg is None:
+            if seg is not None:
+                seg.complete = True
+            seg = playout.start_segment(event.text, turn)
+            spoken.segments.append(seg)
+        playout.append(seg, event.audio)
+        usage.tts_seconds += fmt.ms_for_bytes(len(event.audio)) / 1000.0
 
 
 async def synthesize_text(
@@ -201,17 +182,14 @@ async def synthesize_text(
 ) -> list[tuple[str, bytes]]:
     """Whole-text synthesis (greeting, filler, apology) into (text, audio) pieces."""
     pieces: list[tuple[str, bytearray]] = []
-    async with tts_stream(clients.tts, synthesis_config(agent, fmt)) as call:
-        await call.write(text_request(text))
-        await call.done_writing()  # the service flushes at the end of input
-        async for resp in call:
-            kind = resp.WhichOneof("event")
-            if kind == "audio":
-                if resp.audio.text or not pieces:
-                    pieces.append((resp.audio.text, bytearray()))
-                pieces[-1][1].extend(resp.audio.audio)
-            elif kind == "flush_done":
-                break
+    async with open_tts_stream(clients.tts, synthesis_config(agent, fmt)) as tts:
+        await tts.write_text(text)
+        await tts.end_input()  # the service flushes at the end of input
+        async for event in tts.events():
+            if isinstance(event, SpeechAudio):
+                if event.text or not pieces:
+                    pieces.append((event.text, bytearray()))
+                pieces[-1][1].extend(event.audio)
     if usage is not None:
         usage.tts_characters += len(text)
         usage.tts_seconds += sum(fmt.ms_for_bytes(len(a)) for _, a in pieces) / 1000.0
@@ -234,11 +212,13 @@ class PhraseCache:
         return (agent.voice, fmt.describe(), text)
 
     def get(self, agent: Agent, fmt: Format, text: str) -> list[tuple[str, bytes]] | None:
+        """The cached pieces of ``text`` in ``agent``'s voice and ``fmt``, if synthesized."""
         return self._entries.get(self._key(agent, fmt, text))
 
     async def warm(
         self, clients: MeshClients, agent: Agent, fmt: Format, text: str
     ) -> list[tuple[str, bytes]]:
+        """The pieces of ``text``, synthesized now unless cached."""
         key = self._key(agent, fmt, text)
         cached = self._entries.get(key)
         if cached is not None:

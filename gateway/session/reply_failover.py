@@ -10,74 +10,45 @@ heard part of the reply, a failure keeps the usual outcome (the session apologis
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 
-from common.audio import Format
-from gateway.agents import Agent
-from gateway.session.events import Usage
-from gateway.session.history import HistoryEntry
 from gateway.session.instances import FAILOVERS, failed_instance, is_instance_failure
-from gateway.session.playout import Playout
-from gateway.session.reply import SpokenText, speak_reply
-from gateway.session.services import MeshClients
-from gateway.session.timing import TurnTimer
+from gateway.session.reply import ReplyTurn, speak_reply
 
 log = logging.getLogger(__name__)
 
 
-async def speak_with_failover(
-    clients: MeshClients,
-    agent: Agent,
-    history: Sequence[HistoryEntry],
-    fmt: Format,
-    playout: Playout,
-    turn: int,
-    timer: TurnTimer,
-    usage: Usage,
-    spoken: SpokenText,
-) -> None:
+async def speak_with_failover(reply: ReplyTurn) -> None:
     """``speak_reply``, retried once on other instances (see module docstring)."""
     try:
-        await speak_reply(clients, agent, history, fmt, playout, turn, timer, usage, spoken)
+        await speak_reply(reply)
         return
     except Exception as e:
         failed = failed_instance(e)
-        if failed is None or not is_instance_failure(failed.code()) or _heard(spoken):
+        if failed is None or not is_instance_failure(failed.code()) or _heard(reply):
             raise
-    pool = clients.llm if failed.service == "llm" else clients.tts
+    pool = reply.clients.llm if failed.service == "llm" else reply.clients.tts
     pool.mark_failed(failed.address)
-    _discard_unplayed(playout, spoken)
+    # Drop the failed attempt's queued segments; anything else queued (a filler) stays.
+    reply.playout.drop(reply.spoken.segments)
+    reply.spoken.text = ""
+    reply.spoken.segments.clear()
     # The retry's own first token and first audio are what the caller waits for.
-    timer.timings.llm_first_token_ms = None
-    timer.timings.tts_first_audio_ms = None
+    reply.timer.timings.llm_first_token_ms = None
+    reply.timer.timings.tts_first_audio_ms = None
     FAILOVERS.labels(failed.service).inc()
     log.warning(
         "%s failover: turn %d's %s stream failed on %s before the caller heard it (%s: %s);"
         " retrying the turn on another instance",
         failed.service,
-        turn,
+        reply.turn,
         failed.service,
         failed.address,
         failed.code().name,
         failed.details(),
         extra={"service": failed.service, "failed_instance": failed.address},
     )
-    await speak_reply(clients, agent, history, fmt, playout, turn, timer, usage, spoken)
+    await speak_reply(reply)
 
 
-def _heard(spoken: SpokenText) -> bool:
-    return any(seg.sent for seg in spoken.segments)
-
-
-def _discard_unplayed(playout: Playout, spoken: SpokenText) -> None:
-    """Drop the failed attempt's queued segments; anything else queued (a filler) stays."""
-    mine = {id(seg) for seg in spoken.segments}
-    paused = playout.paused
-    dropped = playout.clear()
-    if paused:  # a tentative barge-in holds playout: requeueing must not start it again
-        playout.pause()
-    for seg in dropped:
-        if id(seg) not in mine:
-            playout.requeue(seg)
-    spoken.text = ""
-    spoken.segments.clear()
+def _heard(reply: ReplyTurn) -> bool:
+    return any(seg.sent for seg in reply.spoken.segments)

@@ -170,3 +170,39 @@ async def test_the_shared_pacer_ticks_each_playout_as_its_own_call() -> None:
     await pacer.stop()
     assert set(seen["a"]) == {"a"} and set(seen["b"]) == {"b"}
     assert context.call_id() == ""  # nothing leaked into the test's own context
+
+
+def test_push_front_plays_whole_pieces_before_what_was_queued() -> None:
+    p, frames, texts, _ = _playout()
+    reply = p.start_segment("The answer.", 4)
+    p.append(reply, b"\x01" * FRAME)
+    p.pause()  # a filler cuts in line like any new agent audio: it plays at once
+    p.push_front([("Let me see.", b"\x02" * FRAME), ("One moment.", b"\x03" * 10)], 4)
+    while p.tick():
+        pass
+    assert texts == ["Let me see.", "One moment.", "The answer."]
+    assert [f[0] for f in frames] == [2, 3, 1]
+    assert frames[1][10:] == b"\x00" * (FRAME - 10)  # a whole piece: its last frame padded
+
+
+def test_push_front_queues_nothing_for_a_closed_turn() -> None:
+    p, _, _, _ = _playout()
+    p.clear(close_turn=5)
+    p.push_front([("Let me see.", b"\x02" * FRAME)], 5)
+    assert not p.busy
+
+
+def test_drop_takes_out_only_the_given_segments_and_keeps_a_pause() -> None:
+    p, frames, texts, _ = _playout()
+    filler = p.queue_whole("Let me see.", b"\x02" * FRAME, 6)
+    failed = p.start_segment("Half an answ", 6)
+    p.append(failed, b"\x01" * FRAME)
+    later = p.queue_whole("Bye.", b"\x03" * FRAME, 7)
+    p.pause()
+    p.drop([failed])
+    assert p.paused and not p.tick()
+    p.resume()
+    while p.tick():
+        pass
+    assert texts == ["Let me see.", "Bye."] and [f[0] for f in frames] == [2, 3]
+    assert filler.complete and later.complete

@@ -12,18 +12,18 @@ class _Call:
         self.texts: list[str] = []
         self.ended = False
 
-    async def write(self, request) -> None:  # type: ignore[no-untyped-def]
+    async def write_text(self, text: str) -> None:
         assert not self.ended
         await asyncio.sleep(0.001)  # a write in flight
-        self.texts.append(request.text)
+        self.texts.append(text)
 
-    async def done_writing(self) -> None:
+    async def end_input(self) -> None:
         self.ended = True
 
 
 async def test_first_text_at_once_then_what_arrived_meanwhile() -> None:
     call = _Call()
-    writer = TextWriter(call)  # type: ignore[arg-type]
+    writer = TextWriter(call)
     task = asyncio.get_running_loop().create_task(writer.run())
     writer.push("Sure thing. ")
     await asyncio.sleep(0)  # the first write starts
@@ -36,7 +36,7 @@ async def test_first_text_at_once_then_what_arrived_meanwhile() -> None:
 
 async def test_push_and_end_before_the_writer_runs() -> None:
     call = _Call()
-    writer = TextWriter(call)  # type: ignore[arg-type]
+    writer = TextWriter(call)
     writer.push("Hello.")
     writer.end()
     await asyncio.wait_for(writer.run(), 1)
@@ -45,7 +45,7 @@ async def test_push_and_end_before_the_writer_runs() -> None:
 
 async def test_a_long_burst_is_split_under_the_message_limit() -> None:
     call = _Call()
-    writer = TextWriter(call)  # type: ignore[arg-type]
+    writer = TextWriter(call)
     for _ in range(30):
         writer.push("x" * 100)
     writer.end()
