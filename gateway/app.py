@@ -10,6 +10,7 @@ from common.redis_conn import RedisSettings
 from common.server import ServiceBinding, ServiceHost
 from common.settings import DiscoverySettings, ServiceSettings
 from gateway.agents import AgentCatalog, BuiltinAgentCatalog
+from gateway.call_runner import CallCore, CallRunner
 from gateway.converse import CallGatewayServicer
 from gateway.session.call import SessionSettings
 from gateway.session.history import ConversationStore, InMemoryConversationStore
@@ -63,16 +64,20 @@ class GatewayApp:
         self.clients = MeshClients(resolver)
         self.pacer = Pacer()
         self.tenancy = Tenancy.build(resolver, discovery, redis_settings or RedisSettings())
-        self.servicer = CallGatewayServicer(
+        # What every call shares, whichever ingress carries it (Converse here, rooms in livekit/).
+        self.core = CallCore(
             clients=self.clients,
-            catalog=catalog if catalog is not None else self.tenancy.catalog or BuiltinAgentCatalog(),
-            store=store if store is not None else self.tenancy.store or InMemoryConversationStore(),
-            ledger=self.tenancy.ledger,
             pacer=self.pacer,
+            store=store if store is not None else self.tenancy.store or InMemoryConversationStore(),
             phrases=PhraseCache(),
             session_settings=SessionSettings(
                 stt_chunk_ms=settings.stt_chunk_ms, max_call_s=settings.max_call_s
             ),
+            ledger=self.tenancy.ledger,
+        )
+        self.servicer = CallGatewayServicer(
+            runner=CallRunner(self.core),
+            catalog=catalog if catalog is not None else self.tenancy.catalog or BuiltinAgentCatalog(),
             outbox_limit=settings.outbox_limit,
         )
         # Callers may use API keys when the tenant database is configured (read only through its

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 import grpc.aio
 from google.protobuf.message import DecodeError
@@ -31,8 +31,7 @@ from common.gen.voiceai.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from common.streams import first_config
 from common.tasks import cancel_and_wait
 from gateway.agents import AgentCatalog, agent_from_proto
-from gateway.call_record import CallRecordBuilder, RecordingStore, RecordingTransport
-from gateway.session.call import CallSession, SessionSettings
+from gateway.call_runner import CallRunner, RunningCall
 from gateway.session.events import (
     AgentSpeech,
     CallEnded,
@@ -47,11 +46,6 @@ from gateway.session.events import (
     OutboundEvent,
     TurnTimings,
 )
-from gateway.session.history import ConversationStore
-from gateway.session.playout import Pacer
-from gateway.session.reply import PhraseCache
-from gateway.session.services import MeshClients
-from gateway.tenancy import CallLedger
 
 log = logging.getLogger(__name__)
 
@@ -245,23 +239,15 @@ class CallGatewayServicer(gateway_pb2_grpc.CallGatewayServiceServicer):
     def __init__(
         self,
         *,
-        clients: MeshClients,
+        runner: CallRunner,
         catalog: AgentCatalog,
-        store: ConversationStore,
-        pacer: Pacer,
-        phrases: PhraseCache,
-        session_settings: SessionSettings,
         outbox_limit: int = 500,
         error_linger_s: float = 1.0,
-        ledger: CallLedger | None = None,
     ) -> None:
-        self._ledger = ledger
-        self._clients = clients
+        self._runner = runner
+        self._clients = runner.core.clients
+        self._store = runner.core.store
         self._catalog = catalog
-        self._store = store
-        self._pacer = pacer
-        self._phrases = phrases
-        self._session_settings = session_settings
         self._outbox_limit = outbox_limit
         self._error_linger_s = error_linger_s
         self.draining = False
@@ -286,22 +272,26 @@ class CallGatewayServicer(gateway_pb2_grpc.CallGatewayServiceServicer):
         await self._clients.check_ready()
         tenant_id, call_id = context.tenant_id(), context.call_id()
         # Over the tenant's quota -> RESOURCE_EXHAUSTED with a retry hint, before any work starts.
-        lease = await self._ledger.admit(tenant_id, call_id) if self._ledger else None
-        record = CallRecordBuilder(tenant_id, "" if source == "agent" else agent.agent_id)
-        self._pacer.start()
-
+        lease = await self._runner.admit(tenant_id, call_id)
         transport = ConverseTransport(requests, fmt, self._outbox_limit, context_.read)
-        session = CallSession(
+        async with self._runner.call(
             tenant_id=tenant_id,
             call_id=call_id,
             agent=agent,
-            transport=RecordingTransport(transport, record),
-            clients=self._clients,
-            pacer=self._pacer,
-            store=RecordingStore(self._store, record),
-            phrases=self._phrases,
-            settings=self._session_settings,
-        )
+            transport=transport,
+            lease=lease,
+            record_agent_id="" if source == "agent" else agent.agent_id,
+        ) as running:
+            # aclosing: a handler closed mid-call closes the inner generator now, not at GC.
+            async with contextlib.aclosing(self._converse(running, transport)) as responses:
+                async for msg in responses:
+                    yield msg
+
+    async def _converse(
+        self, running: RunningCall, transport: ConverseTransport
+    ) -> AsyncGenerator[gateway_pb2.ConverseResponse, None]:
+        """The call's responses from its outbox, then its end (or error status)."""
+        session = running.session
         overflow = ResourceExhausted(
             f"the client read no agent audio for {self._outbox_limit * 20 / 1000:.0f} s; the call was"
             " ended to keep memory bounded (read the response stream continuously)"
@@ -333,10 +323,11 @@ class CallGatewayServicer(gateway_pb2_grpc.CallGatewayServiceServicer):
                         if isinstance(error, InvalidArgument)
                         else EndReason.SERVICE_ERROR
                     )
-                    ended = CallEnded(why, error.message, session.usage, session.turn)
-                    yield event_to_proto(ended)
+                    running.ended = CallEnded(why, error.message, session.usage, session.turn)
+                    yield event_to_proto(running.ended)
                     await transport.wait_caller_done(self._error_linger_s)
                 raise
+            running.ended = ended
             reason = ended.reason.name.lower()
             log.info("call ended: %s (%s), %d turns", ended.reason.name, ended.message, ended.turns)
             yield event_to_proto(ended)
@@ -347,5 +338,3 @@ class CallGatewayServicer(gateway_pb2_grpc.CallGatewayServiceServicer):
             transport.on_overflow = _ignore  # the closure refers to the transport: break the cycle
             if task.done() and not task.cancelled():
                 task.exception()  # retrieved: it was reported to the client as the status
-            if self._ledger is not None:
-                self._ledger.finish(lease, tenant_id, call_id, record.build(ended))

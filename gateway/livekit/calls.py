@@ -25,18 +25,14 @@ from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
 from common.quotas import Lease
 from common.tasks import cancel_and_wait
 from gateway.agents import Agent
-from gateway.call_record import CallRecordBuilder, RecordingStore, RecordingTransport
+from gateway.call_runner import CallCore, CallRunner
 from gateway.livekit.routing import REFUSED, Caller, CallRouter, Refused, Route
 from gateway.livekit.settings import LiveKitSettings
 from gateway.livekit.sip_control import SipControl, TransferFailed
 from gateway.livekit.transport import RoomTransport
-from gateway.session.call import CallSession, SessionSettings
+from gateway.session.call import CallSession
 from gateway.session.events import CallEnded, EndReason
-from gateway.session.history import ConversationStore
-from gateway.session.playout import Pacer
-from gateway.session.reply import PhraseCache
-from gateway.session.services import MeshClients, describe_rpc_error
-from gateway.tenancy import CallLedger
+from gateway.session.services import describe_rpc_error
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +51,10 @@ DTMF_DIGITS = frozenset("0123456789*#ABCD")
 class CallServices:
     """What every room call on this process shares with the Converse calls."""
 
-    clients: MeshClients
-    pacer: Pacer
-    store: ConversationStore
-    phrases: PhraseCache
-    session_settings: SessionSettings
+    core: CallCore
     router: CallRouter
     issuer: InternalTokenIssuer
     sip: SipControl
-    ledger: CallLedger | None = None
 
 
 class CallControls:
@@ -162,6 +153,7 @@ class RoomCalls:
 
     def __init__(self, services: CallServices, settings: LiveKitSettings) -> None:
         self._services = services
+        self._runner = CallRunner(services.core)
         self._settings = settings
         self.active = 0
 
@@ -195,11 +187,8 @@ class RoomCalls:
             await self._services.sip.hang_up(room)
 
     async def _admit(self, route: Route, call_id: str) -> Lease | None:
-        ledger = self._services.ledger
-        if ledger is None:
-            return None
         try:
-            return await ledger.admit(route.tenant_id, call_id)
+            return await self._runner.admit(route.tenant_id, call_id)
         except ResourceExhausted as e:
             REFUSED.labels("over_quota").inc()
             raise Refused("over_quota", e.message) from None
@@ -212,34 +201,29 @@ class RoomCalls:
         call_id: str,
         lease: Lease | None,
     ) -> str:
-        s = self._services
         direction = pb.CALL_DIRECTION_OUTBOUND if route.outbound else pb.CALL_DIRECTION_INBOUND
-        record = CallRecordBuilder(route.tenant_id, route.agent.agent_id, direction)
-        s.pacer.start()
-        session = CallSession(
+        async with self._runner.call(
             tenant_id=route.tenant_id,
             call_id=call_id,
             agent=route.agent,
-            transport=RecordingTransport(transport, record),
-            clients=s.clients,
-            pacer=s.pacer,
-            store=RecordingStore(s.store, record),
-            phrases=s.phrases,
-            settings=s.session_settings,
-        )
-        controls.attach(session)
-        ended: CallEnded | None = None
-        try:
-            ended = await controls.outcome(await session.run())
-        except VoiceAIError as e:
-            log.info("call failed: %s: %s", e.code.name, e.message)
-        except asyncio.CancelledError:
-            # The worker's drain ran out of time (or LiveKit ended the job): a shutdown.
-            ended = CallEnded(EndReason.SHUTDOWN, "the worker shut down", session.usage, session.turn)
-            raise
-        finally:
-            if s.ledger is not None:
-                s.ledger.finish(lease, route.tenant_id, call_id, record.build(ended))
+            transport=transport,
+            lease=lease,
+            record_agent_id=route.agent.agent_id,
+            direction=direction,
+        ) as running:
+            session = running.session
+            controls.attach(session)
+            try:
+                running.ended = await controls.outcome(await session.run())
+            except VoiceAIError as e:
+                log.info("call failed: %s: %s", e.code.name, e.message)
+            except asyncio.CancelledError:
+                # The worker's drain ran out of time (or LiveKit ended the job): a shutdown.
+                running.ended = CallEnded(
+                    EndReason.SHUTDOWN, "the worker shut down", session.usage, session.turn
+                )
+                raise
+        ended = running.ended
         log.info(
             "call ended: %s (%s), %d turns",
             ended.reason.name if ended else "ERROR",
@@ -251,6 +235,7 @@ class RoomCalls:
     async def _say_refusal(self, transport: RoomTransport, call_id: str) -> None:
         """The refusal message in the default voice, synthesized as the platform's own tenant."""
         s = self._services
+        core = s.core
         tenant = self._settings.system_tenant
         principal = Principal("voiceai-livekit-worker", tenant, frozenset({AGENT}), "internal")
         context.bind(
@@ -261,7 +246,7 @@ class RoomCalls:
         text = self._settings.unknown_number_message
         try:
             async with asyncio.timeout(REFUSAL_TIMEOUT_S):
-                pieces = await s.phrases.warm(s.clients, REFUSAL_VOICE, transport.caller_format, text)
+                pieces = await core.phrases.warm(core.clients, REFUSAL_VOICE, transport.caller_format, text)
                 slicer = FrameSlicer(transport.caller_format.bytes_for_ms(20))
                 for _text, audio in pieces:
                     for frame in slicer.push(audio):

@@ -21,9 +21,6 @@ from gateway.livekit.routing import CallRouter
 from gateway.livekit.settings import LiveKitCredentials, LiveKitSettings
 from gateway.livekit.sip_control import LiveKitSipControl, SipControl
 from gateway.livekit.worker import LiveKitWorker
-from gateway.session.call import SessionSettings
-from gateway.session.history import InMemoryConversationStore
-from gateway.session.reply import PhraseCache
 
 
 def call_services(
@@ -34,13 +31,7 @@ def call_services(
     if auth.internal_issuer is None:
         raise ValueError("room calls sign internal tokens: build the auth with issue_internal_tokens=True")
     return CallServices(
-        clients=app.clients,
-        pacer=app.pacer,
-        store=app.tenancy.store or InMemoryConversationStore(),
-        phrases=PhraseCache(),
-        session_settings=SessionSettings(
-            stt_chunk_ms=app.settings.stt_chunk_ms, max_call_s=app.settings.max_call_s
-        ),
+        core=app.core,
         router=CallRouter(
             catalog=app.tenancy.catalog or BuiltinAgentCatalog(),
             issuer=auth.internal_issuer,
@@ -49,7 +40,6 @@ def call_services(
         ),
         issuer=auth.internal_issuer,
         sip=sip,
-        ledger=app.tenancy.ledger,
     )
 
 
