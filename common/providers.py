@@ -1,10 +1,12 @@
 """What every cloud-provider adapter shares: keys, concurrency caps, chains and their metrics.
 
-Keys come from the environment only. ``DEEPGRAM_API_KEY`` is the deployment's key; a tenant
-with its own contract sets ``DEEPGRAM_API_KEY__<TENANT>`` (tenant id upper-cased, ``-`` as
-``_``), which then serves that tenant's streams alone. Keys are never logged: a key is known
-to logs and metrics only by ``key_label`` (``default`` or ``tenant``), and to the caps by a
-hash.
+Keys come from one injected ``KeySource`` (providers never read the environment). The default,
+``EnvKeySource``, reads the mapping the service's entry point hands it: ``DEEPGRAM_API_KEY`` is
+the deployment's key; a tenant with its own contract sets ``DEEPGRAM_API_KEY__<TENANT>`` (tenant
+id upper-cased, ``-`` as ``_``), which then serves that tenant's streams alone. A tenant key
+store (BYOK) implements the same Protocol and falls back to another source. Keys are never
+logged: a key is known to logs and metrics only by ``key_label`` (``default`` or ``tenant``),
+and to the caps by a hash.
 
 Caps: providers limit concurrent streams per API key (Deepgram pay-as-you-go: 50 streaming STT,
 40-80 TTS websockets). ``ProviderLimiter`` holds one counter per (provider, key) and admits a
@@ -29,7 +31,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -137,13 +139,35 @@ class ProviderKey:
     value: str
     label: str  # "default" or "tenant"
     fingerprint: str  # first 12 hex of sha256(value): tells keys apart without revealing them
+    base_url: str = ""  # a key's own endpoint (self-hosted, Azure); empty = the provider's default
 
     def __repr__(self) -> str:  # never print the secret, even in a traceback's locals
         return f"ProviderKey(label={self.label!r}, fingerprint={self.fingerprint!r})"
 
 
-def _key(value: str, label: str) -> ProviderKey:
-    return ProviderKey(value, label, hashlib.sha256(value.encode()).hexdigest()[:12])
+def provider_key(value: str, label: str, base_url: str = "") -> ProviderKey:
+    """A ``ProviderKey`` for the secret ``value``, fingerprinted."""
+    return ProviderKey(value, label, hashlib.sha256(value.encode()).hexdigest()[:12], base_url)
+
+
+class KeySource(Protocol):
+    """Where providers get API keys: the tenant's own key if it has one, else the platform
+    default, else None. Injected into every cloud provider; resolved per request."""
+
+    async def key_for(self, env_name: str, tenant_id: str) -> ProviderKey | None:
+        """The key to use for ``env_name`` (e.g. ``DEEPGRAM_API_KEY``) on ``tenant_id``'s behalf."""
+        ...
+
+
+@runtime_checkable
+class KeyHint(Protocol):
+    """A key source that can tell at once, without I/O, whether a tenant may have a key (TTS
+    skips keyless providers while choosing a chain, synchronously). A source without it is
+    asked per stream, and a missing key is then a fallback (``no_key``)."""
+
+    def may_have_key(self, env_name: str, tenant_id: str) -> bool:
+        """False only when ``key_for`` would surely return None."""
+        ...
 
 
 def resolve_key(
@@ -154,9 +178,33 @@ def resolve_key(
     if tenant_id:
         own = env.get(f"{env_name}__{tenant_env_suffix(tenant_id)}", "").strip()
         if own:
-            return _key(own, "tenant")
+            return provider_key(own, "tenant")
     shared = env.get(env_name, "").strip()
-    return _key(shared, "default") if shared else None
+    return provider_key(shared, "default") if shared else None
+
+
+class EnvKeySource:
+    """Keys from an environment mapping handed over by the entry point (see module docstring)."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def lookup(self, env_name: str, tenant_id: str = "") -> ProviderKey | None:
+        """``key_for`` without awaiting (the environment is in memory)."""
+        return resolve_key(env_name, tenant_id, self._environ)
+
+    async def key_for(self, env_name: str, tenant_id: str) -> ProviderKey | None:
+        """The tenant's ``<ENV_NAME>__<TENANT>``, else the deployment's ``<ENV_NAME>``, else None."""
+        return resolve_key(env_name, tenant_id, self._environ)
+
+    def may_have_key(self, env_name: str, tenant_id: str) -> bool:
+        """Whether ``key_for`` finds a key (exact for the environment)."""
+        return resolve_key(env_name, tenant_id, self._environ) is not None
+
+    def has_any(self, env_name: str) -> bool:
+        """The deployment's key or any tenant's own key is set: the provider is worth building."""
+        prefix = env_name + "__"
+        return any((k == env_name or k.startswith(prefix)) and v.strip() for k, v in self._environ.items())
 
 
 # ---------------------------------------------------------------------------- caps

@@ -12,7 +12,7 @@ from pydantic import AliasChoices, Field
 from common import registry
 from common.errors import FailedPrecondition
 from common.gen.voiceai.llm.v1 import llm_pb2_grpc
-from common.providers import KNOWN_PROVIDERS
+from common.providers import KNOWN_PROVIDERS, EnvKeySource, KeySource
 from common.redis_conn import RedisSettings, open_redis
 from common.server import ServiceHost, single_service_host
 from common.settings import ServiceSettings
@@ -101,19 +101,21 @@ def make_engine(settings: Settings) -> ChatModel:
     return cls()  # type: ignore[no-any-return]
 
 
-def openai_configured(settings: Settings, environ: Mapping[str, str]) -> bool:
-    key = settings.openai_options().key_env
-    return bool(settings.openai_base_url.strip()) or any(
-        (name == key or name.startswith(key + "__")) and value.strip() for name, value in environ.items()
-    )
+def openai_configured(settings: Settings, env: EnvKeySource) -> bool:
+    """A self-hosted/Azure URL, the deployment's key or any tenant's own key enables OpenAI."""
+    return bool(settings.openai_base_url.strip()) or env.has_any(settings.openai_options().key_env)
 
 
 def make_chain(
-    settings: Settings, local: ChatModel, environ: Mapping[str, str] | None = None
+    settings: Settings,
+    local: ChatModel,
+    environ: Mapping[str, str] | None = None,
+    keys: KeySource | None = None,
 ) -> tuple[ProviderChain, list[OpenAIChat]]:
     """The providers this instance can run and the default chain; checked at start-up so a
-    misconfiguration fails the process with the variable to fix, not the first call."""
-    env = os.environ if environ is None else environ
+    misconfiguration fails the process with the variable to fix, not the first call. Cloud
+    providers get their keys from ``keys`` (default: ``environ``'s, ``EnvKeySource``)."""
+    env = EnvKeySource(os.environ if environ is None else environ)
     chain = settings.default_chain()
     for name in chain:
         if name not in KNOWN_PROVIDERS["llm"]:
@@ -128,7 +130,7 @@ def make_chain(
                 "VOICEAI_LLM_OPENAI_API_VERSION is set (Azure OpenAI) but OPENAI_BASE_URL is empty: set it to"
                 " the resource endpoint, https://<resource>.openai.azure.com"
             )
-        openai_chat = OpenAIChat(settings.openai_options(), environ)
+        openai_chat = OpenAIChat(settings.openai_options(), keys or env)
         providers["openai"] = openai_chat
         cloud.append(openai_chat)
     elif "openai" in chain:

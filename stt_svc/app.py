@@ -12,7 +12,7 @@ from common import registry
 from common.consul import ConsulSettings
 from common.consul_resolver import ConsulResolver
 from common.gen.voiceai.stt.v1 import stt_pb2_grpc
-from common.providers import KNOWN_PROVIDERS
+from common.providers import KNOWN_PROVIDERS, EnvKeySource, KeySource
 from common.server import ServiceHost, single_service_host, warm_up
 from common.settings import ServiceSettings
 from stt_svc.chain import ChainRecognizer
@@ -79,12 +79,10 @@ def make_engine(settings: Settings) -> Recognizer:
     return cls()  # type: ignore[no-any-return]
 
 
-def deepgram_configured(settings: Settings, environ: Mapping[str, str]) -> bool:
+def deepgram_configured(settings: Settings, env: EnvKeySource) -> bool:
     """Self-hosted URLs or a Consul service, the deployment's key or any tenant's own key enable
     Deepgram."""
-    return bool(settings.deepgram_urls() or settings.stt_deepgram_consul_service) or any(
-        k == KEY_ENV or k.startswith(KEY_ENV + "__") for k, v in environ.items() if v.strip()
-    )
+    return bool(settings.deepgram_urls() or settings.stt_deepgram_consul_service) or env.has_any(KEY_ENV)
 
 
 def deepgram_resolver(settings: Settings, consul: ConsulSettings | None) -> ConsulResolver | None:
@@ -105,10 +103,12 @@ def make_chain(
     local: Recognizer,
     environ: Mapping[str, str] | None = None,
     consul: ConsulSettings | None = None,
+    keys: KeySource | None = None,
 ) -> ChainRecognizer:
     """The providers this instance can use (``local`` = the configured engine) and the default
-    chain. Raises ValueError naming the variable for a bad configuration."""
-    env = os.environ if environ is None else environ
+    chain; cloud providers get their keys from ``keys`` (default: ``environ``'s,
+    ``EnvKeySource``). Raises ValueError naming the variable for a bad configuration."""
+    env = EnvKeySource(os.environ if environ is None else environ)
     default = settings.provider_names()
     unknown = [n for n in default if n not in KNOWN_PROVIDERS["stt"]]
     if unknown or not default:
@@ -138,7 +138,7 @@ def make_chain(
             consul_service=settings.stt_deepgram_consul_service,
             consul_scheme=settings.stt_deepgram_consul_scheme,
         )
-        engines["deepgram"] = DeepgramRecognizer(config, environ, deepgram_resolver(settings, consul))
+        engines["deepgram"] = DeepgramRecognizer(config, keys or env, deepgram_resolver(settings, consul))
     return ChainRecognizer(engines, default, settings.stt_replay_buffer_ms)
 
 

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from common import registry
 from common.gen.voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
+from common.providers import EnvKeySource, KeySource
 from common.server import ServiceHost, single_service_host, warm_up
 from common.settings import ServiceSettings
 from tts_svc.chain import ChainSynthesizer
@@ -80,22 +81,22 @@ def make_engine(settings: Settings) -> Synthesizer:
     return cls()  # type: ignore[no-any-return]
 
 
-def _has_key(env_name: str, environ: Mapping[str, str]) -> bool:
-    """The deployment's key or any tenant's own (``<NAME>__<TENANT>``)."""
-    return any(k == env_name or k.startswith(f"{env_name}__") for k, v in environ.items() if v.strip())
-
-
 def make_chain(
-    settings: Settings, local: Synthesizer, environ: Mapping[str, str] | None = None
+    settings: Settings,
+    local: Synthesizer,
+    environ: Mapping[str, str] | None = None,
+    keys: KeySource | None = None,
 ) -> ChainSynthesizer:
-    """The local engine plus every cloud provider this instance has configuration for."""
+    """The local engine plus every cloud provider this instance has configuration for; cloud
+    providers get their keys from ``keys`` (default: ``environ``'s, ``EnvKeySource``)."""
     from tts_svc.providers.deepgram_aura import DeepgramAura
     from tts_svc.providers.elevenlabs_tts import ElevenLabsTts
 
-    env = os.environ if environ is None else environ
+    env = EnvKeySource(os.environ if environ is None else environ)
+    keys = keys or env
     providers: dict[str, Synthesizer] = {"local": local}
     queue_s, deadlines = settings.tts_provider_queue_timeout_s, settings.deadlines()
-    if settings.tts_deepgram_url or _has_key("DEEPGRAM_API_KEY", env):
+    if settings.tts_deepgram_url or env.has_any("DEEPGRAM_API_KEY"):
         providers["deepgram"] = DeepgramAura(
             base_url=settings.tts_deepgram_url,
             default_voice=settings.tts_deepgram_voice,
@@ -104,9 +105,9 @@ def make_chain(
             max_idle=settings.tts_deepgram_max_idle,
             queue_timeout_s=queue_s,
             deadlines=deadlines,
-            environ=environ,
+            keys=keys,
         )
-    if _has_key("ELEVENLABS_API_KEY", env):
+    if env.has_any("ELEVENLABS_API_KEY"):
         providers["elevenlabs"] = ElevenLabsTts(
             base_url=settings.tts_elevenlabs_url,
             default_voice=settings.tts_elevenlabs_voice,
@@ -114,7 +115,7 @@ def make_chain(
             capacity=settings.tts_elevenlabs_max_streams,
             queue_timeout_s=queue_s,
             deadlines=deadlines,
-            environ=environ,
+            keys=keys,
         )
     # VOICEAI_TTS_DEFAULT_VOICE names a voice of the local engine: the chain applies it to that
     # link only (a cloud provider has its own default).

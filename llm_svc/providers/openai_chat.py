@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -37,7 +37,7 @@ from tenacity.wait import wait_exponential_jitter
 
 from common import context
 from common.provider_clients import ClientCache
-from common.providers import ProviderError, ProviderKey, ProviderLimiter, resolve_key, retry_after_s
+from common.providers import KeySource, ProviderError, ProviderKey, ProviderLimiter, retry_after_s
 from llm_svc.providers.base import ChatEvent, ChatRequest, Completion, FinishReason, TokenDelta, ToolCallDelta
 from llm_svc.providers.openai_wire import to_messages, to_tools
 
@@ -176,9 +176,9 @@ class OpenAIChat:
 
     name = "openai"
 
-    def __init__(self, options: OpenAIOptions, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, options: OpenAIOptions, keys: KeySource) -> None:
         self.options = options
-        self._environ = environ
+        self._keys = keys
         self.limiter = ProviderLimiter("llm", "openai", options.cap, options.queue_timeout_s)
         self._clients: ClientCache[openai.AsyncOpenAI] = ClientCache(
             self._make_client, _close_client, options.max_clients
@@ -216,8 +216,8 @@ class OpenAIChat:
             http_client=http,
         )
 
-    def _key(self) -> ProviderKey | None:
-        key = resolve_key(self.options.key_env, context.tenant_id(), self._environ)
+    async def _key(self) -> ProviderKey | None:
+        key = await self._keys.key_for(self.options.key_env, context.tenant_id())
         if key is None and not self.options.self_hosted:
             raise ProviderError(
                 f"no OpenAI API key for this tenant: set {self.options.key_env} (or"
@@ -247,7 +247,7 @@ class OpenAIChat:
         await self._clients.aclose()
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
-        key = self._key()
+        key = await self._key()
         params = self.params(request)
         engine = f"openai/{params['model']}"
         async with self.limiter.slot(key), self._clients.lease(key) as client:

@@ -6,7 +6,7 @@ it): options become the listen query (model, language or ``multi``, Nova-3 ``key
 
 The base URL is configurable, so a self-hosted (GPU) Deepgram is used the same way; several
 URLs are balanced least-in-flight and a failing one is avoided for a while. Keys come from
-``common.providers.resolve_key`` (a tenant's own key, else the deployment's); a self-hosted
+the injected ``common.providers.KeySource`` (a tenant's own key, else the deployment's); a self-hosted
 endpoint may need none. Each (URL, key) has one SDK client, cached and bounded.
 
 The handshake has a deadline (``connect_timeout_s``); a refused one becomes a ``ProviderError``
@@ -21,7 +21,6 @@ import contextlib
 import logging
 import urllib.parse
 from collections import OrderedDict
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +33,7 @@ from websockets.exceptions import InvalidHandshake
 from common import deepgram_tls
 from common.context import tenant_id
 from common.discovery import Resolver
-from common.providers import ProviderError, ProviderKey, ProviderLimiter, resolve_key, retry_after_s
+from common.providers import KeySource, ProviderError, ProviderKey, ProviderLimiter, retry_after_s
 from stt_svc.providers.base import ENGINE_RATE, RecognitionOptions
 from stt_svc.providers.deepgram_stream import DeepgramStream, StreamTimings
 from stt_svc.providers.endpoints import EndpointBalancer
@@ -105,13 +104,13 @@ class DeepgramRecognizer:
     def __init__(
         self,
         config: DeepgramConfig,
-        environ: Mapping[str, str] | None = None,
+        keys: KeySource,
         resolver: Resolver | None = None,
     ) -> None:
         if config.consul_service and resolver is None:
             raise ValueError("a Consul service for Deepgram needs a resolver (CONSUL_HTTP_ADDR)")
         self.config = config
-        self._environ = environ
+        self._keys = keys
         self._resolver = resolver
         # At start, not on the loop when the first wss stream opens; the SDK's (unused) HTTP
         # client shares it too, so creating that costs no CA-bundle load either.
@@ -165,7 +164,7 @@ class DeepgramRecognizer:
         return params
 
     async def open(self, options: RecognitionOptions) -> DeepgramStream:
-        key = resolve_key(KEY_ENV, tenant_id(), self._environ)
+        key = await self._keys.key_for(KEY_ENV, tenant_id())
         if key is None and not self.config.self_hosted:
             raise ProviderError(
                 f"no Deepgram key for this tenant: set {KEY_ENV} (or {KEY_ENV}__<TENANT>)", kind="no_key"

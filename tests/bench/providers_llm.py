@@ -32,7 +32,7 @@ import httpx2
 import numpy as np
 import openai
 
-from common.providers import resolve_key
+from common.providers import EnvKeySource, resolve_key
 from llm_svc.chain import ProviderChain
 from llm_svc.providers.base import ChatModel, ChatRequest, Message, TokenDelta, ToolCallDelta
 from llm_svc.providers.offline_responder import OfflineResponder
@@ -126,7 +126,7 @@ class RawSdk:
 
 
 async def overhead(base_url: str, runs: int, latency_ms: float) -> list[str]:
-    adapter = OpenAIChat(OpenAIOptions(base_url=base_url, model="bench"), environ=ENV)
+    adapter = OpenAIChat(OpenAIOptions(base_url=base_url, model="bench"), keys=EnvKeySource(ENV))
     chain = ProviderChain({"openai": adapter, "local": OfflineResponder()}, ["openai", "local"])
     raw = RawSdk(base_url)
     try:
@@ -153,7 +153,9 @@ async def overhead(base_url: str, runs: int, latency_ms: float) -> list[str]:
 async def switch(
     base_url: str, runs: int, options: OpenAIOptions, failed_after_ms: float, hold: bool = False
 ) -> list[float]:
-    adapter = OpenAIChat(dataclasses.replace(options, base_url=base_url, model="bench"), environ=ENV)
+    adapter = OpenAIChat(
+        dataclasses.replace(options, base_url=base_url, model="bench"), keys=EnvKeySource(ENV)
+    )
     chain = ProviderChain({"openai": adapter, "local": OfflineResponder()}, ["openai", "local"])
     try:
         async with contextlib.AsyncExitStack() as stack:

@@ -28,6 +28,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from common.providers import EnvKeySource
 from stt_svc.chain import ChainRecognizer
 from stt_svc.providers.base import RecognitionEvent, RecognitionOptions, Recognizer, RecognizeStream
 from stt_svc.providers.deepgram_nova import DeepgramConfig, DeepgramRecognizer
@@ -126,8 +127,8 @@ async def _first_event_ms(recognizer: Recognizer, dg: DeepgramListenDouble) -> t
 async def _overhead(dg: DeepgramListenDouble, runs: int, latency_ms: float) -> dict[str, list[float]]:
     """Per provider: first event latency minus the configured latency, and minus the time the
     double actually held the stream (its latency, timer lateness and work: not the adapter's)."""
-    direct = DeepgramRecognizer(DeepgramConfig(urls=(dg.url,)), {})
-    chained = DeepgramRecognizer(DeepgramConfig(urls=(dg.url,)), {})
+    direct = DeepgramRecognizer(DeepgramConfig(urls=(dg.url,)), EnvKeySource({}))
+    chained = DeepgramRecognizer(DeepgramConfig(urls=(dg.url,)), EnvKeySource({}))
     chain = ChainRecognizer({"deepgram": chained, "local": ToneWordsRecognizer()}, ["deepgram", "local"])
     cases: dict[str, Recognizer] = {"deepgram adapter": direct, "deepgram in a deepgram,local chain": chain}
     out: dict[str, list[float]] = {}
@@ -155,7 +156,9 @@ async def _switch(
     for _ in range(n):
         dg.faults.append(fault)
         deepgram = Probe(
-            DeepgramRecognizer(DeepgramConfig(urls=(dg.url,), first_result_timeout_s=deadline_s), {})
+            DeepgramRecognizer(
+                DeepgramConfig(urls=(dg.url,), first_result_timeout_s=deadline_s), EnvKeySource({})
+            )
         )
         local = Probe(ToneWordsRecognizer())
         chain = ChainRecognizer({"deepgram": deepgram, "local": local}, ["deepgram", "local"])  # type: ignore[dict-item]

@@ -36,6 +36,7 @@ import httpx
 import numpy as np
 import websockets.asyncio.client
 
+from common.providers import EnvKeySource
 from tests.bench.providers import in_service_runtime
 from tests.doubles import deepgram_speak, elevenlabs_api
 from tests.doubles.deepgram_speak import DeepgramSpeakDouble, text_audio
@@ -186,10 +187,10 @@ async def elevenlabs_floor(url: str, runs: int, latency_s: float) -> list[float]
 
 async def run(dg: DeepgramSpeakDouble, el: ElevenLabsDouble, runs: int, latency_s: float) -> list[str]:
     deadlines = Deadlines(connect_s=1.0, first_audio_s=DEADLINE_S, idle_s=1.0, close_s=0.5)
-    deepgram = DeepgramAura(base_url=dg.url, deadlines=deadlines, environ=ENV)
-    eleven = ElevenLabsTts(base_url=el.url, deadlines=deadlines, environ=ENV)
+    deepgram = DeepgramAura(base_url=dg.url, deadlines=deadlines, keys=EnvKeySource(ENV))
+    eleven = ElevenLabsTts(base_url=el.url, deadlines=deadlines, keys=EnvKeySource(ENV))
     try:
-        fresh = DeepgramAura(base_url=dg.url, deadlines=deadlines, environ=ENV, max_idle=0)
+        fresh = DeepgramAura(base_url=dg.url, deadlines=deadlines, keys=EnvKeySource(ENV), max_idle=0)
         try:
             new_socket = await overhead(
                 ChainSynthesizer({"deepgram": fresh}, ["deepgram"]), runs, latency_s, 1

@@ -12,7 +12,7 @@ import socket
 import tracemalloc
 
 from common.errors import ResourceExhausted
-from common.providers import resolve_key
+from common.providers import EnvKeySource, resolve_key
 from llm_svc.chain import ProviderChain
 from llm_svc.providers.base import ChatRequest, Completion, Message
 from llm_svc.providers.offline_responder import OfflineResponder
@@ -48,7 +48,7 @@ async def test_memory_stays_bounded_in_a_429_storm() -> None:
     )
     async with OpenAIDouble(always=Fault(status=429, retry_after="0"), max_recorded=0) as api:
         options = dataclasses.replace(options, base_url=api.base_url)
-        openai_chat = OpenAIChat(options, environ={"OPENAI_API_KEY": "sk-storm"})
+        openai_chat = OpenAIChat(options, keys=EnvKeySource({"OPENAI_API_KEY": "sk-storm"}))
         chain = ProviderChain({"openai": openai_chat, "local": OfflineResponder()}, ["openai"])
         try:
             await _storm(chain, 60)  # warm-up: clients, pools, metric children, code paths
@@ -72,7 +72,7 @@ async def test_memory_stays_bounded_in_a_429_storm() -> None:
 async def test_a_storm_with_a_fallback_answers_every_request() -> None:
     async with OpenAIDouble(always=Fault(status=429, retry_after="0"), max_recorded=0) as api:
         options = OpenAIOptions(base_url=api.base_url, max_attempts=2, backoff_s=0.001, jitter_s=0.001, cap=4)
-        openai_chat = OpenAIChat(options, environ={"OPENAI_API_KEY": "sk-storm"})
+        openai_chat = OpenAIChat(options, keys=EnvKeySource({"OPENAI_API_KEY": "sk-storm"}))
         chain = ProviderChain({"openai": openai_chat, "local": OfflineResponder()}, ["openai", "local"])
         try:
             outcomes = await _storm(chain, 100)
@@ -85,7 +85,7 @@ async def test_a_cancel_during_a_retry_wait_ends_at_once_and_frees_the_slot() ->
     async with OpenAIDouble() as api:
         api.fail_next(Fault(status=429, retry_after="30"))
         options = OpenAIOptions(base_url=api.base_url, deadline_s=120.0, cap=1)
-        openai_chat = OpenAIChat(options, environ={"OPENAI_API_KEY": "sk-x"})
+        openai_chat = OpenAIChat(options, keys=EnvKeySource({"OPENAI_API_KEY": "sk-x"}))
         chain = ProviderChain({"openai": openai_chat}, ["openai"])
 
         async def consume() -> None:
@@ -116,7 +116,7 @@ async def test_an_unreachable_server_is_retried_then_the_chain_falls_back() -> N
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     options = OpenAIOptions(base_url=f"http://127.0.0.1:{port}/v1", backoff_s=0.01, jitter_s=0.01)
-    openai_chat = OpenAIChat(options, environ={})
+    openai_chat = OpenAIChat(options, keys=EnvKeySource({}))
     chain = ProviderChain({"openai": openai_chat, "local": OfflineResponder()}, ["openai", "local"])
     try:
         events = [e async for e in chain.stream(REQUEST)]

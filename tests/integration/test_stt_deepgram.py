@@ -22,7 +22,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from common.gen.voiceai.common.v1 import audio_pb2
 from common.gen.voiceai.stt.v1 import stt_pb2, stt_pb2_grpc
-from common.providers import FALLBACKS
+from common.providers import FALLBACKS, EnvKeySource
 from stt_svc.app import Settings, build_host
 from stt_svc.chain import ChainRecognizer
 from stt_svc.providers.base import RecognitionOptions
@@ -115,7 +115,7 @@ def fallbacks(frm: str, to: str, reason: str) -> float:
 async def test_words_offsets_options_and_the_tenants_key() -> None:
     async with DeepgramListenDouble() as dg:
         env = {"DEEPGRAM_API_KEY": "deployment-key", TENANT_KEY_ENV: "tenant-key"}
-        async with stt(DeepgramRecognizer(dg_config(dg.url), env)) as addr:
+        async with stt(DeepgramRecognizer(dg_config(dg.url), EnvKeySource(env))) as addr:
             cfg = config(keyterms=["Acme Dental", "Invisalign"], endpointing_ms=300)
             responses = await recognize(addr, AUDIO, cfg)
     assert_heard_once(responses)
@@ -139,7 +139,9 @@ async def test_words_offsets_options_and_the_tenants_key() -> None:
 
 async def test_default_key_multilingual_and_model_from_the_config() -> None:
     async with DeepgramListenDouble() as dg:
-        async with stt(DeepgramRecognizer(dg_config(dg.url), {"DEEPGRAM_API_KEY": "deployment-key"})) as addr:
+        async with stt(
+            DeepgramRecognizer(dg_config(dg.url), EnvKeySource({"DEEPGRAM_API_KEY": "deployment-key"}))
+        ) as addr:
             cfg = config(language_code="multi", model="nova-3-general", keyterms=["Acme"])
             responses = await recognize(addr, AUDIO, cfg)
     assert_heard_once(responses)
@@ -157,7 +159,7 @@ async def test_rate_limited_handshake_falls_back_to_local_with_every_word() -> N
     async with DeepgramListenDouble() as dg:
         dg.faults.append(ListenFault(status=429, retry_after_s=7))
         before = fallbacks("deepgram", "local", "rate_limited")
-        async with stt(DeepgramRecognizer(dg_config(dg.url), {}), local) as addr:
+        async with stt(DeepgramRecognizer(dg_config(dg.url), EnvKeySource({})), local) as addr:
             responses = await recognize(addr, AUDIO, config())
     assert_heard_once(responses)
     assert local.opened == 1 and [r.status for r in dg.requests] == [429]
@@ -169,7 +171,9 @@ async def test_rate_limited_with_no_fallback_is_resource_exhausted_with_retry_in
 ) -> None:
     async with DeepgramListenDouble() as dg:
         dg.faults.append(ListenFault(status=429, retry_after_s=7))
-        async with stt(DeepgramRecognizer(dg_config(dg.url), {"DEEPGRAM_API_KEY": "secret-key-123"})) as addr:
+        async with stt(
+            DeepgramRecognizer(dg_config(dg.url), EnvKeySource({"DEEPGRAM_API_KEY": "secret-key-123"}))
+        ) as addr:
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await recognize(addr, AUDIO, config(["deepgram"]))
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -185,7 +189,7 @@ async def test_rate_limited_with_no_fallback_is_resource_exhausted_with_retry_in
 async def test_server_error_at_handshake_moves_to_the_next_endpoint() -> None:
     async with DeepgramListenDouble() as bad, DeepgramListenDouble() as good:
         bad.faults.append(ListenFault(status=503))
-        recognizer = DeepgramRecognizer(dg_config(bad.url, good.url, failure_penalty_s=60), {})
+        recognizer = DeepgramRecognizer(dg_config(bad.url, good.url, failure_penalty_s=60), EnvKeySource({}))
         async with stt(recognizer) as addr:
             first = await recognize(addr, AUDIO, config(["deepgram"]))
             # The failed URL is avoided for a while: the next stream goes straight to the good one.
@@ -200,7 +204,7 @@ async def test_server_error_at_handshake_moves_to_the_next_endpoint() -> None:
 async def test_server_error_with_one_endpoint_falls_back_to_local() -> None:
     async with DeepgramListenDouble() as dg:
         dg.faults.append(ListenFault(status=500))
-        async with stt(DeepgramRecognizer(dg_config(dg.url), {})) as addr:
+        async with stt(DeepgramRecognizer(dg_config(dg.url), EnvKeySource({}))) as addr:
             responses = await recognize(addr, AUDIO, config())
     assert_heard_once(responses)
 
@@ -210,7 +214,7 @@ async def test_slow_first_result_misses_its_deadline_and_local_hears_everything(
     async with DeepgramListenDouble() as dg:
         dg.faults.append(ListenFault(first_result_delay_s=30))
         before = fallbacks("deepgram", "local", "timeout")
-        recognizer = DeepgramRecognizer(dg_config(dg.url, first_result_timeout_s=0.3), {})
+        recognizer = DeepgramRecognizer(dg_config(dg.url, first_result_timeout_s=0.3), EnvKeySource({}))
         async with stt(recognizer, local) as addr:
             responses = await recognize(addr, AUDIO, config())
             await _until(lambda: dg.open == 0)  # the abandoned websocket was closed
@@ -225,7 +229,7 @@ async def test_disconnect_mid_stream_replays_uncovered_audio_to_local() -> None:
         # The first utterance is final on Deepgram; the connection drops inside the second.
         dg.faults.append(ListenFault(disconnect_after_words=4))
         before = fallbacks("deepgram", "local", "disconnect")
-        async with stt(DeepgramRecognizer(dg_config(dg.url), {}), local) as addr:
+        async with stt(DeepgramRecognizer(dg_config(dg.url), EnvKeySource({})), local) as addr:
             responses = await recognize(addr, AUDIO, config())
     assert_heard_once(responses)
     assert dg.finals == [" ".join(FIRST)] and local.opened == 1
@@ -238,7 +242,7 @@ async def test_disconnect_mid_stream_replays_to_a_second_deepgram_endpoint() -> 
         one.faults.append(ListenFault(disconnect_after_words=4))
         two.faults.append(ListenFault(disconnect_after_words=4))
         local = ToneWordsRecognizer()
-        async with stt(DeepgramRecognizer(dg_config(one.url, two.url), {}), local) as addr:
+        async with stt(DeepgramRecognizer(dg_config(one.url, two.url), EnvKeySource({})), local) as addr:
             responses = await recognize(addr, AUDIO, config(["deepgram"]))
     assert_heard_once(responses)
     # One endpoint finalized the first utterance, the other (after the replay) the second.
@@ -248,7 +252,7 @@ async def test_disconnect_mid_stream_replays_to_a_second_deepgram_endpoint() -> 
 
 async def test_finalize_and_keepalive_reach_deepgram() -> None:
     async with DeepgramListenDouble() as dg:
-        recognizer = DeepgramRecognizer(dg_config(dg.url, keepalive_s=0.05), {})
+        recognizer = DeepgramRecognizer(dg_config(dg.url, keepalive_s=0.05), EnvKeySource({}))
         async with stt(recognizer) as addr:
             async with grpc.aio.insecure_channel(addr) as ch:
                 call = stt_pb2_grpc.SpeechToTextServiceStub(ch).StreamingRecognize(metadata=md())
@@ -267,7 +271,9 @@ async def test_finalize_and_keepalive_reach_deepgram() -> None:
 
 async def test_over_cap_goes_to_the_next_provider_or_is_resource_exhausted() -> None:
     async with DeepgramListenDouble() as dg:
-        recognizer = DeepgramRecognizer(dg_config(dg.url, max_streams_per_key=1, queue_timeout_s=0.02), {})
+        recognizer = DeepgramRecognizer(
+            dg_config(dg.url, max_streams_per_key=1, queue_timeout_s=0.02), EnvKeySource({})
+        )
         local = ToneWordsRecognizer()
         async with stt(recognizer, local) as addr:
             async with grpc.aio.insecure_channel(addr) as ch:
@@ -304,7 +310,7 @@ async def test_bad_provider_names_and_unconfigured_chains_name_the_field() -> No
 
 async def test_cancelled_call_closes_the_deepgram_websocket() -> None:
     async with DeepgramListenDouble() as dg:
-        async with stt(DeepgramRecognizer(dg_config(dg.url), {})) as addr:
+        async with stt(DeepgramRecognizer(dg_config(dg.url), EnvKeySource({}))) as addr:
             async with grpc.aio.insecure_channel(addr) as ch:
                 call = stt_pb2_grpc.SpeechToTextServiceStub(ch).StreamingRecognize(metadata=md())
                 await call.write(config(["deepgram", "local"]))
@@ -336,7 +342,7 @@ async def test_memory_stays_bounded_in_a_429_storm() -> None:
     """Hundreds of refused handshakes, each falling back to local: nothing accumulates in the
     provider, the chain, the SDK or websockets (the double keeps only its last few requests)."""
     async with DeepgramListenDouble(keep_requests=4) as dg:
-        recognizer = DeepgramRecognizer(dg_config(dg.url), {"DEEPGRAM_API_KEY": "k"})
+        recognizer = DeepgramRecognizer(dg_config(dg.url), EnvKeySource({"DEEPGRAM_API_KEY": "k"}))
         chain = ChainRecognizer(
             {"local": ToneWordsRecognizer(), "deepgram": recognizer}, ["deepgram", "local"]
         )
@@ -375,12 +381,14 @@ async def test_memory_stays_bounded_in_a_429_storm() -> None:
 async def test_a_missing_or_rejected_key_is_failed_precondition_naming_the_variable() -> None:
     async with DeepgramListenDouble() as dg:
         dg.faults.append(ListenFault(status=401))
-        cloud = DeepgramRecognizer(DeepgramConfig(), {})  # Deepgram's cloud, and no key at all
+        cloud = DeepgramRecognizer(DeepgramConfig(), EnvKeySource({}))  # Deepgram's cloud, and no key at all
         async with stt(cloud) as addr:
             with pytest.raises(grpc.aio.AioRpcError) as no_key:
                 await recognize(addr, AUDIO, config(["deepgram"]))
             assert_heard_once(await recognize(addr, AUDIO, config(["deepgram", "local"])))
-        async with stt(DeepgramRecognizer(dg_config(dg.url), {"DEEPGRAM_API_KEY": "revoked"})) as addr:
+        async with stt(
+            DeepgramRecognizer(dg_config(dg.url), EnvKeySource({"DEEPGRAM_API_KEY": "revoked"}))
+        ) as addr:
             with pytest.raises(grpc.aio.AioRpcError) as rejected:
                 await recognize(addr, AUDIO, config(["deepgram"]))
     for err in (no_key, rejected):
@@ -394,7 +402,7 @@ async def test_a_stalled_stream_misses_the_inactivity_deadline_and_local_takes_o
     async with DeepgramListenDouble() as dg:
         dg.faults.append(ListenFault(stall_after_words=4))  # answers the first utterance, then nothing
         before = fallbacks("deepgram", "local", "timeout")
-        recognizer = DeepgramRecognizer(dg_config(dg.url, inactivity_timeout_s=0.3), {})
+        recognizer = DeepgramRecognizer(dg_config(dg.url, inactivity_timeout_s=0.3), EnvKeySource({}))
         async with stt(recognizer, local) as addr:
             responses = await recognize(addr, AUDIO, config())
             await _until(lambda: dg.open == 0)
@@ -404,7 +412,7 @@ async def test_a_stalled_stream_misses_the_inactivity_deadline_and_local_takes_o
 
 async def test_stopping_the_service_closes_the_providers_http_pool() -> None:
     async with DeepgramListenDouble() as dg:
-        deepgram = DeepgramRecognizer(dg_config(dg.url), {})
+        deepgram = DeepgramRecognizer(dg_config(dg.url), EnvKeySource({}))
         host = build_host(
             Settings(), ChainRecognizer({"local": ToneWordsRecognizer(), "deepgram": deepgram}, ["deepgram"])
         )

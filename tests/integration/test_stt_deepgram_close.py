@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from common.providers import ProviderError, resolve_key
+from common.providers import EnvKeySource, ProviderError, resolve_key
 from stt_svc.providers.base import Final, RecognitionEvent, RecognitionOptions
 from stt_svc.providers.deepgram_nova import KEY_ENV, DeepgramConfig, DeepgramRecognizer
 from stt_svc.providers.deepgram_stream import DeepgramStream
@@ -30,7 +30,7 @@ async def until(predicate: Callable[[], object], timeout_s: float = 5.0) -> None
 
 
 def recognizer(url: str, **kw: object) -> DeepgramRecognizer:
-    return DeepgramRecognizer(DeepgramConfig(urls=(url,), **kw), ENV)  # type: ignore[arg-type]
+    return DeepgramRecognizer(DeepgramConfig(urls=(url,), **kw), EnvKeySource(ENV))  # type: ignore[arg-type]
 
 
 async def send_words(stream: DeepgramStream) -> None:

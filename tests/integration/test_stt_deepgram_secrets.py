@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from common.providers import ProviderError
+from common.providers import EnvKeySource, ProviderError
 from stt_svc.chain import ChainRecognizer
 from stt_svc.providers.base import RecognitionOptions
 from stt_svc.providers.deepgram_nova import DeepgramConfig, DeepgramRecognizer
@@ -23,7 +23,7 @@ async def test_url_credentials_stay_out_of_errors_and_logs(
     async with DeepgramListenDouble() as dg:
         url = dg.url.replace("ws://", f"ws://ops:{SECRET}@")
         dg.faults.append(ListenFault(status=status))
-        provider = DeepgramRecognizer(DeepgramConfig(urls=(url,)), {"DEEPGRAM_API_KEY": "k"})
+        provider = DeepgramRecognizer(DeepgramConfig(urls=(url,)), EnvKeySource({"DEEPGRAM_API_KEY": "k"}))
         with pytest.raises(ProviderError) as refused:
             await provider.open(RecognitionOptions())
         dg.faults.append(ListenFault(status=status))

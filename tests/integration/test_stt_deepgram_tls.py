@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from common import deepgram_tls
+from common.providers import EnvKeySource
 from stt_svc.providers.deepgram_nova import DeepgramRecognizer
 from tests.doubles.deepgram_api import DeepgramListenDouble
 from tests.integration.test_stt_deepgram import AUDIO, assert_heard_once, config, dg_config, recognize, stt
@@ -74,7 +75,7 @@ async def test_wss_streams_use_the_installed_context(tls_files: tuple[Path, Path
     trusting = ssl.create_default_context(cafile=str(cert))
     async with DeepgramListenDouble(tls=_server_context(cert, key)) as dg:
         assert dg.url.startswith("wss://")
-        recognizer = DeepgramRecognizer(dg_config(dg.url), {})
+        recognizer = DeepgramRecognizer(dg_config(dg.url), EnvKeySource({}))
         assert deepgram_tls.install(trusting) is trusting
         for module in deepgram_tls.SDK_MODULES:
             assert deepgram_tls.installed_context(module) is trusting
@@ -89,7 +90,7 @@ async def test_a_context_that_does_not_trust_the_server_is_the_one_refused(
 ) -> None:
     cert, key = tls_files
     async with DeepgramListenDouble(tls=_server_context(cert, key)) as dg:
-        recognizer = DeepgramRecognizer(dg_config(dg.url), {})
+        recognizer = DeepgramRecognizer(dg_config(dg.url), EnvKeySource({}))
         deepgram_tls.install(ssl.create_default_context())  # the system CAs: not our certificate
         async with stt(recognizer) as addr:
             with pytest.raises(grpc.aio.AioRpcError) as err:

@@ -4,6 +4,7 @@ was measured from 0 (hours)."""
 
 from __future__ import annotations
 
+from common.providers import EnvKeySource
 from tests.bench.providers_tts import DEADLINE_S, ENV, OPTIONS, fallbacks
 from tests.doubles import deepgram_speak
 from tests.doubles.deepgram_speak import DeepgramSpeakDouble
@@ -14,7 +15,7 @@ from tts_svc.providers.deepgram_aura import DeepgramAura
 async def test_every_fallback_run_meets_its_fault_though_an_idle_socket_is_pooled() -> None:
     deadlines = Deadlines(connect_s=1.0, first_audio_s=DEADLINE_S, idle_s=1.0, close_s=0.5)
     async with DeepgramSpeakDouble() as dg:
-        provider = DeepgramAura(base_url=dg.url, deadlines=deadlines, environ=ENV)
+        provider = DeepgramAura(base_url=dg.url, deadlines=deadlines, keys=EnvKeySource(ENV))
         try:
             session = provider.open_session(OPTIONS)
             async for _ in session.synthesize_stream("Warm up."):

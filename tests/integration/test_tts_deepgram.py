@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 
 from common.gen.voiceai.common.v1 import audio_pb2
 from common.gen.voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
+from common.providers import EnvKeySource
 from tests.conftest import md, running
 from tests.doubles.deepgram_speak import DeepgramSpeakDouble, Fault, heard_text, text_audio
 from tts_svc.app import Settings, build_host
@@ -75,7 +76,7 @@ class Reply:
 
 
 def deepgram(double: DeepgramSpeakDouble, environ: Mapping[str, str] = KEYS, **kw: object) -> DeepgramAura:
-    return DeepgramAura(base_url=double.url, deadlines=FAST, environ=environ, **kw)  # type: ignore[arg-type]
+    return DeepgramAura(base_url=double.url, deadlines=FAST, keys=EnvKeySource(environ), **kw)  # type: ignore[arg-type]
 
 
 @contextlib.asynccontextmanager
@@ -310,7 +311,7 @@ async def test_bad_config_is_refused_naming_the_field(
 
 
 async def test_a_tenant_without_a_key_cannot_use_deepgram() -> None:
-    provider = DeepgramAura(deadlines=FAST, environ={"DEEPGRAM_API_KEY__TENANT_OTHER": "x"})
+    provider = DeepgramAura(deadlines=FAST, keys=EnvKeySource({"DEEPGRAM_API_KEY__TENANT_OTHER": "x"}))
     async with serving({"local": TextCodedLocal(), "deepgram": provider}) as addr:
         reply = await speak(addr, providers=["deepgram"])
     assert reply.code == grpc.StatusCode.FAILED_PRECONDITION and "DEEPGRAM" not in reply.details

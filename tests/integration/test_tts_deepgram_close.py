@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from common.providers import ProviderError
+from common.providers import EnvKeySource, ProviderError
 from tests.doubles.deepgram_speak import DeepgramSpeakDouble, Fault
 from tests.integration.test_tts_deepgram import FAST, KEYS, RATE, deepgram
 from tts_svc.providers.base import SynthesisOptions
@@ -47,7 +47,7 @@ async def test_a_session_close_cut_short_by_cancellation_still_frees_the_socket(
         await session.aclose()  # the owner's next close must finish the job, not skip it
         try:
             await until(lambda: dg.open == 0)
-            assert provider.limiter.in_use(provider.key("")) == 0
+            assert provider.limiter.in_use(await provider.key("")) == 0
         finally:
             await provider.aclose()
 
@@ -79,10 +79,10 @@ class _DeafSocket:
 
 
 async def test_a_send_the_peer_never_takes_misses_the_first_audio_deadline() -> None:
-    provider = DeepgramAura(base_url="ws://127.0.0.1:9", deadlines=FAST, environ=KEYS)
+    provider = DeepgramAura(base_url="ws://127.0.0.1:9", deadlines=FAST, keys=EnvKeySource(KEYS))
     options = SynthesisOptions(sample_rate=RATE)
     session = provider.open_session(options)
-    key = provider.key("")
+    key = await provider.key("")
     assert key is not None
     deaf = _DeafSocket()
     # An idle socket of this key, voice and rate: the session takes it instead of connecting.
@@ -104,8 +104,8 @@ async def test_a_send_the_peer_never_takes_misses_the_first_audio_deadline() -> 
 
 
 async def test_expired_idle_sockets_all_close_though_the_stream_that_found_them_is_cancelled() -> None:
-    provider = DeepgramAura(base_url="ws://127.0.0.1:9", deadlines=FAST, environ=KEYS, idle_s=0.01)
-    key = provider.key("")
+    provider = DeepgramAura(base_url="ws://127.0.0.1:9", deadlines=FAST, keys=EnvKeySource(KEYS), idle_s=0.01)
+    key = await provider.key("")
     assert key is not None
     for voice in ("aura-2-thalia-en", "aura-2-orion-en", "aura-2-luna-en"):
         stack = contextlib.AsyncExitStack()
@@ -135,7 +135,7 @@ async def test_a_socket_that_sent_something_unreadable_is_closed_not_kept() -> N
             await session.aclose()
         try:
             await until(lambda: dg.open == 0)  # before the fix: Cleared, then pooled for reuse
-            assert len(provider.idle) == 0 and provider.limiter.in_use(provider.key("")) == 0
+            assert len(provider.idle) == 0 and provider.limiter.in_use(await provider.key("")) == 0
         finally:
             await provider.aclose()
     assert failed.value.kind == "protocol"

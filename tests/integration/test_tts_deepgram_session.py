@@ -16,6 +16,7 @@ import pytest
 from common.errors import Unavailable
 from common.gen.voiceai.common.v1 import audio_pb2
 from common.gen.voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
+from common.providers import EnvKeySource
 from tests.conftest import md
 from tests.doubles.deepgram_speak import DeepgramSpeakDouble, Fault, heard_text
 from tests.integration.test_tts_deepgram import FAST, KEYS, RATE, TextCodedLocal, deepgram, serving, speak
@@ -58,7 +59,7 @@ async def test_barge_in_clears_the_websocket_before_the_next_stream_uses_it() ->
             reply = await speak(addr, "After the interruption.", providers=["deepgram"])
         await provider.aclose()
         await until(lambda: dg.open == 0)
-        assert provider.limiter.in_use(provider.key("tenant-test")) == 0
+        assert provider.limiter.in_use(await provider.key("tenant-test")) == 0
     assert reply.heard == "After the interruption."  # nothing of the interrupted piece
     [conn] = dg.connections
     assert conn.messages == ["Speak", "Flush", "Clear", "Speak", "Flush", "Close"]
@@ -74,7 +75,7 @@ async def test_a_socket_that_does_not_confirm_cleared_is_closed() -> None:
                 break
         await session.aclose()  # waits up to the close deadline for Cleared, then closes
         await until(lambda: dg.open == 0)
-        assert len(provider.idle) == 0 and provider.limiter.in_use(provider.key("")) == 0
+        assert len(provider.idle) == 0 and provider.limiter.in_use(await provider.key("")) == 0
         await provider.aclose()
     assert dg.connections[0].messages == ["Speak", "Flush", "Clear", "Clear", "Close"]
 
@@ -113,7 +114,7 @@ async def test_rate_is_the_clients_where_deepgram_has_it() -> None:
 async def test_memory_and_sockets_stay_bounded_in_a_storm_of_refusals(kind: str) -> None:
     async with DeepgramSpeakDouble() as dg:
         url = dg.url if kind == "429" else "ws://127.0.0.1:9"  # port 9: nothing listens
-        provider = DeepgramAura(base_url=url, deadlines=FAST, environ=KEYS)
+        provider = DeepgramAura(base_url=url, deadlines=FAST, keys=EnvKeySource(KEYS))
         chain = ChainSynthesizer({"deepgram": provider}, ["deepgram"])
         options = SynthesisOptions(tenant_id="tenant-test", sample_rate=RATE)
 
@@ -136,6 +137,6 @@ async def test_memory_and_sockets_stay_bounded_in_a_storm_of_refusals(kind: str)
         stats = after.compare_to(before, "filename")
         grown = sum(s.size_diff for s in stats)
         assert grown < 256 * 1024, f"{grown} bytes kept over 200 refused attempts"
-        assert provider.limiter.in_use(provider.key("tenant-test")) == 0 and dg.open == 0
+        assert provider.limiter.in_use(await provider.key("tenant-test")) == 0 and dg.open == 0
         assert len(provider._clients) == 1
         await provider.aclose()

@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from common.errors import Unavailable
+from common.providers import EnvKeySource
 from tests.doubles.deepgram_speak import DeepgramSpeakDouble
 from tests.doubles.elevenlabs_api import ElevenLabsDouble, Fault
 from tests.integration.test_tts_deepgram import (
@@ -34,7 +35,7 @@ VOICE = "EXAVITQu4vr4xnSDxMaL"
 
 
 def elevenlabs(double: ElevenLabsDouble, environ: Mapping[str, str] = KEYS, **kw: object) -> ElevenLabsTts:
-    return ElevenLabsTts(base_url=double.url, deadlines=FAST, environ=environ, **kw)  # type: ignore[arg-type]
+    return ElevenLabsTts(base_url=double.url, deadlines=FAST, keys=EnvKeySource(environ), **kw)  # type: ignore[arg-type]
 
 
 async def test_reply_streams_with_the_agents_voice_model_and_tenant_key() -> None:
@@ -139,7 +140,7 @@ async def test_over_cap_goes_to_the_next_provider_or_resource_exhausted() -> Non
         provider = elevenlabs(el, capacity=1)
         async with serving({"local": local, "elevenlabs": provider}) as addr:
             first = asyncio.create_task(speak(addr, hold, providers=["elevenlabs"]))
-            while provider.limiter.in_use(provider.key("tenant-test")) == 0:  # noqa: ASYNC110 - a counter
+            while provider.limiter.in_use(await provider.key("tenant-test")) == 0:  # noqa: ASYNC110 - a counter
                 await asyncio.sleep(0.005)
             spilled = await speak(addr, providers=["elevenlabs", "local"])
             refused = await speak(addr, providers=["elevenlabs"])
@@ -171,7 +172,7 @@ async def test_cancelled_stream_ends_the_request_and_frees_the_slot() -> None:
             with pytest.raises(asyncio.CancelledError):
                 await task
             async with asyncio.timeout(5):
-                while el.active or provider.limiter.in_use(provider.key("tenant-test")):  # noqa: ASYNC110
+                while el.active or provider.limiter.in_use(await provider.key("tenant-test")):  # noqa: ASYNC110
                     await asyncio.sleep(0.005)
     assert [r.completed for r in el.requests] == [False]
 
@@ -204,5 +205,5 @@ async def test_memory_stays_bounded_in_a_storm_of_429s() -> None:
             tracemalloc.stop()
         grown = sum(s.size_diff for s in after.compare_to(before, "filename"))
         assert grown < 256 * 1024, f"{grown} bytes kept over 200 refused requests"
-        assert provider.limiter.in_use(provider.key("tenant-test")) == 0 and len(provider._clients) == 1
+        assert provider.limiter.in_use(await provider.key("tenant-test")) == 0 and len(provider._clients) == 1
         await provider.aclose()

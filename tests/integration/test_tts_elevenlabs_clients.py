@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 
+from common.providers import EnvKeySource
 from tests.doubles.deepgram_speak import heard_text
 from tests.doubles.elevenlabs_api import ElevenLabsDouble
 from tests.integration.test_tts_deepgram import FAST, RATE
@@ -17,7 +18,7 @@ LONG = "A piece long enough to arrive in many chunks while another tenant speaks
 
 async def test_a_client_evicted_for_another_key_finishes_the_piece_in_flight() -> None:
     async with ElevenLabsDouble(chunk_bytes=640, pace_s=0.002) as el:
-        provider = ElevenLabsTts(base_url=el.url, deadlines=FAST, environ=ENV, max_clients=1)
+        provider = ElevenLabsTts(base_url=el.url, deadlines=FAST, keys=EnvKeySource(ENV), max_clients=1)
         a = provider.open_session(SynthesisOptions(tenant_id="tenant-a", sample_rate=RATE))
         b = provider.open_session(SynthesisOptions(tenant_id="tenant-b", sample_rate=RATE))
         heard_a, heard_b = bytearray(), bytearray()

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from common.errors import FailedPrecondition
-from common.providers import retry_after_s
+from common.providers import EnvKeySource, retry_after_s
 from llm_svc.app import Settings, make_chain
 from llm_svc.providers.base import ChatRequest, Message, Tool, ToolCall
 from llm_svc.providers.offline_responder import OfflineResponder
@@ -81,10 +81,10 @@ def test_messages_on_the_wire() -> None:
 
 def test_request_parameters_follow_the_endpoint() -> None:
     request = ChatRequest((Message("user", "hi"),), max_tokens=9, temperature=0.0)
-    official = OpenAIChat(OpenAIOptions(model="gpt-4o-mini"), environ={}).params(request)
+    official = OpenAIChat(OpenAIOptions(model="gpt-4o-mini"), keys=EnvKeySource({})).params(request)
     assert official["max_completion_tokens"] == 9 and "max_tokens" not in official
     assert "temperature" not in official  # 0 = the model's default
-    compatible = OpenAIChat(OpenAIOptions(base_url="http://vllm:8000/v1"), environ={}).params(
+    compatible = OpenAIChat(OpenAIOptions(base_url="http://vllm:8000/v1"), keys=EnvKeySource({})).params(
         ChatRequest((Message("user", "hi"),), model="llama", max_tokens=9, temperature=0.7)
     )
     assert (

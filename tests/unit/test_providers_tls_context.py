@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from common.providers import resolve_key
+from common.providers import EnvKeySource, resolve_key
 from llm_svc.providers.openai_chat import OpenAIChat, OpenAIOptions
 from tts_svc.providers.elevenlabs_tts import ElevenLabsTts
 
@@ -31,7 +31,7 @@ def ca_loads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 async def test_openai_clients_for_new_keys_share_the_tls_context(ca_loads: list[int]) -> None:
     env = {f"OPENAI_API_KEY__{t}": k for t, k in KEYS.items()}
-    provider = OpenAIChat(OpenAIOptions(), env)
+    provider = OpenAIChat(OpenAIOptions(), EnvKeySource(env))
     built = len(ca_loads)
     for tenant in KEYS:
         key = resolve_key("OPENAI_API_KEY", tenant, env)
@@ -45,9 +45,9 @@ async def test_openai_clients_for_new_keys_share_the_tls_context(ca_loads: list[
 
 async def test_elevenlabs_clients_for_new_keys_share_the_tls_context(ca_loads: list[int]) -> None:
     env = {f"ELEVENLABS_API_KEY__{t}": k for t, k in KEYS.items()}
-    provider = ElevenLabsTts(environ=env)
+    provider = ElevenLabsTts(keys=EnvKeySource(env))
     built = len(ca_loads)
     for tenant in KEYS:
-        await provider.client(provider.key(tenant))
+        await provider.client(await provider.key(tenant))
     assert len(ca_loads) == built
     await provider.aclose()

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
-from common.providers import ProviderError
+from common.providers import EnvKeySource, ProviderError
 from stt_svc.app import Settings, deepgram_configured, make_chain
 from stt_svc.chain import BYTES_PER_MS, ChainRecognizer, ChainStream, _ReplayBuffer
 from stt_svc.providers.base import (
@@ -178,7 +178,7 @@ def test_settings_build_the_provider_set_and_name_bad_variables() -> None:
         make_chain(Settings(stt_providers="deepgram,azure"), local, environ={})
     with pytest.raises(ValueError, match="VOICEAI_STT_DEEPGRAM_URLS"):
         make_chain(Settings(stt_deepgram_urls="gpu-1:8080"), local, environ={})
-    assert not deepgram_configured(Settings(), {"DEEPGRAM_API_KEY": " "})
+    assert not deepgram_configured(Settings(), EnvKeySource({"DEEPGRAM_API_KEY": " "}))
     assert websocket_base("wss://api.deepgram.com/") == "wss://api.deepgram.com"
 
 

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -31,7 +31,7 @@ import websockets.exceptions
 from common import deepgram_tls
 from common.errors import InvalidArgument
 from common.provider_clients import ClientCache
-from common.providers import CloseOnce, ProviderError, ProviderKey, ProviderLimiter, resolve_key
+from common.providers import CloseOnce, KeyHint, KeySource, ProviderError, ProviderKey, ProviderLimiter
 from tts_svc.providers.base import SynthesisOptions
 from tts_svc.providers.cloud import Deadlines, status_error
 from tts_svc.providers.speak_sockets import IdleSockets, Params, SpeakSocket
@@ -70,7 +70,7 @@ class DeepgramAura:
         deadlines: Deadlines | None = None,
         idle_s: float = 10.0,
         max_idle: int = 8,
-        environ: Mapping[str, str] | None = None,
+        keys: KeySource,
     ) -> None:
         self.base_url = base_url
         self.default_voice = default_voice
@@ -78,18 +78,20 @@ class DeepgramAura:
         self.deadlines = deadlines or Deadlines()
         self.limiter = ProviderLimiter("tts", self.name, capacity, queue_timeout_s)
         self.idle = IdleSockets(idle_s=idle_s, max_idle=max_idle, close_s=self.deadlines.close_s)
-        self._environ = environ
+        self._keys = keys
         # Clients only differ by key; the speak API is websockets only, so one idle HTTP pool
         # serves them all.
         self._http = httpx.AsyncClient()
         self._clients: ClientCache[Any] = ClientCache(self._build_client, _no_close)
 
-    def key(self, tenant_id: str) -> ProviderKey | None:
-        return resolve_key(ENV_KEY, tenant_id, self._environ)
+    async def key(self, tenant_id: str) -> ProviderKey | None:
+        """The key for ``tenant_id``'s requests (its own, else the deployment's), or None."""
+        return await self._keys.key_for(ENV_KEY, tenant_id)
 
     def serves(self, tenant_id: str) -> bool:
         """A key for the tenant (its own or the deployment's), or a self-hosted URL."""
-        return bool(self.base_url) or self.key(tenant_id) is not None
+        keys = self._keys
+        return bool(self.base_url) or not isinstance(keys, KeyHint) or keys.may_have_key(ENV_KEY, tenant_id)
 
     def _build_client(self, key: ProviderKey | None) -> Any:
         from deepgram import AsyncDeepgramClient
@@ -188,7 +190,7 @@ class AuraSession:
 
     async def _open(self) -> SpeakSocket:
         """An idle socket opened for the same key, voice, rate and speed, else a new one."""
-        key = self._p.key(self._tenant)
+        key = await self._p.key(self._tenant)
         params: Params = (key.fingerprint if key else "", self._model, self.sample_rate, self._speed)
         idle = await self._p.idle.take(params)
         if idle is not None:

@@ -14,14 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import httpx
 
 from common.errors import InvalidArgument
 from common.provider_clients import ClientCache
-from common.providers import ProviderError, ProviderKey, ProviderLimiter, resolve_key
+from common.providers import KeyHint, KeySource, ProviderError, ProviderKey, ProviderLimiter
 from tts_svc.providers.base import SynthesisOptions
 from tts_svc.providers.cloud import Deadlines, EvenBytes, status_error
 
@@ -49,7 +49,7 @@ class ElevenLabsTts:
         capacity: int = 10,
         queue_timeout_s: float = 0.05,
         deadlines: Deadlines | None = None,
-        environ: Mapping[str, str] | None = None,
+        keys: KeySource,
         max_clients: int = 32,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -57,17 +57,19 @@ class ElevenLabsTts:
         self.default_model = default_model
         self.deadlines = deadlines or Deadlines()
         self.limiter = ProviderLimiter("tts", self.name, capacity, queue_timeout_s)
-        self._environ = environ
+        self._keys = keys
         self._clients: ClientCache[Any] = ClientCache(self._build_client, _close_client, max_clients)
         # Loaded once here: a client per new key would otherwise load the CA bundle on the
         # event loop (~20-70 ms of CPU during which no stream of the process moves).
         self._tls = httpx.create_ssl_context()
 
-    def key(self, tenant_id: str) -> ProviderKey | None:
-        return resolve_key(ENV_KEY, tenant_id, self._environ)
+    async def key(self, tenant_id: str) -> ProviderKey | None:
+        """The key for ``tenant_id``'s requests (its own, else the deployment's), or None."""
+        return await self._keys.key_for(ENV_KEY, tenant_id)
 
     def serves(self, tenant_id: str) -> bool:
-        return self.key(tenant_id) is not None
+        """A key for the tenant may exist (a key source that cannot tell is asked per stream)."""
+        return not isinstance(self._keys, KeyHint) or self._keys.may_have_key(ENV_KEY, tenant_id)
 
     def _build_client(self, key: ProviderKey | None) -> Any:
         from elevenlabs.client import AsyncElevenLabs
@@ -138,7 +140,7 @@ class ElevenLabsSession:
         from elevenlabs import VoiceSettings
         from elevenlabs.core.api_error import ApiError
 
-        key = self._p.key(self._tenant)
+        key = await self._p.key(self._tenant)
         if key is None:
             raise ProviderError("no ElevenLabs key for this tenant (ELEVENLABS_API_KEY)", kind="no_key")
         deadlines = self._p.deadlines
