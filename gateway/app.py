@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from common.auth import AuthSettings, build_auth
 from common.consul_resolver import ConsulResolver, resolver_from_settings
-from common.discovery import Resolver
+from common.discovery import ChannelPool, Resolver
 from common.gen.voiceai.gateway.v1 import gateway_pb2_grpc
 from common.redis_conn import RedisSettings
 from common.server import ServiceBinding, ServiceHost
 from common.settings import DiscoverySettings, ServiceSettings
 from gateway.agents import AgentCatalog, BuiltinAgentCatalog
+from gateway.api_keys import TenantApiKeys
 from gateway.call_runner import CallCore, CallRunner
 from gateway.converse import CallGatewayServicer
 from gateway.session.call import SessionSettings
@@ -18,8 +19,6 @@ from gateway.session.playout import Pacer
 from gateway.session.reply import PhraseCache
 from gateway.session.services import MeshClients
 from gateway.tenancy import Tenancy
-from tenant_svc.credentials import LazyPostgresApiKeys
-from tenant_svc.db.database import DatabaseSettings
 
 DEFAULT_PORT = 50060
 
@@ -51,7 +50,6 @@ class GatewayApp:
         *,
         discovery: DiscoverySettings | None = None,
         redis_settings: RedisSettings | None = None,
-        database: DatabaseSettings | None = None,
     ) -> None:
         self.settings = settings
         discovery = discovery or DiscoverySettings()
@@ -80,10 +78,13 @@ class GatewayApp:
             catalog=catalog if catalog is not None else self.tenancy.catalog or BuiltinAgentCatalog(),
             outbox_limit=settings.outbox_limit,
         )
-        # Callers may use API keys when the tenant database is configured (read only through its
-        # owner-only lookup function); otherwise JWTs only.
-        database = database or DatabaseSettings()
-        keys = LazyPostgresApiKeys(database) if database.url.get_secret_value() else None
+        # Callers may use API keys when tenant_svc is there to look them up (its internal
+        # ApiKeyInternalService; the gateway opens no pool to the tenant database); else JWTs only.
+        keys = (
+            TenantApiKeys(ChannelPool("tenant", resolver, propagate_context=False))
+            if self.tenancy.catalog is not None
+            else None
+        )
         self.host = ServiceHost(
             settings,
             [
@@ -100,6 +101,9 @@ class GatewayApp:
             auth=build_auth(AuthSettings(), api_keys=keys, issue_internal_tokens=True),
         )
         if keys is not None:
+            if self.host.auth is None or self.host.auth.internal_issuer is None:
+                raise ValueError("the gateway's auth must issue internal tokens to look API keys up")
+            keys.authorize_with(self.host.auth.internal_issuer)
             self.host.on_stop.append(keys.close)
 
     async def start(self) -> int:

@@ -7,12 +7,14 @@ import logging
 from common.auth import AuthSettings, build_auth
 from common.config_cache import ConfigCache
 from common.gen.voiceai.telephony.v1 import telephony_service_pb2_grpc
-from common.gen.voiceai.tenant.v1 import tenant_service_pb2_grpc
+from common.gen.voiceai.tenant.v1 import api_key_internal_service_pb2_grpc, tenant_service_pb2_grpc
 from common.plans import PlanBook
 from common.quotas import QuotaSettings, TenantQuotas
 from common.redis_conn import RedisSettings, open_redis
 from common.server import ServiceBinding, ServiceHost
 from common.settings import ServiceSettings
+from tenant_svc.api_key_internal import SERVICE as API_KEY_INTERNAL_SERVICE
+from tenant_svc.api_key_internal import ApiKeyInternalServicer
 from tenant_svc.changes import ChangeListener
 from tenant_svc.credentials import ApiKeyIssuer, PostgresApiKeys
 from tenant_svc.db.database import DatabaseSettings, open_pool
@@ -31,7 +33,7 @@ TELEPHONY_SERVICE = "voiceai.telephony.v1.TelephonyService"
 # Platform RPCs that name no tenant in their metadata (platform operators only, per RBAC).
 TENANTLESS = frozenset(
     f"/{SERVICE}/{m}" for m in ("CreateTenant", "ListTenants", "DeleteTenant", "LookupPhoneNumber")
-)
+) | {f"/{API_KEY_INTERNAL_SERVICE}/LookupApiKey"}
 
 
 class Settings(ServiceSettings):
@@ -92,6 +94,12 @@ async def build_host(
             ServiceBinding(
                 SERVICE,
                 lambda server: tenant_service_pb2_grpc.add_TenantServiceServicer_to_server(servicer, server),
+            ),
+            ServiceBinding(
+                API_KEY_INTERNAL_SERVICE,
+                lambda server: api_key_internal_service_pb2_grpc.add_ApiKeyInternalServiceServicer_to_server(
+                    ApiKeyInternalServicer(PostgresApiKeys(repo)), server
+                ),
             ),
             ServiceBinding(
                 TELEPHONY_SERVICE,

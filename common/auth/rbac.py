@@ -51,6 +51,11 @@ def aip_rules(service: str) -> dict[str, Permission]:
 Rule = Permission | frozenset[Permission]
 
 
+def is_internal_method(method: str) -> bool:
+    """``/pkg.FooInternalService/Method``: callable with internal credentials only."""
+    return method.rsplit("/", 1)[0].endswith("InternalService")
+
+
 def _any_of(rule: Rule) -> frozenset[Permission]:
     return frozenset({rule}) if isinstance(rule, Permission) else rule
 
@@ -92,6 +97,8 @@ class AccessPolicy:
         needed = self.required(method)
         if needed is None:
             raise PermissionDenied(f"{method} is not in the access policy, so nobody may call it")
+        if principal.kind != "internal" and is_internal_method(method):
+            raise PermissionDenied(f"{method} is internal: only the mesh's own services may call it")
         if needed.isdisjoint(permissions_of(principal)):
             names = " or ".join(f"'{p}'" for p in sorted(needed))
             roles = sorted({role for p in needed for role in roles_granting(p)})
@@ -140,6 +147,11 @@ _TENANT_METHODS: dict[str, Rule] = {
     "LookupPhoneNumber": frozenset({_CALL, _MANAGE}),
 }
 TENANT_SERVICE_RULES = {_TENANT + method: rule for method, rule in _TENANT_METHODS.items()}
+# Internal-only services (``*InternalService``): called by the gateway as the platform, with an
+# internal credential; ``AccessPolicy.check`` refuses any other credential kind for them.
+INTERNAL_SERVICE_RULES: dict[str, Rule] = {
+    "/voiceai.tenant.v1.ApiKeyInternalService/LookupApiKey": _MANAGE,
+}
 # Placing a phone call is a call on the tenant's behalf (agents and admins), like Converse.
 TELEPHONY_SERVICE_RULES: dict[str, Rule] = {
     "/voiceai.telephony.v1.TelephonyService/CreateOutboundCall": _CALL,
@@ -148,5 +160,10 @@ TELEPHONY_SERVICE_RULES: dict[str, Rule] = {
 # The mesh's policy. A service with other RPCs extends it, e.g.
 # DEFAULT_POLICY.extended(aip_rules("voiceai.tenant.v2.AgentService")).
 DEFAULT_POLICY = AccessPolicy(
-    {**dict.fromkeys(CALL_METHODS, Permission.CALL), **TENANT_SERVICE_RULES, **TELEPHONY_SERVICE_RULES}
+    {
+        **dict.fromkeys(CALL_METHODS, Permission.CALL),
+        **TENANT_SERVICE_RULES,
+        **TELEPHONY_SERVICE_RULES,
+        **INTERNAL_SERVICE_RULES,
+    }
 )

@@ -23,7 +23,6 @@ from gateway.app import GatewayApp
 from gateway.app import Settings as GatewaySettings
 from llm_svc import app as llm_app
 from stt_svc import app as stt_app
-from tenant_svc.db.database import DatabaseSettings
 from tests.conftest import running
 from tests.doubles.deepgram_api import DeepgramListenDouble, ToneWordsRecognizer
 from tests.doubles.deepgram_speak import DeepgramSpeakDouble, text_audio
@@ -128,7 +127,6 @@ async def cloud_mesh(
             resolver,
             discovery=DiscoverySettings(tenant_addresses=tenant_address),
             redis_settings=RedisSettings(url=redis_url),
-            database=DatabaseSettings(url=""),
         )
         port = await gateway.start()
         try:

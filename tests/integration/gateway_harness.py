@@ -16,7 +16,6 @@ from common.server import ServiceBinding, ServiceHost
 from common.settings import DiscoverySettings, ServiceSettings
 from gateway.agents import Agent, TurnTakingProfile
 from gateway.app import GatewayApp, Settings
-from tenant_svc.db.database import DatabaseSettings
 from tests.caller import linear16
 from tests.doubles.mesh_services import ScriptedLlm, ScriptedStt, ToneTts
 
@@ -44,7 +43,6 @@ async def scripted_mesh(
     services_up: bool = True,
     tenant_address: str = "",
     redis_url: str = "",
-    database: DatabaseSettings | None = None,
 ) -> AsyncIterator[Mesh]:
     """``tenant_address``/``redis_url``: run with tenancy (agents from tenant_svc, quotas, call
     records, Redis history) instead of the built-in catalog."""
@@ -81,7 +79,6 @@ async def scripted_mesh(
         catalog=None if tenant_address else BuiltinAgentCatalog(agents),
         discovery=DiscoverySettings(tenant_addresses=tenant_address),
         redis_settings=RedisSettings(url=redis_url),
-        database=database or DatabaseSettings(url=""),
     )
     gw_port = await app.start()
     try:

@@ -16,7 +16,7 @@ from google.rpc import status_pb2
 from common.gen.voiceai.gateway.v1 import gateway_pb2
 from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
 from common.gen.voiceai.tenant.v1 import tenant_service_pb2 as svc
-from tenant_svc.db.database import DatabaseSettings, endpoints
+from tenant_svc.db.database import DatabaseSettings
 from tests.caller import ConverseCaller, linear16
 from tests.credentials import KEY_DIR, bearer
 from tests.doubles.mesh_services import ScriptedStt, tone
@@ -141,11 +141,8 @@ async def test_converse_with_an_api_key_of_the_tenant(
         metadata=api.md(tenant, "admin"),
     )
     key_md = (("x-tenant-id", tenant), ("authorization", f"ApiKey {created.key}"))
-    gateway_db = DatabaseSettings(url=endpoints(database_settings).app_url)  # the app role, as deployed
     async with (
-        scripted_mesh(
-            ScriptedStt([]), tenant_address=api.address, redis_url=redis_url, database=gateway_db
-        ) as mesh,
+        scripted_mesh(ScriptedStt([]), tenant_address=api.address, redis_url=redis_url) as mesh,
         grpc.aio.insecure_channel(mesh.address) as ch,
     ):
         async with ConverseCaller(ch, config("reception"), metadata=key_md) as caller:

@@ -17,7 +17,6 @@ from common.settings import DiscoverySettings
 from gateway.app import GatewayApp, Settings
 from gateway.livekit.service import LiveKitGateway
 from gateway.livekit.settings import LiveKitCredentials, LiveKitSettings, MissingCredential
-from tenant_svc.db.database import DatabaseSettings
 from tests.credentials import KEY_DIR
 
 UNREACHABLE = LiveKitCredentials(
@@ -45,7 +44,6 @@ def app() -> GatewayApp:
         Settings(grace_period_s=1.0),
         StaticResolver({"stt": [], "llm": [], "tts": [], "tenant": []}),
         discovery=DiscoverySettings(tenant_addresses=""),
-        database=DatabaseSettings(url=""),
     )
 
 

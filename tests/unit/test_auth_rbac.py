@@ -11,10 +11,18 @@ from common.gen.voiceai.gateway.v1 import gateway_pb2
 from common.gen.voiceai.llm.v1 import llm_pb2
 from common.gen.voiceai.stt.v1 import stt_pb2
 from common.gen.voiceai.telephony.v1 import telephony_service_pb2
-from common.gen.voiceai.tenant.v1 import tenant_service_pb2
+from common.gen.voiceai.tenant.v1 import api_key_internal_service_pb2, tenant_service_pb2
 from common.gen.voiceai.tts.v1 import tts_pb2
 
-MODULES = (gateway_pb2, llm_pb2, stt_pb2, telephony_service_pb2, tenant_service_pb2, tts_pb2)
+MODULES = (
+    gateway_pb2,
+    llm_pb2,
+    stt_pb2,
+    telephony_service_pb2,
+    tenant_service_pb2,
+    tts_pb2,
+    api_key_internal_service_pb2,
+)
 
 
 def who(*roles: str) -> Principal:
@@ -95,3 +103,16 @@ def test_tenant_service_rules() -> None:
         DEFAULT_POLICY.check(who("viewer"), t + "LookupPhoneNumber")
     assert "permission 'call' or 'manage_tenants' is required" in info.value.message
     assert "admin, agent, platform" in info.value.message
+
+
+def test_internal_services_admit_internal_credentials_only() -> None:
+    method = "/voiceai.tenant.v1.ApiKeyInternalService/LookupApiKey"
+    gateway = Principal("voiceai-gateway", None, frozenset({"platform"}), "internal")
+    DEFAULT_POLICY.check(gateway, method)
+    with pytest.raises(PermissionDenied, match="internal"):
+        DEFAULT_POLICY.check(who("platform"), method)  # an operator's own JWT: refused
+    for kind in ("jwt", "api_key"):
+        with pytest.raises(PermissionDenied):
+            DEFAULT_POLICY.check(Principal("op", None, frozenset({"platform"}), kind), method)  # type: ignore[arg-type]
+    with pytest.raises(PermissionDenied):
+        DEFAULT_POLICY.check(Principal("gw", "t", frozenset({"agent"}), "internal"), method)
