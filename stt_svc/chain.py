@@ -5,7 +5,8 @@ Rules (issue 5):
 - A provider that fails to open (refused, over its cap, no key) -> the next one.
 - A provider that fails after the stream began (dropped connection, missed deadline) -> the
   stream re-opens on the next provider and replays the audio no final has covered yet, kept in a
-  bounded buffer. The new provider's offsets are shifted onto the stream's timeline; finals and
+  bounded buffer (``common.replay.ReplayBuffer``, the one the gateway uses for instance failover;
+  see there why both layers replay). The new provider's offsets are shifted onto the stream's timeline; finals and
   hypotheses for audio an earlier final covered are dropped, and a ``SpeechStarted`` inside an
   utterance already announced is not repeated, so the caller sees one well-formed sequence.
 - Each switch is counted and logged (``record_fallback``); when no provider is left the stream
@@ -20,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 from common.errors import FailedPrecondition, ResourceExhausted, Unavailable, VoiceAIError
@@ -33,6 +33,7 @@ from common.providers import (
     record_fallback,
     resolve_chain,
 )
+from common.replay import ReplayBuffer
 from common.tasks import cancel_and_wait
 from stt_svc.providers.base import (
     ENGINE_RATE,
@@ -97,45 +98,6 @@ def _shift_words(words: tuple[Word, ...], off: int) -> tuple[Word, ...]:
     return tuple(Word(w.word, w.start_ms + off, w.end_ms + off, w.confidence) for w in words)
 
 
-class _ReplayBuffer:
-    """Audio not yet covered by a final, as received: the last ``limit_ms`` (whole chunks kept)."""
-
-    def __init__(self, limit_ms: int) -> None:
-        self._chunks: deque[bytes] = deque()
-        self._size = 0
-        self._limit = limit_ms * BYTES_PER_MS
-        self.start = 0  # stream byte offset of the first buffered byte
-
-    def append(self, pcm: bytes) -> None:
-        self._chunks.append(pcm)
-        self._size += len(pcm)
-        while self._size - len(self._chunks[0]) >= self._limit:
-            self._pop()
-
-    def _pop(self) -> None:
-        chunk = self._chunks.popleft()
-        self._size -= len(chunk)
-        self.start += len(chunk)
-
-    def trim_to(self, stream_byte: int) -> None:
-        """Forget audio before ``stream_byte`` (a final covers it)."""
-        while self._chunks and self.start + len(self._chunks[0]) <= stream_byte:
-            self._pop()
-        if self._chunks and self.start < stream_byte:
-            cut = stream_byte - self.start
-            self._chunks[0] = self._chunks[0][cut:]
-            self._size -= cut
-            self.start = stream_byte
-
-    def aligned(self) -> tuple[int, list[bytes]]:
-        """(start ms, chunks) from the first whole ms, so offsets stay integral."""
-        skip = -self.start % BYTES_PER_MS
-        chunks = list(self._chunks)
-        if skip and chunks:
-            chunks[0] = chunks[0][skip:]
-        return (self.start + skip) // BYTES_PER_MS, chunks
-
-
 class ChainStream:
     """One stream over a chain: owns the current provider stream, the replay buffer and the pump."""
 
@@ -145,7 +107,7 @@ class ChainStream:
         self._attempts = attempts
         self._next = 0
         self._options = options
-        self._buffer = _ReplayBuffer(replay_limit_ms)
+        self._buffer = ReplayBuffer(replay_limit_ms * BYTES_PER_MS)
         self._current: RecognizeStream | None = None
         self._current_name = ""
         self._offset_ms = 0  # where the current provider's offset 0 sits on the stream timeline
@@ -228,11 +190,10 @@ class ChainStream:
     async def _replay(self) -> None:
         """Send the new provider the audio no final covers, then what the caller already asked."""
         assert self._current is not None
-        start_ms, chunks = self._buffer.aligned()
-        self._offset_ms = start_ms
-        data = b"".join(chunks)
-        for i in range(0, len(data), REPLAY_CHUNK_BYTES):
-            await self._current.push_audio(data[i : i + REPLAY_CHUNK_BYTES])
+        since = self._buffer.aligned_start(BYTES_PER_MS)  # from a whole ms: offsets stay integral
+        self._offset_ms = since // BYTES_PER_MS
+        for piece in self._buffer.pieces(since, REPLAY_CHUNK_BYTES):
+            await self._current.push_audio(piece)
         if self._finalize_pending:
             await self._current.finalize()
         if self._input_ended:
@@ -297,7 +258,7 @@ class ChainStream:
                 return  # an earlier provider's final covers it
             self._final_end_ms = end
             self._finalize_pending = False
-            self._buffer.trim_to(end * BYTES_PER_MS)
+            self._buffer.release(end * BYTES_PER_MS, exact=True)
             if off:
                 event = Final(
                     event.text,

@@ -4,7 +4,7 @@ When the stream fails mid-call (the instance died, reset or cancelled the stream
 it is re-opened, on another instance when there is one (``ChannelPool.mark_failed``), and the
 caller audio the recognizer had not finished with is sent again, so no word is lost:
 
-- ``ReplayRing`` keeps the caller audio sent to STT from the recognizer's *done point*: the end
+- ``common.replay.ReplayBuffer`` (shared with stt_svc's provider chain) keeps the caller audio sent to STT from the recognizer's *done point*: the end
   of its last final, or, while no utterance is open, all but the last ``idle_keep_ms`` (so a
   caller who only listens does not fill it). It is bounded (``replay_s``, 30 s by default):
   should an utterance run longer than that without a final (stt_svc cuts one at 25 s), only its
@@ -20,14 +20,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import grpc.aio
 
 from common.audio import Format
 from common.discovery import ChannelPool
 from common.errors import Unavailable, VoiceAIError
+from common.replay import ReplayBuffer
 from gateway.session.instances import FAILOVERS, is_instance_failure
 from gateway.session.services import describe_rpc_error
 from gateway.session.streams import Final, Interim, SpeechStarted, SttEvent, SttStream, UtteranceEnd
@@ -35,52 +35,6 @@ from gateway.session.streams import Final, Interim, SpeechStarted, SttEvent, Stt
 log = logging.getLogger(__name__)
 
 REPLAY_MESSAGE_MS = 500  # replayed audio goes out in messages of up to this much (stt_svc: <= 1 s)
-
-
-class ReplayRing:
-    """Caller audio by absolute byte offset since the call began, from ``start`` to ``end``.
-
-    Holds the chunks as sent (no copy). ``release`` drops what the recognizer is done with;
-    past ``max_bytes`` the oldest whole chunks go (at least the last ``max_bytes`` stay).
-    """
-
-    __slots__ = ("_chunks", "_max", "end", "start")
-
-    def __init__(self, max_bytes: int) -> None:
-        self._chunks: deque[bytes] = deque()
-        self._max = max_bytes
-        self.start = 0
-        self.end = 0
-
-    def append(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
-        self.end += len(chunk)
-        while self.end - self.start - len(self._chunks[0]) >= self._max:
-            self.start += len(self._chunks.popleft())
-
-    def release(self, upto: int) -> None:
-        """Forget whole chunks that end at or before byte ``upto``."""
-        chunks = self._chunks
-        while chunks and self.start + len(chunks[0]) <= upto:
-            self.start += len(chunks.popleft())
-
-    def pieces(self, since: int, max_bytes: int) -> Iterator[bytes]:
-        """The audio from byte ``since`` to ``end``, in pieces of at most ``max_bytes``."""
-        pos = self.start
-        piece = bytearray()
-        for chunk in list(self._chunks):
-            if pos + len(chunk) > since:
-                view = memoryview(chunk)[max(0, since - pos) :]
-                while view:
-                    take = min(len(view), max_bytes - len(piece))
-                    piece += view[:take]
-                    view = view[take:]
-                    if len(piece) == max_bytes:
-                        yield bytes(piece)
-                        piece.clear()
-            pos += len(chunk)
-        if piece:
-            yield bytes(piece)
 
 
 class Recognition:
@@ -104,7 +58,7 @@ class Recognition:
         self._fmt = fmt
         self._config = (fmt, language, keyterms, endpointing_ms, providers, model)
         self._reopen_attempts = reopen_attempts
-        self._ring = ReplayRing(fmt.bytes_for_ms(int(replay_s * 1000)))
+        self._ring = ReplayBuffer(fmt.bytes_for_ms(int(replay_s * 1000)))
         # While no utterance is open, audio older than this cannot hold unrecognized speech:
         # stt_svc reports speech ~200 ms after it starts and keeps a 300 ms pre-roll.
         self._idle_keep = fmt.bytes_for_ms(idle_keep_ms)

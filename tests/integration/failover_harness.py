@@ -20,7 +20,6 @@ from common.server import ServiceBinding, ServiceHost
 from common.settings import DiscoverySettings, ServiceSettings
 from gateway.agents import BuiltinAgentCatalog
 from gateway.app import GatewayApp, Settings
-from tenant_svc.db.database import DatabaseSettings
 
 _BINDINGS: dict[str, tuple[str, Callable[[Any, grpc.aio.Server], None]]] = {
     "stt": ("voiceai.stt.v1.SpeechToTextService", stt_pb2_grpc.add_SpeechToTextServiceServicer_to_server),
@@ -84,7 +83,6 @@ async def multi_mesh(
             catalog=BuiltinAgentCatalog(None),
             discovery=DiscoverySettings(tenant_addresses=""),
             redis_settings=RedisSettings(url=""),
-            database=DatabaseSettings(url=""),
         )
         port = await app.start()
         try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 from common.discovery import ChannelPool, StaticResolver
-from gateway.session.recognition import ReplayRing
 
 
 async def _picks(pool: ChannelPool, n: int) -> list[str]:
@@ -40,17 +39,3 @@ async def test_when_every_instance_failed_recently_they_are_all_still_tried() ->
         assert set(await _picks(pool, 4)) == {a, b}
     finally:
         await pool.close()
-
-
-def test_replay_ring_keeps_audio_by_absolute_offset() -> None:
-    ring = ReplayRing(max_bytes=8)
-    for chunk in (b"abcd", b"efgh", b"ijkl"):
-        ring.append(chunk)
-    # 12 bytes over an 8-byte bound: the oldest whole chunk went (at least 8 bytes stay).
-    assert (ring.start, ring.end) == (4, 12)
-    assert b"".join(ring.pieces(6, 3)) == b"ghijkl"
-    assert list(ring.pieces(6, 3)) == [b"ghi", b"jkl"]
-    assert b"".join(ring.pieces(0, 100)) == b"efghijkl"  # before start: from what is kept
-    ring.release(9)  # only whole chunks that end by then
-    assert ring.start == 8
-    assert b"".join(ring.pieces(9, 100)) == b"jkl"

@@ -10,7 +10,7 @@ import pytest
 from common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
 from common.providers import EnvKeySource, ProviderError
 from stt_svc.app import Settings, deepgram_configured, make_chain
-from stt_svc.chain import BYTES_PER_MS, ChainRecognizer, ChainStream, _ReplayBuffer
+from stt_svc.chain import BYTES_PER_MS, ChainRecognizer, ChainStream
 from stt_svc.providers.base import (
     Final,
     RecognitionEvent,
@@ -136,17 +136,6 @@ async def test_chain_names_are_checked() -> None:
         await chain.open(RecognitionOptions(providers=("whisperx",)))
     with pytest.raises(FailedPrecondition, match="deepgram"):
         await chain.open(RecognitionOptions(providers=("deepgram",)))
-
-
-def test_replay_buffer_trims_to_finals_and_keeps_a_bounded_tail() -> None:
-    buf = _ReplayBuffer(limit_ms=100)
-    for _ in range(10):
-        buf.append(bytes(20 * BYTES_PER_MS))
-    start_ms, chunks = buf.aligned()
-    assert start_ms == 100 and sum(map(len, chunks)) == 100 * BYTES_PER_MS
-    buf.trim_to(130 * BYTES_PER_MS + 5)  # mid-chunk, mid-ms: the replay starts at the next whole ms
-    start_ms, chunks = buf.aligned()
-    assert start_ms == 131 and sum(map(len, chunks)) == 69 * BYTES_PER_MS
 
 
 def test_endpoints_least_in_flight_and_failed_ones_avoided() -> None:
