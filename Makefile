@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup proto proto-check lint test test-fast run demo call bench clean
+.PHONY: setup proto lint test test-fast run demo bench clean
 
 setup: $(STAMP)
 

@@ -84,18 +84,22 @@ _ALAW_DEC = _alaw_decode_array(_ALL_CODES)
 
 
 def pcm16_to_mulaw(pcm: bytes) -> bytes:
+    """Linear PCM16 to G.711 mu-law (table lookup)."""
     return _MULAW_ENC[np.frombuffer(pcm, dtype=np.uint16)].tobytes()
 
 
 def mulaw_to_pcm16(data: bytes) -> bytes:
+    """G.711 mu-law to linear PCM16 (table lookup)."""
     return _MULAW_DEC[np.frombuffer(data, dtype=np.uint8)].tobytes()
 
 
 def pcm16_to_alaw(pcm: bytes) -> bytes:
+    """Linear PCM16 to G.711 A-law (table lookup)."""
     return _ALAW_ENC[np.frombuffer(pcm, dtype=np.uint16)].tobytes()
 
 
 def alaw_to_pcm16(data: bytes) -> bytes:
+    """G.711 A-law to linear PCM16 (table lookup)."""
     return _ALAW_DEC[np.frombuffer(data, dtype=np.uint8)].tobytes()
 
 
@@ -254,6 +258,7 @@ class FrameSlicer:
 
 
 def silence(fmt: Format, ms: int) -> bytes:
+    """``ms`` of silence in ``fmt``."""
     n = fmt.sample_rate * ms // 1000
     if fmt.encoding == MULAW:
         return b"\xff" * n

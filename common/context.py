@@ -56,6 +56,7 @@ _principal: ContextVar[Principal | None] = ContextVar("voiceai_principal", defau
 
 
 def current() -> RequestContext | None:
+    """The request context bound to this task, if any."""
     return _current.get()
 
 
@@ -65,11 +66,13 @@ def bind(ctx: RequestContext) -> None:
 
 
 def tenant_id() -> str:
+    """The bound tenant id (empty when none is bound)."""
     ctx = _current.get()
     return ctx.tenant_id if ctx else ""
 
 
 def call_id() -> str:
+    """The bound call id (empty when none is bound)."""
     ctx = _current.get()
     return ctx.call_id if ctx else ""
 
@@ -80,8 +83,10 @@ def principal() -> Principal | None:
 
 
 def bind_principal(value: Principal | None) -> None:
+    """Bind the authenticated principal to this task's context."""
     _principal.set(value)
 
 
 def valid_id(value: str) -> bool:
+    """Whether ``value`` is a well-formed tenant or call id."""
     return bool(ID_PATTERN.match(value))

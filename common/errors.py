@@ -21,26 +21,38 @@ class VoiceAIError(Exception):
 
 
 class InvalidArgument(VoiceAIError):
+    """The request is malformed (INVALID_ARGUMENT)."""
+
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
 class FailedPrecondition(VoiceAIError):
+    """The system is not in a state to serve the request (FAILED_PRECONDITION)."""
+
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
 class Unauthenticated(VoiceAIError):
+    """The credential is missing or not accepted (UNAUTHENTICATED)."""
+
     code = grpc.StatusCode.UNAUTHENTICATED
 
 
 class AlreadyExists(VoiceAIError):
+    """The resource exists already (ALREADY_EXISTS)."""
+
     code = grpc.StatusCode.ALREADY_EXISTS
 
 
 class PermissionDenied(VoiceAIError):
+    """The caller may not do this (PERMISSION_DENIED)."""
+
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
 class NotFound(VoiceAIError):
+    """The resource does not exist, or not in this tenant (NOT_FOUND)."""
+
     code = grpc.StatusCode.NOT_FOUND
 
 
@@ -67,11 +79,15 @@ class ResourceExhausted(VoiceAIError):
 
 
 class Unavailable(VoiceAIError):
+    """A dependency cannot be reached now; retry (UNAVAILABLE)."""
+
     code = grpc.StatusCode.UNAVAILABLE
     retryable = True
 
 
 class DeadlineExceeded(VoiceAIError):
+    """The work did not finish in time (DEADLINE_EXCEEDED)."""
+
     code = grpc.StatusCode.DEADLINE_EXCEEDED
     retryable = True
 

@@ -121,7 +121,9 @@ async def _abort_for(error: BaseException, context_: grpc.aio.ServicerContext, m
     )
 
 
-def rejecting_handler(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str):
+def rejecting_handler(
+    handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str
+) -> grpc.RpcMethodHandler:
     """A handler of the same kind as ``handler`` that answers every call with ``code``."""
     if handler.response_streaming:
 

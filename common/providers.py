@@ -129,6 +129,7 @@ def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
 
 
 def tenant_env_suffix(tenant_id: str) -> str:
+    """A tenant id as it appears in a per-tenant variable name (upper case, ``_`` for ``-``)."""
     return tenant_id.upper().replace("-", "_")
 
 
@@ -378,6 +379,7 @@ def resolve_chain(
 
 
 def failure_kind(error: BaseException) -> str:
+    """A short label for ``error`` in metrics and logs (no tenant data)."""
     if isinstance(error, ProviderError):
         return error.kind
     if isinstance(error, ProviderBusy):
@@ -395,6 +397,7 @@ def record_fallback(service: str, failed: str, to: str, error: BaseException) ->
 
 
 def record_failure(service: str, provider: str, error: BaseException) -> None:
+    """Count one failed provider attempt by kind."""
     FAILURES.labels(service, provider, failure_kind(error)).inc()
 
 

@@ -68,6 +68,7 @@ async def warm_up(engine: object) -> None:
 
 
 def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
+    """gRPC server options from the settings (message sizes, keepalive)."""
     return [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),

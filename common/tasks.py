@@ -25,4 +25,5 @@ async def cancel_and_wait(*tasks: asyncio.Task | None, timeout: float = 5.0) -> 
 
 
 async def cancel_all(tasks: Iterable[asyncio.Task | None]) -> None:
+    """Cancel ``tasks`` (None entries skipped) and wait until they are done."""
     await cancel_and_wait(*tasks)

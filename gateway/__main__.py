@@ -15,6 +15,7 @@ log = logging.getLogger("gateway")
 
 
 def main() -> None:
+    """Run the gateway until SIGTERM/SIGINT, then drain."""
     parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
     parser.add_argument("--port", type=int, help=f"gRPC port (default $VOICEAI_PORT or {DEFAULT_PORT})")
     args = parser.parse_args()

@@ -61,6 +61,8 @@ class Agent:
 
 
 class AgentCatalog(Protocol):
+    """Where agent configs come from (built-in, or tenant_svc through its cache)."""
+
     async def get(self, tenant_id: str, agent_id: str) -> Agent: ...
 
 
@@ -117,6 +119,7 @@ def _check_range(name: str, value: int, low: int, high: int) -> None:
 
 
 def turn_taking_from_proto(tt: gateway_pb2.TurnTaking) -> TurnTakingProfile:
+    """An inline config's turn-taking fields, zero meaning the default."""
     d = TurnTakingProfile()
     _check_range("end_of_turn_silence_ms", tt.end_of_turn_silence_ms, 100, 5000)
     _check_range("incomplete_turn_silence_ms", tt.incomplete_turn_silence_ms, 100, 10000)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from common.auth import AuthSettings, build_auth
 from common.consul_resolver import ConsulResolver, resolver_from_settings
 from common.discovery import ChannelPool, Resolver
@@ -123,5 +125,6 @@ class GatewayApp:
                 await self._watch.aclose()
 
 
-def build_app(settings: Settings, resolver: Resolver | None = None, **kwargs) -> GatewayApp:  # type: ignore[no-untyped-def]
+def build_app(settings: Settings, resolver: Resolver | None = None, **kwargs: Any) -> GatewayApp:
+    """The gateway app (``__main__`` and tests share it)."""
     return GatewayApp(settings, resolver, **kwargs)

@@ -100,6 +100,7 @@ class _Outbox:
 
 
 def event_to_proto(event: OutboundEvent) -> gateway_pb2.ConverseResponse:
+    """A call event as the Converse response that carries it."""
     R = gateway_pb2.ConverseResponse
     if isinstance(event, AgentSpeech):
         return R(agent_speech=gateway_pb2.AgentSpeech(text=event.text, turn=event.turn))

@@ -63,7 +63,7 @@ def _load_prctl() -> Callable[..., int] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
         return None
 
@@ -293,6 +293,7 @@ class _StopSignal:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The launcher's arguments."""
     p = argparse.ArgumentParser(prog="python -m gateway.mesh", description=__doc__)
     p.add_argument(
         "--base-port", type=int, default=50060, help="gateway port; stt, llm, tts, tenant use the next four"
@@ -311,6 +312,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def ports_from_args(args: argparse.Namespace) -> dict[str, int]:
+    """Each service's port: ``--base-port`` plus its offset, unless given on its own."""
     ports = {name: args.base_port + offset for _pkg, name, offset in SERVICES}
     for name in ports:
         override = getattr(args, f"{name}_port")
@@ -320,6 +322,7 @@ def ports_from_args(args: argparse.Namespace) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Start the mesh (and the demo call, if asked); returns the exit status."""
     args = parse_args(argv)
     stop = _StopSignal()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

@@ -98,7 +98,7 @@ def make_engine(settings: Settings) -> ChatModel:
             greeting=settings.llm_greeting,
             token_delay_ms=settings.llm_token_delay_ms,
         )
-    return cls()  # type: ignore[no-any-return]
+    return cls()
 
 
 def openai_configured(settings: Settings, env: EnvKeySource) -> bool:

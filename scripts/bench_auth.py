@@ -40,6 +40,7 @@ METHOD = "/voiceai.llm.v1.LanguageModelService/StreamChat"
 
 
 def token(key: Any, alg: str) -> str:
+    """A signed test token with ``key`` and ``alg``."""
     now = int(time.time())
     claims = {
         "iss": RULES.issuer,
@@ -54,6 +55,7 @@ def token(key: Any, alg: str) -> str:
 
 
 async def per_op_us(op: Callable[[], Awaitable[Any]], n: int) -> float:
+    """Microseconds per call of ``op``, over ``n`` calls."""
     best = float("inf")
     for _ in range(5):
         start = time.perf_counter()
@@ -64,6 +66,7 @@ async def per_op_us(op: Callable[[], Awaitable[Any]], n: int) -> float:
 
 
 async def main(n: int) -> None:
+    """Print the per-operation costs of credential checks."""
     ec_key = ec.generate_private_key(ec.SECP256R1())
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     es, rs = token(ec_key, "ES256"), token(rsa_key, "RS256")

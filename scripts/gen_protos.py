@@ -37,6 +37,7 @@ def _include_dirs() -> list[str]:
 
 
 def generate(out: Path) -> None:
+    """Generate the Python code for protos/ into ``out``."""
     from grpc_tools import protoc
 
     protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
@@ -76,6 +77,7 @@ def stage_deps(dest: Path) -> None:
 
 
 def main() -> None:
+    """The script's entry point."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=ROOT / "common" / "gen")
     parser.add_argument("--stage-deps", type=Path, help="only copy third-party protos here for buf")

@@ -71,12 +71,12 @@ def make_engine(settings: Settings) -> Recognizer:
     """Build the configured engine; the local one gets its settings, others none."""
     cls = registry.load(settings.stt_engine, REGISTRY)
     if settings.stt_engine == "local":
-        return cls(  # type: ignore[no-any-return]
+        return cls(
             threads=settings.engine_threads,
             model_path=settings.stt_model_path,
             interim_interval_ms=settings.stt_interim_interval_ms,
         )
-    return cls()  # type: ignore[no-any-return]
+    return cls()
 
 
 def deepgram_configured(settings: Settings, env: EnvKeySource) -> bool:

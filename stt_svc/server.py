@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 
 def to_proto(event: RecognitionEvent) -> stt_pb2.StreamingRecognizeResponse:
+    """A recognition event as the response that carries it."""
     if isinstance(event, Final):
         return R(
             final=stt_pb2.FinalResult(

@@ -55,6 +55,7 @@ async def build_host(
     on_change: ChangeListener | None = None,
     livekit_settings: LiveKitSettings | None = None,
 ) -> TenantHost:
+    """tenant_svc's host: database pool, auth, caches, telephony, servicers."""
     auth_settings = auth_settings or AuthSettings()
     redis_settings = redis_settings or RedisSettings()
     pool = await open_pool(database or DatabaseSettings())
@@ -128,4 +129,5 @@ async def build_host(
 
 
 async def build_ready(settings: Settings) -> ServiceHost:
+    """The host for ``python -m tenant_svc``."""
     return await build_host(settings)

@@ -47,5 +47,6 @@ def actor() -> str:
 
 
 def is_platform() -> bool:
+    """Whether the acting principal is a platform operator."""
     p = context.principal()
     return p is not None and p.is_platform

@@ -21,6 +21,8 @@ T = TypeVar("T")
 
 
 class TenantRateLimit:
+    """Per-tenant request rate limit by plan tier (tiers cached for a while)."""
+
     def __init__(self, quotas: TenantQuotas, repo: Repository, tier_ttl_s: float = 30.0) -> None:
         self._quotas = quotas
         self._repo = repo

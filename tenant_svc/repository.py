@@ -48,6 +48,8 @@ class ApiKeyRow:
 
 @dataclass(frozen=True, slots=True)
 class PhoneRoute:
+    """Where a called number routes: its tenant, number and agent."""
+
     tenant_id: str
     phone_number_id: str
     agent_id: str

@@ -47,6 +47,8 @@ def _generated() -> str:
 
 
 class TenantServicer(svc_grpc.TenantServiceServicer):
+    """TenantService: protobuf <-> repository calls, validation, audit."""
+
     def __init__(
         self,
         repo: Repository,

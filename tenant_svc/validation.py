@@ -61,6 +61,7 @@ def child_id(name: str, collection: str, field: str = "name") -> tuple[str, str]
 
 
 def new_id(value: str, field: str, generated: str) -> str:
+    """A client-chosen resource id, checked, or ``generated`` when none was given."""
     if not value:
         return generated
     if not RESOURCE_ID.match(value):
@@ -71,6 +72,7 @@ def new_id(value: str, field: str, generated: str) -> str:
 
 
 def tenant_id(value: str) -> str:
+    """A tenant id, checked."""
     if not TENANT_ID.match(value):
         raise InvalidArgument(
             "tenant_id must be 3-40 lowercase letters, digits or hyphens, starting with a letter"
@@ -79,12 +81,14 @@ def tenant_id(value: str) -> str:
 
 
 def e164(value: str, field: str = "e164_number") -> str:
+    """An E.164 number, checked."""
     if not E164.match(value):
         raise InvalidArgument(f"{field} must be an E.164 number like +14155550123 (a '+', then 7-15 digits)")
     return value
 
 
 def roles(values: Sequence[str]) -> list[str]:
+    """Roles, checked against the known ones."""
     if not values:
         raise InvalidArgument(f"api_key.roles must list at least one of {', '.join(ROLES)}")
     bad = [r for r in values if r not in ROLES]
@@ -159,12 +163,14 @@ def apply_mask(
 
 
 def page_size(value: int) -> int:
+    """A page size, checked, with the default for 0."""
     if value < 0:
         raise InvalidArgument("page_size must not be negative")
     return min(value or DEFAULT_PAGE, MAX_PAGE)
 
 
 def encode_page(tenant: str, method: str, key: str | int) -> str:
+    """A page token for the position ``key`` in ``tenant``'s ``method`` listing."""
     raw = json.dumps({"t": tenant, "m": method, "k": key}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -178,6 +184,7 @@ def next_token(
 
 
 def last_segment(name: str) -> str:
+    """The last segment of a resource name."""
     return name.rsplit("/", 1)[1]
 
 

@@ -77,8 +77,8 @@ def make_engine(settings: Settings) -> Synthesizer:
     """Build the configured engine; the local one gets ``threads`` (0 = one per core)."""
     cls = registry.load(settings.tts_engine, REGISTRY)
     if settings.tts_engine == "local":
-        return cls(threads=settings.engine_threads)  # type: ignore[no-any-return]
-    return cls()  # type: ignore[no-any-return]
+        return cls(threads=settings.engine_threads)
+    return cls()
 
 
 def make_chain(
@@ -135,6 +135,7 @@ def build_servicer(settings: Settings, engine: Synthesizer) -> TextToSpeechServi
 
 
 def build_host(settings: Settings, engine: Synthesizer | None = None) -> ServiceHost:
+    """The tts_svc host over ``engine`` (default: the configured one)."""
     engine = engine or make_engine(settings)
     if not isinstance(engine, ChainSynthesizer):
         engine = make_chain(settings, engine)

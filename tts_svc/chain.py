@@ -70,6 +70,7 @@ class WholePieceSession:
 
 
 def open_session(engine: Synthesizer, options: SynthesisOptions) -> SynthesisSession:
+    """A stream-scoped session of ``engine`` (its own, or whole pieces for a plain engine)."""
     opener = getattr(engine, "open_session", None)
     return opener(options) if opener is not None else WholePieceSession(engine, options)
 

@@ -16,6 +16,7 @@ from common.auth.settings import AuthSettings
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The auth command line; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m common.auth", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     mint = commands.add_parser("mint", help="print a dev user token")

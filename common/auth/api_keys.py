@@ -48,6 +48,7 @@ def generate_api_key(pepper: bytes | None = None) -> tuple[str, str, str]:
 
 
 def hash_secret(key_id: str, secret: str, pepper: bytes | None = None) -> str:
+    """The stored hash of a key's secret, scheme-prefixed (HMAC with a pepper, else SHA-256)."""
     message = f"{key_id}:{secret}".encode()
     if pepper:
         return _HMAC + hmac.new(pepper, message, hashlib.sha256).hexdigest()
@@ -61,6 +62,7 @@ def parse_api_key(plaintext: str) -> tuple[str, str] | None:
 
 
 def looks_like_api_key(credential: str) -> bool:
+    """Whether ``credential`` is shaped like one of our API keys (the ``vai_`` prefix)."""
     return credential.startswith(PREFIX)
 
 

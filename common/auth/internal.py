@@ -38,6 +38,7 @@ def internal_rules(leeway_s: float = 30.0) -> TokenRules:
 
 
 def sign(key: SigningKey, claims: dict[str, Any]) -> str:
+    """``claims`` signed with ``key`` (ES256, its kid in the header)."""
     return jwt.encode(claims, key.private_key, algorithm="ES256", headers={"kid": key.kid})
 
 

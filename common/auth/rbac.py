@@ -15,6 +15,8 @@ from common.errors import PermissionDenied
 
 
 class Permission(StrEnum):
+    """What a role may do; a method needs one (or one of a set)."""
+
     READ = "read"  # look at a tenant's configuration and records
     WRITE = "write"  # change them
     CALL = "call"  # run calls: audio in, speech out
@@ -32,10 +34,12 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[Permission]] = {
 
 
 def permissions_of(principal: Principal) -> frozenset[Permission]:
+    """Every permission ``principal``'s roles grant."""
     return frozenset().union(*(ROLE_PERMISSIONS.get(role, frozenset()) for role in principal.roles))
 
 
 def roles_granting(permission: Permission) -> list[str]:
+    """The roles that grant ``permission`` (for error messages)."""
     return sorted(role for role, perms in ROLE_PERMISSIONS.items() if permission in perms)
 
 

@@ -37,6 +37,7 @@ class _AppendUtterance(argparse.Action):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The ``voiceai call`` arguments."""
     parser = argparse.ArgumentParser(
         prog="voiceai", description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -105,6 +106,7 @@ def options_from_args(args: argparse.Namespace) -> CallOptions:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``voiceai call``: place a call and print its report; returns the exit status."""
     args = parse_args(argv)
     try:
         options = options_from_args(args)

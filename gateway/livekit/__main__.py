@@ -20,6 +20,7 @@ from gateway.livekit.settings import LiveKitCredentials, LiveKitSettings, Missin
 
 
 def main() -> None:
+    """Run the gateway as a LiveKit agent worker until SIGTERM/SIGINT, then drain."""
     parser = argparse.ArgumentParser(prog="python -m gateway.livekit", description=__doc__)
     parser.add_argument("--port", type=int, help=f"gRPC port (default $VOICEAI_PORT or {DEFAULT_PORT})")
     args = parser.parse_args()

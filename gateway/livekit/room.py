@@ -65,6 +65,7 @@ def room_token(creds: LiveKitCredentials, claims: Claims) -> str:
 
 
 async def wait_for_caller(room: rtc.Room, timeout_s: float) -> rtc.RemoteParticipant:
+    """The first remote participant to join ``room`` (the caller), within ``timeout_s``."""
     found = next((p for p in room.remote_participants.values() if p.kind in CALLER_KINDS), None)
     if found is not None:
         return found
@@ -83,6 +84,7 @@ async def wait_for_caller(room: rtc.Room, timeout_s: float) -> rtc.RemotePartici
 
 
 async def read_track(track: rtc.Track, transport: RoomTransport) -> None:
+    """Feed the caller's audio track into ``transport`` in 20 ms frames until it ends."""
     # 20 ms frames from the FFI, not its default 10 ms: half the per-frame work on this loop.
     stream = rtc.AudioStream(
         track, sample_rate=ROOM_RATE, num_channels=1, frame_size_ms=FRAME_MS, capacity=CALLER_FRAMES_BUFFERED
@@ -143,7 +145,7 @@ async def run_room_call(
         room.on("sip_dtmf_received", keypad)
         for pub in participant.track_publications.values():
             if pub.track is not None:
-                listen(pub.track, pub, participant)  # type: ignore[arg-type]
+                listen(pub.track, pub, participant)
         if caller.identity not in room.remote_participants:
             transport.caller_left()  # gone before the handlers were in place
         track = rtc.LocalAudioTrack.create_audio_track("agent-voice", source)

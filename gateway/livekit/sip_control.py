@@ -43,6 +43,7 @@ def transfer_target(number: str) -> str:
 
 
 def transfer_request(room: str, identity: str, to: str) -> api.TransferSIPParticipantRequest:
+    """The LiveKit request that transfers a SIP participant to ``to``."""
     # A dial tone tells the caller something is happening while the human's phone rings.
     return api.TransferSIPParticipantRequest(
         room_name=room, participant_identity=identity, transfer_to=transfer_target(to), play_dialtone=True

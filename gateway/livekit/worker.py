@@ -136,11 +136,11 @@ class LiveKitWorker:
     async def _job(self, ticket: JobTicket) -> str:
         task = asyncio.current_task()
         assert task is not None
-        self._jobs.add(task)  # type: ignore[arg-type]
+        self._jobs.add(task)
         try:
             return await self._run_job(ticket)
         except Exception:
             log.exception("room call in %s failed", ticket.room)
             return "error"
         finally:
-            self._jobs.discard(task)  # type: ignore[arg-type]
+            self._jobs.discard(task)

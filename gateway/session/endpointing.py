@@ -106,6 +106,7 @@ EMAIL_JOINERS = frozenset(["at", "dot", "underscore", "dash", "hyphen"])
 
 
 def words(text: str) -> list[str]:
+    """The lower-cased words of ``text``."""
     return _WORD.findall(text.lower())
 
 
@@ -115,6 +116,7 @@ def meaningful_word_count(text: str) -> int:
 
 
 def is_backchannel(text: str) -> bool:
+    """Whether ``text`` only acknowledges ("uh-huh", "okay") rather than takes the floor."""
     return bool(words(text)) and meaningful_word_count(text) == 0
 
 

@@ -25,11 +25,15 @@ class CallerAudio:
 
 @dataclass(frozen=True, slots=True)
 class CallerDtmf:
+    """Keypad digits the caller pressed."""
+
     digits: str
 
 
 @dataclass(frozen=True, slots=True)
 class CallerHangup:
+    """The caller hung up."""
+
     pass
 
 
@@ -38,6 +42,8 @@ InboundEvent = CallerAudio | CallerDtmf | CallerHangup
 
 # ---------------------------------------------------------------- outbound (agent -> caller)
 class EndReason(Enum):
+    """Why a call ended (the Converse ``CallEnded.Reason`` values)."""
+
     CALLER_HANGUP = 1
     SERVICE_ERROR = 2
     INVALID_INPUT = 3
@@ -48,12 +54,16 @@ class EndReason(Enum):
 
 @dataclass(frozen=True, slots=True)
 class CallStarted:
+    """The call is set up: caller audio may flow."""
+
     call_id: str
     agent_id: str
 
 
 @dataclass(frozen=True, slots=True)
 class CallerTranscript:
+    """What the recognizer heard the caller say (interim or final)."""
+
     text: str
     is_final: bool
     turn: int
@@ -90,6 +100,8 @@ class TurnTimings:
 
 @dataclass(slots=True)
 class Usage:
+    """What a call used: STT audio, LLM tokens, TTS characters and audio."""
+
     stt_seconds: float = 0.0
     llm_prompt_tokens: int = 0
     llm_completion_tokens: int = 0
@@ -99,6 +111,8 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class CallEnded:
+    """How a call ended, with its usage and turn count."""
+
     reason: EndReason
     message: str
     usage: Usage = field(default_factory=Usage)

@@ -36,6 +36,7 @@ _ROLE_NAMES = {v: k for k, v in _ROLES.items()}
 
 
 def encode_entry(entry: HistoryEntry) -> bytes:
+    """One history entry as stored in Redis."""
     return json.dumps(
         [_ROLES[entry.role], entry.turn, int(entry.interrupted), entry.text],
         ensure_ascii=False,
@@ -44,6 +45,7 @@ def encode_entry(entry: HistoryEntry) -> bytes:
 
 
 def decode_entry(data: bytes | str) -> HistoryEntry:
+    """A history entry from its Redis form."""
     try:
         role, turn, interrupted, text = json.loads(data)
         return HistoryEntry(_ROLE_NAMES[role], text, int(turn), bool(interrupted))  # type: ignore[arg-type]

@@ -54,6 +54,7 @@ class MeshClients:
 
 
 def describe_rpc_error(service: str, error: BaseException) -> str:
+    """A service failure as a log line naming the service."""
     title = SERVICE_TITLES.get(service, service)
     if isinstance(error, grpc.aio.AioRpcError):
         return f"{title} service failed: {error.code().name}: {error.details()}"

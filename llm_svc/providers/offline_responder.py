@@ -42,6 +42,7 @@ def keyword_pattern(keyword: str) -> re.Pattern[str] | None:
 
 
 def intent_matches(intent: Intent, said: str) -> bool:
+    """Whether any of the intent's keywords or phrases occurs in ``said`` on word boundaries."""
     for keyword in intent.keywords:
         pattern = keyword_pattern(keyword)
         if pattern is not None and pattern.search(said):

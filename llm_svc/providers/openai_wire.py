@@ -41,6 +41,7 @@ def to_message(m: Message) -> dict[str, Any] | None:
 
 
 def to_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """Chat messages in the OpenAI wire format."""
     return [d for d in map(to_message, messages) if d is not None]
 
 

@@ -39,6 +39,8 @@ CLOSE_TIMEOUT_S = 0.4
 
 @dataclass(frozen=True, slots=True)
 class StreamTimings:
+    """A Deepgram stream's deadlines and keepalive period, in seconds."""
+
     first_result_s: float = 3.0
     inactivity_s: float = 10.0
     keepalive_s: float = 4.0

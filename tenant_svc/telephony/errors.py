@@ -30,6 +30,7 @@ class LiveKitUnavailable(Unavailable):
 
 
 def translate(e: BaseException, action: str) -> Exception:
+    """A LiveKit failure as the error the caller gets, naming the ``action``."""
     if isinstance(e, ServerError):
         if e.status >= 500:
             return LiveKitUnavailable(f"LiveKit failed to {action}: {e.message} ({e.code}); retry shortly")

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 
 class CallState(Enum):
+    """Where an outbound call stands."""
+
     DIALING = 1
     RINGING = 2
     ANSWERED = 3
@@ -53,6 +55,8 @@ class CallStep:
 
 @dataclass(frozen=True, slots=True)
 class OutboundCall:
+    """One outbound call being placed: who, to where, and its state."""
+
     tenant_id: str
     agent_id: str
     to_number: str

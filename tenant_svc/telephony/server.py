@@ -40,6 +40,8 @@ def _caller_id(requested: str, phones: list[pb.PhoneNumber], agent_name: str) ->
 
 
 class TelephonyServicer(tel_grpc.TelephonyServiceServicer):
+    """TelephonyService: outbound calls through LiveKit SIP."""
+
     def __init__(
         self,
         repo: Repository,

@@ -32,6 +32,7 @@ class Telephony:
 
 
 def build_telephony(repo: Repository, settings: LiveKitSettings) -> Telephony | None:
+    """The telephony side when LiveKit is configured, else None."""
     if not settings.enabled:
         log.info(
             "LiveKit SIP provisioning and outbound calls are off: %s not set", ", ".join(settings.missing())

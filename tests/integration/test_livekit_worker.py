@@ -137,7 +137,7 @@ async def test_a_full_worker_turns_offers_to_other_workers(worker: tuple[LiveKit
     calls.active = lk.settings.max_calls
     assert lk.load() == 1.0
     request, answers = offer("j-full")
-    await lk._on_request(request)  # noqa: SLF001
+    await lk._on_request(request)  # noqa: SLF001 - the request handler LiveKit's offers reach
     assert answers == ["reject terminate=False"]  # not terminate: LiveKit tries another worker
     calls.active = 0
 
@@ -152,7 +152,7 @@ async def test_drain_takes_no_new_job_and_lets_the_call_finish(
     await asyncio.sleep(0.5)
     assert lk.server.draining and not drain.done()  # the call is still running
     request, answers = offer("j-late")
-    await lk._on_request(request)  # noqa: SLF001
+    await lk._on_request(request)  # noqa: SLF001 - the request handler LiveKit's offers reach
     assert answers == ["reject terminate=False"]
     calls.release.set()
     await asyncio.wait_for(drain, 10)
