@@ -31,7 +31,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -206,6 +206,45 @@ class EnvKeySource:
         """The deployment's key or any tenant's own key is set: the provider is worth building."""
         prefix = env_name + "__"
         return any((k == env_name or k.startswith(prefix)) and v.strip() for k, v in self._environ.items())
+
+
+# ---------------------------------------------------------------------------- registry
+
+S_contra = TypeVar("S_contra", contravariant=True)
+E_co = TypeVar("E_co", covariant=True)
+
+
+class ProviderFactory(Protocol[S_contra, E_co]):
+    """Builds a provider from its service's settings and the key source (plus service extras)."""
+
+    def __call__(self, settings: S_contra, keys: KeySource, /, **extras: Any) -> E_co:
+        """The provider, ready to serve."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSpec(Generic[S_contra, E_co]):
+    """One cloud provider, declared once in its own module: its chain name, when this instance
+    can run it (``configured``: a URL in the settings, or any key in the environment) and how
+    to build it. Each service's ``providers.CLOUD`` lists the specs ``make_chain`` iterates."""
+
+    name: str
+    configured: Callable[[S_contra, EnvKeySource], bool]
+    build: ProviderFactory[S_contra, E_co]
+    # Logged when the default chain names the provider but this instance cannot run it.
+    unconfigured_hint: str = ""
+
+
+def load_specs(paths: Sequence[str]) -> list[ProviderSpec[Any, Any]]:
+    """The ``ProviderSpec``s named by "module:ATTR" paths (imported only when a chain is built,
+    so importing a service's providers package does not load every SDK)."""
+    from common import registry
+
+    specs = [registry.load(path, {}) for path in paths]
+    for path, spec in zip(paths, specs, strict=True):
+        if not isinstance(spec, ProviderSpec):
+            raise TypeError(f"{path} is not a ProviderSpec")
+    return specs
 
 
 # ---------------------------------------------------------------------------- caps

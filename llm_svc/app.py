@@ -5,22 +5,22 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field
 
 from common import registry
 from common.errors import FailedPrecondition
 from common.gen.voiceai.llm.v1 import llm_pb2_grpc
-from common.providers import KNOWN_PROVIDERS, EnvKeySource, KeySource
+from common.providers import KNOWN_PROVIDERS, EnvKeySource, KeySource, load_specs
 from common.redis_conn import RedisSettings, open_redis
 from common.server import ServiceHost, single_service_host
 from common.settings import ServiceSettings
 from llm_svc.chain import ProviderChain
-from llm_svc.providers import REGISTRY
+from llm_svc.providers import CLOUD, REGISTRY
 from llm_svc.providers.base import ChatModel
 from llm_svc.providers.offline_responder import DEFAULT_GREETING, DEFAULT_REPLY, OfflineResponder
-from llm_svc.providers.openai_chat import OpenAIChat, OpenAIOptions
+from llm_svc.providers.openai_chat import OpenAIOptions
 from llm_svc.reply_cache import CachingChatModel, ReplyCache
 from llm_svc.server import MAX_TOKENS_LIMIT, LanguageModelServicer
 
@@ -101,17 +101,12 @@ def make_engine(settings: Settings) -> ChatModel:
     return cls()
 
 
-def openai_configured(settings: Settings, env: EnvKeySource) -> bool:
-    """A self-hosted/Azure URL, the deployment's key or any tenant's own key enables OpenAI."""
-    return bool(settings.openai_base_url.strip()) or env.has_any(settings.openai_options().key_env)
-
-
 def make_chain(
     settings: Settings,
     local: ChatModel,
     environ: Mapping[str, str] | None = None,
     keys: KeySource | None = None,
-) -> tuple[ProviderChain, list[OpenAIChat]]:
+) -> tuple[ProviderChain, list[Any]]:
     """The providers this instance can run and the default chain; checked at start-up so a
     misconfiguration fails the process with the variable to fix, not the first call. Cloud
     providers get their keys from ``keys`` (default: ``environ``'s, ``EnvKeySource``)."""
@@ -123,20 +118,14 @@ def make_chain(
                 f"VOICEAI_LLM_PROVIDERS: unknown provider {name!r}; use {', '.join(KNOWN_PROVIDERS['llm'])}"
             )
     providers: dict[str, ChatModel] = {"local": local}
-    cloud: list[OpenAIChat] = []
-    if openai_configured(settings, env):
-        if settings.llm_openai_api_version and not settings.openai_base_url.strip():
-            raise FailedPrecondition(
-                "VOICEAI_LLM_OPENAI_API_VERSION is set (Azure OpenAI) but OPENAI_BASE_URL is empty: set it to"
-                " the resource endpoint, https://<resource>.openai.azure.com"
-            )
-        openai_chat = OpenAIChat(settings.openai_options(), keys or env)
-        providers["openai"] = openai_chat
-        cloud.append(openai_chat)
-    elif "openai" in chain:
-        log.warning(
-            "VOICEAI_LLM_PROVIDERS names openai but neither OPENAI_API_KEY nor OPENAI_BASE_URL is set"
-        )
+    cloud: list[Any] = []  # providers built here, closed with the host
+    for spec in load_specs(CLOUD):
+        if spec.configured(settings, env):
+            provider = spec.build(settings, keys or env)
+            providers[spec.name] = provider
+            cloud.append(provider)
+        elif spec.name in chain:
+            log.warning("VOICEAI_LLM_PROVIDERS names %s but %s", spec.name, spec.unconfigured_hint)
     if not any(n in providers for n in chain):
         raise FailedPrecondition(
             f"VOICEAI_LLM_PROVIDERS={settings.llm_providers!r}: none of these providers is configured here"

@@ -10,15 +10,14 @@ from pydantic import Field
 
 from common import registry
 from common.consul import ConsulSettings
-from common.consul_resolver import ConsulResolver
 from common.gen.voiceai.stt.v1 import stt_pb2_grpc
-from common.providers import KNOWN_PROVIDERS, EnvKeySource, KeySource
+from common.providers import KNOWN_PROVIDERS, EnvKeySource, KeySource, load_specs
 from common.server import ServiceHost, single_service_host, warm_up
 from common.settings import ServiceSettings
 from stt_svc.chain import ChainRecognizer
-from stt_svc.providers import REGISTRY
+from stt_svc.providers import CLOUD, REGISTRY
 from stt_svc.providers.base import Recognizer
-from stt_svc.providers.deepgram_nova import KEY_ENV, DeepgramConfig, DeepgramRecognizer, websocket_base
+from stt_svc.providers.deepgram_nova import DeepgramRecognizer
 from stt_svc.server import SpeechToTextServicer
 
 DEFAULT_PORT = 50061
@@ -79,25 +78,6 @@ def make_engine(settings: Settings) -> Recognizer:
     return cls()
 
 
-def deepgram_configured(settings: Settings, env: EnvKeySource) -> bool:
-    """Self-hosted URLs or a Consul service, the deployment's key or any tenant's own key enable
-    Deepgram."""
-    return bool(settings.deepgram_urls() or settings.stt_deepgram_consul_service) or env.has_any(KEY_ENV)
-
-
-def deepgram_resolver(settings: Settings, consul: ConsulSettings | None) -> ConsulResolver | None:
-    """The Consul watch of self-hosted Deepgram instances (started when the host serves), or None."""
-    service = settings.stt_deepgram_consul_service
-    if not service:
-        return None
-    consul = consul if consul is not None else ConsulSettings()
-    if not consul.enabled:
-        raise ValueError(
-            f"VOICEAI_STT_DEEPGRAM_CONSUL_SERVICE={service!r} needs Consul: set CONSUL_HTTP_ADDR"
-        )
-    return ConsulResolver(consul)
-
-
 def make_chain(
     settings: Settings,
     local: Recognizer,
@@ -117,28 +97,9 @@ def make_chain(
             f" {', '.join(KNOWN_PROVIDERS['stt'])}"
         )
     engines: dict[str, Recognizer] = {"local": local}
-    if deepgram_configured(settings, env):
-        for url in settings.deepgram_urls():
-            try:
-                websocket_base(url)
-            except ValueError as e:
-                raise ValueError(f"VOICEAI_STT_DEEPGRAM_URLS: {e}") from None
-        config = DeepgramConfig(
-            urls=settings.deepgram_urls(),
-            model=settings.stt_deepgram_model,
-            smart_format=settings.stt_deepgram_smart_format,
-            utterance_end_ms=settings.stt_deepgram_utterance_end_ms,
-            max_streams_per_key=settings.stt_deepgram_max_streams,
-            queue_timeout_s=settings.stt_deepgram_queue_timeout_s,
-            connect_timeout_s=settings.stt_deepgram_connect_timeout_s,
-            first_result_timeout_s=settings.stt_deepgram_first_result_timeout_s,
-            inactivity_timeout_s=settings.stt_deepgram_inactivity_timeout_s,
-            keepalive_s=settings.stt_deepgram_keepalive_s,
-            failure_penalty_s=settings.stt_deepgram_failure_penalty_s,
-            consul_service=settings.stt_deepgram_consul_service,
-            consul_scheme=settings.stt_deepgram_consul_scheme,
-        )
-        engines["deepgram"] = DeepgramRecognizer(config, keys or env, deepgram_resolver(settings, consul))
+    for spec in load_specs(CLOUD):
+        if spec.configured(settings, env):
+            engines[spec.name] = spec.build(settings, keys or env, consul=consul)
     return ChainRecognizer(engines, default, settings.stt_replay_buffer_ms)
 
 

@@ -11,11 +11,11 @@ from pydantic import Field
 
 from common import registry
 from common.gen.voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
-from common.providers import EnvKeySource, KeySource
+from common.providers import EnvKeySource, KeySource, load_specs
 from common.server import ServiceHost, single_service_host, warm_up
 from common.settings import ServiceSettings
 from tts_svc.chain import ChainSynthesizer
-from tts_svc.providers import REGISTRY
+from tts_svc.providers import CLOUD, REGISTRY
 from tts_svc.providers.base import Synthesizer
 from tts_svc.providers.cloud import Deadlines
 from tts_svc.server import MAX_PENDING_CHARS, MAX_TEXT_BYTES, TextToSpeechServicer
@@ -89,34 +89,11 @@ def make_chain(
 ) -> ChainSynthesizer:
     """The local engine plus every cloud provider this instance has configuration for; cloud
     providers get their keys from ``keys`` (default: ``environ``'s, ``EnvKeySource``)."""
-    from tts_svc.providers.deepgram_aura import DeepgramAura
-    from tts_svc.providers.elevenlabs_tts import ElevenLabsTts
-
     env = EnvKeySource(os.environ if environ is None else environ)
-    keys = keys or env
     providers: dict[str, Synthesizer] = {"local": local}
-    queue_s, deadlines = settings.tts_provider_queue_timeout_s, settings.deadlines()
-    if settings.tts_deepgram_url or env.has_any("DEEPGRAM_API_KEY"):
-        providers["deepgram"] = DeepgramAura(
-            base_url=settings.tts_deepgram_url,
-            default_voice=settings.tts_deepgram_voice,
-            capacity=settings.tts_deepgram_max_streams,
-            idle_s=settings.tts_deepgram_idle_s,
-            max_idle=settings.tts_deepgram_max_idle,
-            queue_timeout_s=queue_s,
-            deadlines=deadlines,
-            keys=keys,
-        )
-    if env.has_any("ELEVENLABS_API_KEY"):
-        providers["elevenlabs"] = ElevenLabsTts(
-            base_url=settings.tts_elevenlabs_url,
-            default_voice=settings.tts_elevenlabs_voice,
-            default_model=settings.tts_elevenlabs_model,
-            capacity=settings.tts_elevenlabs_max_streams,
-            queue_timeout_s=queue_s,
-            deadlines=deadlines,
-            keys=keys,
-        )
+    for spec in load_specs(CLOUD):
+        if spec.configured(settings, env):
+            providers[spec.name] = spec.build(settings, keys or env)
     # VOICEAI_TTS_DEFAULT_VOICE names a voice of the local engine: the chain applies it to that
     # link only (a cloud provider has its own default).
     return ChainSynthesizer(providers, settings.chain(), {"local": settings.tts_default_voice})

@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import grpc
 import httpx
@@ -36,10 +36,22 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop
 from tenacity.wait import wait_exponential_jitter
 
 from common import context
+from common.errors import FailedPrecondition
 from common.provider_clients import ClientCache
-from common.providers import KeySource, ProviderError, ProviderKey, ProviderLimiter, retry_after_s
+from common.providers import (
+    EnvKeySource,
+    KeySource,
+    ProviderError,
+    ProviderKey,
+    ProviderLimiter,
+    ProviderSpec,
+    retry_after_s,
+)
 from llm_svc.providers.base import ChatEvent, ChatRequest, Completion, FinishReason, TokenDelta, ToolCallDelta
 from llm_svc.providers.openai_wire import to_messages, to_tools
+
+if TYPE_CHECKING:
+    from llm_svc.app import Settings
 
 log = logging.getLogger(__name__)
 
@@ -335,3 +347,29 @@ class OpenAIChat:
             if isinstance(e, Exception):
                 raise classify(e, params["model"], started=False) from e
             raise
+
+
+# ---------------------------------------------------------------------------- registration
+
+
+def openai_configured(settings: Settings, env: EnvKeySource) -> bool:
+    """A self-hosted/Azure URL, the deployment's key or any tenant's own key enables OpenAI."""
+    return bool(settings.openai_base_url.strip()) or env.has_any(settings.openai_options().key_env)
+
+
+def build_openai(settings: Settings, keys: KeySource, /, **_: Any) -> OpenAIChat:
+    """The OpenAI chat provider from llm_svc's settings; FailedPrecondition names a bad variable."""
+    if settings.llm_openai_api_version and not settings.openai_base_url.strip():
+        raise FailedPrecondition(
+            "VOICEAI_LLM_OPENAI_API_VERSION is set (Azure OpenAI) but OPENAI_BASE_URL is empty: set it to"
+            " the resource endpoint, https://<resource>.openai.azure.com"
+        )
+    return OpenAIChat(settings.openai_options(), keys)
+
+
+PROVIDER: ProviderSpec[Settings, OpenAIChat] = ProviderSpec(
+    "openai",
+    openai_configured,
+    build_openai,
+    unconfigured_hint="neither OPENAI_API_KEY nor OPENAI_BASE_URL is set",
+)

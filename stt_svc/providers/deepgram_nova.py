@@ -22,7 +22,7 @@ import logging
 import urllib.parse
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from deepgram import AsyncDeepgramClient
@@ -31,12 +31,25 @@ from deepgram.environment import DeepgramClientEnvironment
 from websockets.exceptions import InvalidHandshake
 
 from common import deepgram_tls
+from common.consul import ConsulSettings
+from common.consul_resolver import ConsulResolver
 from common.context import tenant_id
 from common.discovery import Resolver
-from common.providers import KeySource, ProviderError, ProviderKey, ProviderLimiter, retry_after_s
+from common.providers import (
+    EnvKeySource,
+    KeySource,
+    ProviderError,
+    ProviderKey,
+    ProviderLimiter,
+    ProviderSpec,
+    retry_after_s,
+)
 from stt_svc.providers.base import ENGINE_RATE, RecognitionOptions
 from stt_svc.providers.deepgram_stream import DeepgramStream, StreamTimings
 from stt_svc.providers.endpoints import EndpointBalancer
+
+if TYPE_CHECKING:
+    from stt_svc.app import Settings
 
 log = logging.getLogger(__name__)
 
@@ -259,3 +272,57 @@ class DeepgramRecognizer:
             await close()
         if self._http is not None:
             await self._http.aclose()
+
+
+# ---------------------------------------------------------------------------- registration
+
+
+def deepgram_configured(settings: Settings, env: EnvKeySource) -> bool:
+    """Self-hosted URLs or a Consul service, the deployment's key or any tenant's own key enable
+    Deepgram."""
+    return bool(settings.deepgram_urls() or settings.stt_deepgram_consul_service) or env.has_any(KEY_ENV)
+
+
+def deepgram_resolver(settings: Settings, consul: ConsulSettings | None) -> ConsulResolver | None:
+    """The Consul watch of self-hosted Deepgram instances (started when the host serves), or None."""
+    service = settings.stt_deepgram_consul_service
+    if not service:
+        return None
+    consul = consul if consul is not None else ConsulSettings()
+    if not consul.enabled:
+        raise ValueError(
+            f"VOICEAI_STT_DEEPGRAM_CONSUL_SERVICE={service!r} needs Consul: set CONSUL_HTTP_ADDR"
+        )
+    return ConsulResolver(consul)
+
+
+def build_deepgram(
+    settings: Settings, keys: KeySource, /, consul: ConsulSettings | None = None, **_: Any
+) -> DeepgramRecognizer:
+    """The Deepgram recognizer from stt_svc's settings; ValueError names a bad variable."""
+    for url in settings.deepgram_urls():
+        try:
+            websocket_base(url)
+        except ValueError as e:
+            raise ValueError(f"VOICEAI_STT_DEEPGRAM_URLS: {e}") from None
+    config = DeepgramConfig(
+        urls=settings.deepgram_urls(),
+        model=settings.stt_deepgram_model,
+        smart_format=settings.stt_deepgram_smart_format,
+        utterance_end_ms=settings.stt_deepgram_utterance_end_ms,
+        max_streams_per_key=settings.stt_deepgram_max_streams,
+        queue_timeout_s=settings.stt_deepgram_queue_timeout_s,
+        connect_timeout_s=settings.stt_deepgram_connect_timeout_s,
+        first_result_timeout_s=settings.stt_deepgram_first_result_timeout_s,
+        inactivity_timeout_s=settings.stt_deepgram_inactivity_timeout_s,
+        keepalive_s=settings.stt_deepgram_keepalive_s,
+        failure_penalty_s=settings.stt_deepgram_failure_penalty_s,
+        consul_service=settings.stt_deepgram_consul_service,
+        consul_scheme=settings.stt_deepgram_consul_scheme,
+    )
+    return DeepgramRecognizer(config, keys, deepgram_resolver(settings, consul))
+
+
+PROVIDER: ProviderSpec[Settings, DeepgramRecognizer] = ProviderSpec(
+    "deepgram", deepgram_configured, build_deepgram
+)

@@ -9,7 +9,7 @@ import pytest
 
 from common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
 from common.providers import EnvKeySource, ProviderError
-from stt_svc.app import Settings, deepgram_configured, make_chain
+from stt_svc.app import Settings, make_chain
 from stt_svc.chain import BYTES_PER_MS, ChainRecognizer, ChainStream
 from stt_svc.providers.base import (
     Final,
@@ -19,7 +19,7 @@ from stt_svc.providers.base import (
     UtteranceEnd,
     Word,
 )
-from stt_svc.providers.deepgram_nova import DeepgramRecognizer, websocket_base
+from stt_svc.providers.deepgram_nova import DeepgramRecognizer, deepgram_configured, websocket_base
 from stt_svc.providers.endpoints import EndpointBalancer
 from tests.doubles.deepgram_api import ToneWordsRecognizer
 

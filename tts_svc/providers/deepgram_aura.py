@@ -23,7 +23,7 @@ import contextlib
 import logging
 import re
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import websockets.exceptions
@@ -31,10 +31,22 @@ import websockets.exceptions
 from common import deepgram_tls
 from common.errors import InvalidArgument
 from common.provider_clients import ClientCache
-from common.providers import CloseOnce, KeyHint, KeySource, ProviderError, ProviderKey, ProviderLimiter
+from common.providers import (
+    CloseOnce,
+    EnvKeySource,
+    KeyHint,
+    KeySource,
+    ProviderError,
+    ProviderKey,
+    ProviderLimiter,
+    ProviderSpec,
+)
 from tts_svc.providers.base import SynthesisOptions
 from tts_svc.providers.cloud import Deadlines, status_error
 from tts_svc.providers.speak_sockets import IdleSockets, Params, SpeakSocket
+
+if TYPE_CHECKING:
+    from tts_svc.app import Settings
 
 log = logging.getLogger(__name__)
 
@@ -319,3 +331,28 @@ def _field(message: Any, name: str) -> str:
     if isinstance(message, dict):
         return str(message.get(name, ""))
     return str(getattr(message, name, ""))
+
+
+# ---------------------------------------------------------------------------- registration
+
+
+def configured(settings: Settings, env: EnvKeySource) -> bool:
+    """A self-hosted URL, the deployment's key or any tenant's own key enables Aura-2."""
+    return bool(settings.tts_deepgram_url) or env.has_any(ENV_KEY)
+
+
+def build(settings: Settings, keys: KeySource, /, **_: Any) -> DeepgramAura:
+    """The provider from tts_svc's settings."""
+    return DeepgramAura(
+        base_url=settings.tts_deepgram_url,
+        default_voice=settings.tts_deepgram_voice,
+        capacity=settings.tts_deepgram_max_streams,
+        idle_s=settings.tts_deepgram_idle_s,
+        max_idle=settings.tts_deepgram_max_idle,
+        queue_timeout_s=settings.tts_provider_queue_timeout_s,
+        deadlines=settings.deadlines(),
+        keys=keys,
+    )
+
+
+PROVIDER: ProviderSpec[Settings, DeepgramAura] = ProviderSpec("deepgram", configured, build)

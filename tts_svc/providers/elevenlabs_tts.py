@@ -15,15 +15,26 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from common.errors import InvalidArgument
 from common.provider_clients import ClientCache
-from common.providers import KeyHint, KeySource, ProviderError, ProviderKey, ProviderLimiter
+from common.providers import (
+    EnvKeySource,
+    KeyHint,
+    KeySource,
+    ProviderError,
+    ProviderKey,
+    ProviderLimiter,
+    ProviderSpec,
+)
 from tts_svc.providers.base import SynthesisOptions
 from tts_svc.providers.cloud import Deadlines, EvenBytes, status_error
+
+if TYPE_CHECKING:
+    from tts_svc.app import Settings
 
 ENV_KEY = "ELEVENLABS_API_KEY"
 RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)  # pcm_<rate> output formats
@@ -192,3 +203,27 @@ class ElevenLabsSession:
 
     async def aclose(self) -> None:
         return None
+
+
+# ---------------------------------------------------------------------------- registration
+
+
+def configured(settings: Settings, env: EnvKeySource) -> bool:
+    """The deployment's key or any tenant's own key enables ElevenLabs."""
+    return env.has_any(ENV_KEY)
+
+
+def build(settings: Settings, keys: KeySource, /, **_: Any) -> ElevenLabsTts:
+    """The provider from tts_svc's settings."""
+    return ElevenLabsTts(
+        base_url=settings.tts_elevenlabs_url,
+        default_voice=settings.tts_elevenlabs_voice,
+        default_model=settings.tts_elevenlabs_model,
+        capacity=settings.tts_elevenlabs_max_streams,
+        queue_timeout_s=settings.tts_provider_queue_timeout_s,
+        deadlines=settings.deadlines(),
+        keys=keys,
+    )
+
+
+PROVIDER: ProviderSpec[Settings, ElevenLabsTts] = ProviderSpec("elevenlabs", configured, build)
