@@ -61,7 +61,7 @@ async def owner_rows(admin_url: str, query: str, params: tuple[Any, ...] = ()) -
 
 async def owner_dump(admin_url: str, tenant: str) -> str:
     """Every column of every row of the tenant's tables, as text: what a SQL dump would show."""
-    parts = []
+    parts: list[str] = []
     async with await psycopg.AsyncConnection.connect(admin_url) as conn:
         await conn.execute(b"SELECT set_config('voiceai.tenant_id', %s, false)", (tenant,))
         for table in ("calls", "provider_keys", "tenant_data_keys", "audit_log", "agents"):
