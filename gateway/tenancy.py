@@ -35,6 +35,7 @@ from common.redis_conn import RedisSettings, open_redis
 from common.settings import DiscoverySettings
 from gateway.agents import DEMO_AGENT, Agent, AgentCatalog, TurnTakingProfile
 from gateway.session.history import ConversationStore
+from gateway.history_crypto import HistorySealer
 from gateway.session.redis_history import RedisConversationStore
 
 log = logging.getLogger(__name__)
@@ -229,6 +230,8 @@ class Tenancy:
                 closers.insert(0, ledger.close)
             return cls(store=store, ledger=ledger, closers=closers)
         pool = ChannelPool("tenant", resolver)
+        if store is not None:  # data protection: history sealed with the tenant's keys
+            store.codec = HistorySealer(pool)
         ledger = CallLedger(pool, quotas)
         closers[:0] = [ledger.close, pool.close]
         return cls(

@@ -9,6 +9,7 @@ from common.config_cache import ConfigCache
 from common.crypto import KekSettings, TenantKeyring, build_key_provider
 from common.gen.voiceai.telephony.v1 import telephony_service_pb2_grpc
 from common.gen.voiceai.tenant.v1 import (
+    data_key_internal_service_pb2_grpc,
     data_protection_service_pb2_grpc,
     provider_key_internal_service_pb2_grpc,
     tenant_service_pb2_grpc,
@@ -22,7 +23,11 @@ from tenant_svc.changes import ChangeListener
 from tenant_svc.credentials import ApiKeyIssuer, PostgresApiKeys
 from tenant_svc.db.database import DatabaseSettings, open_pool
 from tenant_svc.protection import DataProtection
-from tenant_svc.protection_server import DataProtectionServicer, ProviderKeyInternalServicer
+from tenant_svc.protection_server import (
+    DataKeyInternalServicer,
+    DataProtectionServicer,
+    ProviderKeyInternalServicer,
+)
 from tenant_svc.ratelimit import TenantRateLimit
 from tenant_svc.repository import Repository
 from tenant_svc.retention import RetentionPurger, RetentionSettings
@@ -38,6 +43,7 @@ SERVICE = "voiceai.tenant.v1.TenantService"
 TELEPHONY_SERVICE = "voiceai.telephony.v1.TelephonyService"
 DATA_PROTECTION_SERVICE = "voiceai.tenant.v1.DataProtectionService"
 PROVIDER_KEY_INTERNAL_SERVICE = "voiceai.tenant.v1.ProviderKeyInternalService"
+DATA_KEY_INTERNAL_SERVICE = "voiceai.tenant.v1.DataKeyInternalService"
 # Platform RPCs that name no tenant in their metadata (platform operators only, per RBAC).
 TENANTLESS = frozenset(
     f"/{SERVICE}/{m}" for m in ("CreateTenant", "ListTenants", "DeleteTenant", "LookupPhoneNumber")
@@ -119,6 +125,14 @@ async def build_host(
                 lambda server: (
                     provider_key_internal_service_pb2_grpc.add_ProviderKeyInternalServiceServicer_to_server(
                         ProviderKeyInternalServicer(repo, protection), server
+                    )
+                ),
+            ),
+            ServiceBinding(
+                DATA_KEY_INTERNAL_SERVICE,
+                lambda server: (
+                    data_key_internal_service_pb2_grpc.add_DataKeyInternalServiceServicer_to_server(
+                        DataKeyInternalServicer(repo, protection), server
                     )
                 ),
             ),

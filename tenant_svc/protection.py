@@ -119,6 +119,10 @@ class DataProtection:
         rows = await scope.rows("SELECT redact_pii FROM agents WHERE id = %s", (agent_id,))
         return bool(rows and rows[0]["redact_pii"])
 
+    async def history_keys(self, scope: TenantScope) -> list[tuple[int, bytes]]:
+        """The keys sealing the tenant's conversation history in Redis, newest first."""
+        return await self.keyring.derived_keys(scope.tenant_id, ScopeDataKeys(scope), "history")
+
     async def rotate_data_key(self, scope: TenantScope) -> int:
         """A new data-key version for the tenant; older values re-seal as they are read."""
         return await self.keyring.rotate(scope.tenant_id, ScopeDataKeys(scope))

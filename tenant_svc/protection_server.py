@@ -12,6 +12,8 @@ from google.protobuf import empty_pb2
 
 from common import context
 from common.errors import InvalidArgument, PermissionDenied
+from common.gen.voiceai.tenant.v1 import data_key_internal_service_pb2 as dki
+from common.gen.voiceai.tenant.v1 import data_key_internal_service_pb2_grpc as dki_grpc
 from common.gen.voiceai.tenant.v1 import data_protection_service_pb2 as dp
 from common.gen.voiceai.tenant.v1 import data_protection_service_pb2_grpc as dp_grpc
 from common.gen.voiceai.tenant.v1 import provider_key_internal_service_pb2 as pki
@@ -174,6 +176,27 @@ class DataProtectionServicer(dp_grpc.DataProtectionServiceServicer):
         return dp.RotateDataKeyResponse(version=version)
 
 
+def _internal_only(method: str) -> None:
+    principal = context.principal()
+    if principal is None or principal.kind != "internal":
+        raise PermissionDenied(f"{method} accepts internal credentials only")
+
+
+class DataKeyInternalServicer(dki_grpc.DataKeyInternalServiceServicer):
+    """Hands the gateway the keys that seal a tenant's conversation history in Redis."""
+
+    def __init__(self, repo: Repository, protection: DataProtection) -> None:
+        self._repo = repo
+        self._protection = protection
+
+    async def GetHistoryKeys(self, request: dki.GetHistoryKeysRequest, _: Ctx) -> dki.GetHistoryKeysResponse:
+        """The bound tenant's history keys, newest first."""
+        _internal_only("GetHistoryKeys")
+        async with self._repo.tenant(context.tenant_id()) as t:
+            keys = await self._protection.history_keys(t)
+        return dki.GetHistoryKeysResponse(keys=[dki.HistoryKey(version=v, key=k) for v, k in keys])
+
+
 class ProviderKeyInternalServicer(pki_grpc.ProviderKeyInternalServiceServicer):
     """Hands a tenant's provider key to the mesh's services, for that tenant's streams only."""
 
@@ -185,9 +208,7 @@ class ProviderKeyInternalServicer(pki_grpc.ProviderKeyInternalServiceServicer):
         self, request: pki.ResolveProviderKeyRequest, _: Ctx
     ) -> pki.ResolveProviderKeyResponse:
         """The bound tenant's key for ``provider``, if it stored one."""
-        principal = context.principal()
-        if principal is None or principal.kind != "internal":
-            raise PermissionDenied("ResolveProviderKey accepts internal credentials only")
+        _internal_only("ResolveProviderKey")
         provider = _provider(request.provider, "provider")
         async with self._repo.tenant(context.tenant_id()) as t:
             found = await self._protection.provider_key(t, provider)
@@ -196,4 +217,4 @@ class ProviderKeyInternalServicer(pki_grpc.ProviderKeyInternalServiceServicer):
         return pki.ResolveProviderKeyResponse(found=True, api_key=found[0], base_url=found[1])
 
 
-__all__ = ["DataProtectionServicer", "ProviderKeyInternalServicer"]
+__all__ = ["DataKeyInternalServicer", "DataProtectionServicer", "ProviderKeyInternalServicer"]

@@ -152,6 +152,7 @@ DATA_PROTECTION_RULES: dict[str, Rule] = {
     **{_DP + m: _WRITE for m in ("CreateProviderKey", "ListProviderKeys", "DeleteProviderKey")},
     **{_DP + m: _WRITE for m in ("GetRetentionPolicy", "UpdateRetentionPolicy", "RotateDataKey")},
     "/voiceai.tenant.v1.ProviderKeyInternalService/ResolveProviderKey": _CALL,
+    "/voiceai.tenant.v1.DataKeyInternalService/GetHistoryKeys": _CALL,
 }
 
 # The mesh's policy. A service with other RPCs extends it, e.g.

@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 from common.crypto import envelope
 from common.crypto.errors import DataLoss
 from common.crypto.kek import KeyProvider
@@ -78,6 +81,21 @@ class TenantKeyring:
         wrapped = await self.provider.wrap(envelope.new_data_key(), _context(tenant_id))
         await store.add_data_key(WrappedDataKey(version, wrapped, self.provider.kek_id_of(wrapped)))
         return version
+
+    async def derived_keys(
+        self, tenant_id: str, store: DataKeyStore, purpose: str
+    ) -> list[tuple[int, bytes]]:
+        """Per-purpose keys (HKDF-SHA256 of each data-key version), newest first: what another
+        process may hold without being able to open anything else sealed for the tenant."""
+        await self._current(tenant_id, store)  # creates the first data key if needed
+        out = []
+        for key in sorted(await store.data_keys(), key=lambda k: -k.version):
+            base = await self._unwrap(tenant_id, key)
+            info = b"voiceai/" + purpose.encode() + b"\x00" + tenant_id.encode()
+            out.append(
+                (key.version, HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(base))
+            )
+        return out
 
     async def rewrap(self, tenant_id: str, key: WrappedDataKey) -> WrappedDataKey:
         """``key`` wrapped by the current KEK (KEK rotation; no tenant data changes)."""
