@@ -34,8 +34,8 @@ from common.quotas import Lease, QuotaSettings, TenantQuotas
 from common.redis_conn import RedisSettings, open_redis
 from common.settings import DiscoverySettings
 from gateway.agents import DEMO_AGENT, Agent, AgentCatalog, TurnTakingProfile
-from gateway.session.history import ConversationStore
 from gateway.history_crypto import HistorySealer
+from gateway.session.history import ConversationStore
 from gateway.session.redis_history import RedisConversationStore
 
 log = logging.getLogger(__name__)
