@@ -74,6 +74,7 @@ def agent_from_tenant(agent: pb.Agent, agent_id: str) -> Agent:
         stt_model=agent.stt_model,
         tts_model=agent.tts_model,
         transfer_number=agent.transfer_number,
+        redact_pii=agent.redact_pii,
     )
 
 
