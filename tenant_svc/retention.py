@@ -159,3 +159,21 @@ async def _erase_batch(t: TenantScope, cutoff: datetime | None, limit: int) -> i
 
 
 __all__ = ["PurgeReport", "Retention", "RetentionPurger", "RetentionSettings"]
+
+
+async def _main() -> None:
+    from tenant_svc.db.database import DatabaseSettings, open_pool
+
+    pool = await open_pool(DatabaseSettings())
+    try:
+        report = await RetentionPurger(Repository(pool), batch_size=RetentionSettings().batch_size).run_once()
+        print(
+            f"retention purge: {report.calls_deleted} calls deleted, {report.transcripts_erased}"
+            f" transcripts erased, {report.tenants} tenants"
+        )
+    finally:
+        await pool.close()
+
+
+if __name__ == "__main__":  # `python -m tenant_svc.retention`: one run (e.g. from a CronJob)
+    asyncio.run(_main())

@@ -304,3 +304,36 @@ async def test_retention_policy_round_trips_is_validated_and_metadata_only_store
     )
     assert "UpdateRetentionPolicy" in [e.action for e in audit.audit_log_entries]
     assert json.dumps([list(e.changed_fields) for e in audit.audit_log_entries]).count("metadata_only") == 1
+
+
+async def test_kek_rotation_rewraps_every_tenants_data_keys_and_records_still_open(
+    api: TenantApi, pg_pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    import shutil
+
+    from common.crypto import create_key_ring
+    from tenant_svc.rekey import rewrap_all
+
+    t = await api.new_tenant()
+    await record_call(api, t, "c1")
+    ring = tmp_path / "kek.json"
+    shutil.copy(KekSettings().kek_file or "", ring)  # the session's ring, then a new KEK in a copy
+    old_kek = (await build_key_provider(KekSettings(kek_file=ring))).current_kek_id
+    new_kek = create_key_ring(ring, rotate=True)
+    protection = DataProtection(TenantKeyring(await build_key_provider(KekSettings(kek_file=ring))))
+    repo = Repository(pg_pool, protection)
+    # Only this test's tenant: the session's other tenant_svc hosts keep the session's ring.
+    assert await rewrap_all(repo, protection, only={t}) == (1, 1)
+    assert await rewrap_all(repo, protection, only={t}) == (1, 0)  # idempotent
+    async with repo.tenant(t) as scope:
+        (row,) = await scope.rows("SELECT kek_id FROM tenant_data_keys")
+        assert row["kek_id"] == new_kek != old_kek
+        assert (await scope.get_call("c1")).turns[0].caller_text == SECRET_TEXT
+
+
+async def test_tenant_svc_refuses_to_start_without_a_kek(database_settings: DatabaseSettings) -> None:
+    from common.crypto import MissingKek
+    from tenant_svc.app import Settings, build_host
+
+    with pytest.raises(MissingKek, match="VOICEAI_KEK_FILE"):
+        await build_host(Settings(port=0), database_settings, kek_settings=KekSettings(kek_file=None))
