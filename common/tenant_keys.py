@@ -23,9 +23,12 @@ import grpc
 import grpc.aio
 
 from common import context
+from common.discovery import ChannelPool, StaticResolver
+from common.errors import VoiceAIError
 from common.gen.voiceai.tenant.v1 import provider_key_internal_service_pb2 as pki
 from common.gen.voiceai.tenant.v1 import provider_key_internal_service_pb2_grpc as pki_grpc
 from common.providers import ProviderKey, resolve_key
+from common.settings import DiscoverySettings
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +78,7 @@ class TenantKeyStore:
 
     def __init__(
         self,
-        channel: grpc.aio.Channel,
+        pool: ChannelPool,
         fallback: KeySourceLike | None = None,
         *,
         ttl_s: float = 10.0,
@@ -85,7 +88,7 @@ class TenantKeyStore:
         metadata: Callable[[str], Sequence[tuple[str, str]] | None] = request_metadata,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._stub = pki_grpc.ProviderKeyInternalServiceStub(channel)
+        self._pool = pool
         self._fallback = fallback or EnvDefaults()
         self._ttl_s, self._stale_s, self._timeout_s = ttl_s, stale_s, timeout_s
         self._max_cached = max_cached
@@ -93,6 +96,10 @@ class TenantKeyStore:
         self._clock = clock
         # (tenant, provider) -> (tenant key or None, fetched at)
         self._cache: OrderedDict[tuple[str, str], tuple[ProviderKey | None, float]] = OrderedDict()
+
+    async def aclose(self) -> None:
+        """Close the channels to tenant_svc."""
+        await self._pool.close()
 
     def invalidate(self, tenant_id: str, provider: str | None = None) -> None:
         """Forget cached keys of a tenant (one provider or all), e.g. on a change notice."""
@@ -118,11 +125,15 @@ class TenantKeyStore:
         if md is None:  # no credential for this tenant in this request: never guess
             return cached[0] if cached is not None and now - cached[1] < self._stale_s else None
         try:
-            reply = await self._stub.ResolveProviderKey(
-                pki.ResolveProviderKeyRequest(provider=provider), metadata=tuple(md), timeout=self._timeout_s
-            )
-        except grpc.aio.AioRpcError as e:
-            log.warning("tenant provider key not fetched (%s); tenant %s", e.code().name, tenant_id)
+            async with self._pool.stream() as channel:
+                reply = await pki_grpc.ProviderKeyInternalServiceStub(channel).ResolveProviderKey(
+                    pki.ResolveProviderKeyRequest(provider=provider),
+                    metadata=tuple(md),
+                    timeout=self._timeout_s,
+                )
+        except (grpc.aio.AioRpcError, VoiceAIError) as e:
+            reason = e.code().name if isinstance(e, grpc.aio.AioRpcError) else type(e).__name__
+            log.warning("tenant provider key not fetched (%s); tenant %s", reason, tenant_id)
             return cached[0] if cached is not None and now - cached[1] < self._stale_s else None
         found = tenant_key(reply.api_key, reply.base_url) if reply.found else None
         self._cache[slot] = (found, now)
@@ -132,4 +143,26 @@ class TenantKeyStore:
         return found
 
 
-__all__ = ["PROVIDER_OF_ENV", "EnvDefaults", "TenantKeyStore", "request_metadata", "tenant_key"]
+def tenant_key_store(
+    fallback: KeySourceLike | None = None, discovery: DiscoverySettings | None = None, **options: Any
+) -> TenantKeyStore | None:
+    """The store a service builds next to its providers (tenant_svc found through discovery:
+    ``VOICEAI_TENANT_ADDRESSES`` or Consul); None when tenant_svc is not configured, and then
+    the caller keeps its platform key source. Close it with ``aclose``."""
+    from common.consul_resolver import resolver_from_settings
+
+    discovery = discovery or DiscoverySettings()
+    resolver = resolver_from_settings(discovery)
+    if isinstance(resolver, StaticResolver) and not discovery.static_map().get("tenant"):
+        return None
+    return TenantKeyStore(ChannelPool("tenant", resolver, propagate_context=False), fallback, **options)
+
+
+__all__ = [
+    "PROVIDER_OF_ENV",
+    "EnvDefaults",
+    "TenantKeyStore",
+    "request_metadata",
+    "tenant_key",
+    "tenant_key_store",
+]

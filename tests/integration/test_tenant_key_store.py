@@ -4,20 +4,22 @@ a response, a log line or a metric."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc.aio
 import openai
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
 from common import context
+from common.discovery import ChannelPool, StaticResolver
 from common.gen.voiceai.tenant.v1 import data_protection_service_pb2 as dp
 from common.gen.voiceai.tenant.v1 import data_protection_service_pb2_grpc as dp_grpc
 from common.providers import ProviderKey
-from common.tenant_keys import EnvDefaults, TenantKeyStore
+from common.settings import DiscoverySettings
+from common.tenant_keys import EnvDefaults, TenantKeyStore, tenant_key_store
 from tenant_svc.db.database import DatabaseSettings
 from tests.doubles.openai_api import OpenAIDouble
 from tests.integration.tenant_harness import TenantApi, tenant_api
@@ -79,8 +81,12 @@ async def test_a_tenants_own_key_serves_its_requests_only(
     caplog.set_level(logging.DEBUG)
     a, b = await api.new_tenant(), await api.new_tenant()
     clock = Clock()
-    async with grpc.aio.insecure_channel(api.address) as channel, OpenAIDouble() as double:
-        store = TenantKeyStore(channel, Platform(), ttl_s=5.0, clock=clock)
+    async with OpenAIDouble() as double:
+        store = tenant_key_store(
+            Platform(), DiscoverySettings(tenant_addresses=api.address), ttl_s=5.0, clock=clock
+        )
+        assert store is not None
+        assert tenant_key_store(Platform(), DiscoverySettings()) is None  # no tenant_svc: platform keys
         # Before A stores a key, both tenants run on the platform's key.
         assert await ask(store, api, a, double) == f"Bearer {PLATFORM_KEY}"
         stored = await dp_grpc.DataProtectionServiceStub(api.channel).CreateProviderKey(
@@ -102,6 +108,7 @@ async def test_a_tenants_own_key_serves_its_requests_only(
         )
         clock.now += 5.1
         assert await ask(store, api, a, double) == f"Bearer {PLATFORM_KEY}"
+        await store.aclose()
     assert TENANT_KEY not in caplog.text
     assert TENANT_KEY.encode() not in generate_latest(REGISTRY)
 
@@ -114,8 +121,10 @@ async def test_without_the_tenants_credential_no_tenant_key_is_fetched(api: Tena
         ),
         metadata=api.md(a, "admin"),
     )
-    async with grpc.aio.insecure_channel(api.address) as channel:
-        store = TenantKeyStore(channel, Platform())
+    pool = ChannelPool("tenant", StaticResolver({"tenant": [api.address]}), propagate_context=False)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(pool.close)
+        store = TenantKeyStore(pool, Platform())
         # No request context (or another tenant's): the platform key, never a guess.
         key = await store.key_for("OPENAI_API_KEY", a)
         assert key is not None and key.value == PLATFORM_KEY
