@@ -123,6 +123,23 @@ class DataProtection:
         """The keys sealing the tenant's conversation history in Redis, newest first."""
         return await self.keyring.derived_keys(scope.tenant_id, ScopeDataKeys(scope), "history")
 
+    async def seal_plaintext(self, scope: TenantScope, limit: int) -> int:
+        """Seal up to ``limit`` transcripts stored in clear (rows older than migration 0002);
+        returns how many. Redaction is not applied retroactively."""
+        rows = await scope.rows(
+            "SELECT id, turns FROM calls WHERE turns_sealed IS NULL AND turns <> '[]'::jsonb"
+            " LIMIT %s FOR UPDATE SKIP LOCKED",
+            (limit,),
+        )
+        store = ScopeDataKeys(scope)
+        for row in rows:
+            data = json.dumps(row["turns"]).encode()
+            sealed = await self.keyring.seal(store, scope.tenant_id, row["id"], "turns", data)
+            await scope.rows(
+                "UPDATE calls SET turns = '[]', turns_sealed = %s WHERE id = %s", (sealed, row["id"])
+            )
+        return len(rows)
+
     async def rotate_data_key(self, scope: TenantScope) -> int:
         """A new data-key version for the tenant; older values re-seal as they are read."""
         return await self.keyring.rotate(scope.tenant_id, ScopeDataKeys(scope))

@@ -337,3 +337,22 @@ async def test_tenant_svc_refuses_to_start_without_a_kek(database_settings: Data
 
     with pytest.raises(MissingKek, match="VOICEAI_KEK_FILE"):
         await build_host(Settings(port=0), database_settings, kek_settings=KekSettings(kek_file=None))
+
+
+async def test_transcripts_stored_in_clear_before_0002_are_sealed_by_rekey(
+    api: TenantApi, pg_pool: AsyncConnectionPool, admin_url: str
+) -> None:
+    from tenant_svc.rekey import seal_plaintext
+
+    t = await api.new_tenant()
+    legacy = Repository(pg_pool)  # no protection: what tenant_svc wrote before 0002
+    call = pb.Call(status=pb.CALL_STATUS_COMPLETED)
+    call.turns.add(caller_text=SECRET_TEXT)
+    for i in range(3):
+        async with legacy.tenant(t) as scope:
+            await scope.insert_call(f"old{i}", "", call)
+    assert "Zebra" in await owner_dump(admin_url, t)
+    protection = DataProtection(TenantKeyring(await build_key_provider(KekSettings())))
+    assert await seal_plaintext(Repository(pg_pool, protection), protection, only={t}, batch=2) == 3
+    assert "Zebra" not in await owner_dump(admin_url, t)
+    assert (await get_call(api, t, "old2")).turns[0].caller_text == SECRET_TEXT
