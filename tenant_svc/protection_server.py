@@ -175,6 +175,17 @@ class DataProtectionServicer(dp_grpc.DataProtectionServiceServicer):
             await t.audit(actor(), "RotateDataKey", f"tenants/{tenant}")
         return dp.RotateDataKeyResponse(version=version)
 
+    @rate_limited
+    async def ShredDataKeys(self, request: dp.ShredDataKeysRequest, _: Ctx) -> dp.ShredDataKeysResponse:
+        """Crypto-shredding of one tenant (platform operators; audited in the tenant's log)."""
+        tenant = _scope(v.tenant_of(request.name))
+        async with self._repo.tenant(tenant) as t:
+            destroyed = await self._protection.shred(t)
+            await t.audit(actor(), "ShredDataKeys", f"tenants/{tenant}")
+        for provider in PROVIDERS:
+            await self._changed(tenant, provider)
+        return dp.ShredDataKeysResponse(destroyed_keys=destroyed)
+
 
 def _internal_only(method: str) -> None:
     principal = context.principal()

@@ -151,6 +151,7 @@ _DP = "/voiceai.tenant.v1.DataProtectionService/"
 DATA_PROTECTION_RULES: dict[str, Rule] = {
     **{_DP + m: _WRITE for m in ("CreateProviderKey", "ListProviderKeys", "DeleteProviderKey")},
     **{_DP + m: _WRITE for m in ("GetRetentionPolicy", "UpdateRetentionPolicy", "RotateDataKey")},
+    _DP + "ShredDataKeys": _MANAGE,  # irreversible: platform operators only
     "/voiceai.tenant.v1.ProviderKeyInternalService/ResolveProviderKey": _CALL,
     "/voiceai.tenant.v1.DataKeyInternalService/GetHistoryKeys": _CALL,
 }

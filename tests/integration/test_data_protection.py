@@ -141,17 +141,20 @@ async def test_a_corrupted_transcript_is_data_loss_for_that_record_only(
     assert sorted(c.name.rsplit("/", 1)[1] for c in listed.calls) == ["bad", "good"]
 
 
-async def test_crypto_shredding_makes_one_tenants_records_unreadable_at_once(
-    api: TenantApi, pg_pool: AsyncConnectionPool
-) -> None:
+async def test_crypto_shredding_makes_one_tenants_records_unreadable_at_once(api: TenantApi) -> None:
     a, b = await api.new_tenant(), await api.new_tenant()
     await record_call(api, a, "c1")
     await record_call(api, b, "c1")
     assert (await get_call(api, a, "c1")).turns  # tenant_svc has A's key unwrapped in its cache
-    keyring = TenantKeyring(await build_key_provider(KekSettings()))
-    repo = Repository(pg_pool, DataProtection(keyring))
-    async with repo.tenant(a) as scope:
-        assert await DataProtection(keyring).shred(scope) == 1
+    dps = dp_grpc.DataProtectionServiceStub(api.channel)
+    code, _ = await status_of(
+        dps.ShredDataKeys(dp.ShredDataKeysRequest(name=f"tenants/{a}"), metadata=api.md(a, "admin"))
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED  # irreversible: platform operators only
+    shred = await dps.ShredDataKeys(
+        dp.ShredDataKeysRequest(name=f"tenants/{a}"), metadata=api.md(None, "platform", header_tenant=a)
+    )
+    assert shred.destroyed_keys == 1
     code, details = await status_of(get_call(api, a, "c1"))
     assert code == grpc.StatusCode.DATA_LOSS and "shredded" in details
     assert (await get_call(api, b, "c1")).turns[0].caller_text == SECRET_TEXT

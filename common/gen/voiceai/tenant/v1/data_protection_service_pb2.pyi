@@ -98,3 +98,15 @@ class RotateDataKeyResponse(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     version: int
     def __init__(self, version: _Optional[int] = ...) -> None: ...
+
+class ShredDataKeysRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ShredDataKeysResponse(_message.Message):
+    __slots__ = ("destroyed_keys",)
+    DESTROYED_KEYS_FIELD_NUMBER: _ClassVar[int]
+    destroyed_keys: int
+    def __init__(self, destroyed_keys: _Optional[int] = ...) -> None: ...

@@ -67,6 +67,11 @@ class DataProtectionServiceStub:
                 request_serializer=voiceai_dot_tenant_dot_v1_dot_data__protection__service__pb2.RotateDataKeyRequest.SerializeToString,
                 response_deserializer=voiceai_dot_tenant_dot_v1_dot_data__protection__service__pb2.RotateDataKeyResponse.FromString,
                 _registered_method=True)
+        self.ShredDataKeys = channel.unary_unary(
+                '/voiceai.tenant.v1.DataProtectionService/ShredDataKeys',
+                request_serializer=voiceai_dot_tenant_dot_v1_dot_data__protection__service__pb2.ShredDataKeysRequest.SerializeToString,
+                response_deserializer=voiceai_dot_tenant_dot_v1_dot_data__protection__service__pb2.ShredDataKeysResponse.FromString,
+                _registered_method=True)
 
 
 class DataProtectionServiceServicer:
@@ -116,6 +121,15 @@ class DataProtectionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ShredDataKeys(self, request, context):
+        """Crypto-shredding: destroys the tenant's data keys, so every transcript, history entry and
+        provider key sealed with them is unreadable from now on (records keep their metadata).
+        Platform operators only; irreversible.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DataProtectionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -148,6 +162,11 @@ def add_DataProtectionServiceServicer_to_server(servicer, server):
                     servicer.RotateDataKey,
                     request_deserializer=voiceai_dot_tenant_dot_v1_dot_data__protection__service__pb2.RotateDataKeyRequest.FromString,
                     response_serializer=voiceai_dot_tenant_dot_v1_dot_data__protection__service__pb2.RotateDataKeyResponse.SerializeToString,
+            ),
+            'ShredDataKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShredDataKeys,
+                    request_deserializer=voiceai_dot_tenant_dot_v1_dot_data__protection__service__pb2.ShredDataKeysRequest.FromString,
+                    response_serializer=voiceai_dot_tenant_dot_v1_dot_data__protection__service__pb2.ShredDataKeysResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -314,6 +333,33 @@ class DataProtectionService:
             '/voiceai.tenant.v1.DataProtectionService/RotateDataKey',
             voiceai_dot_tenant_dot_v1_dot_data__protection__service__pb2.RotateDataKeyRequest.SerializeToString,
             voiceai_dot_tenant_dot_v1_dot_data__protection__service__pb2.RotateDataKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShredDataKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voiceai.tenant.v1.DataProtectionService/ShredDataKeys',
+            voiceai_dot_tenant_dot_v1_dot_data__protection__service__pb2.ShredDataKeysRequest.SerializeToString,
+            voiceai_dot_tenant_dot_v1_dot_data__protection__service__pb2.ShredDataKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,
