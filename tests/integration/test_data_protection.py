@@ -359,3 +359,43 @@ async def test_transcripts_stored_in_clear_before_0002_are_sealed_by_rekey(
     assert await seal_plaintext(Repository(pg_pool, protection), protection, only={t}, batch=2) == 3
     assert "Zebra" not in await owner_dump(admin_url, t)
     assert (await get_call(api, t, "old2")).turns[0].caller_text == SECRET_TEXT
+
+
+def _paths(victim: str) -> dict[str, object]:
+    base = f"tenants/{victim}"
+    return {
+        "CreateProviderKey": dp.CreateProviderKeyRequest(
+            parent=base, provider_key_id="openai", provider_key=dp.ProviderKey(api_key="sk-attacker")
+        ),
+        "ListProviderKeys": dp.ListProviderKeysRequest(parent=base),
+        "DeleteProviderKey": dp.DeleteProviderKeyRequest(name=f"{base}/providerKeys/openai"),
+        "GetRetentionPolicy": dp.GetRetentionPolicyRequest(name=f"{base}/retentionPolicy"),
+        "UpdateRetentionPolicy": dp.UpdateRetentionPolicyRequest(
+            retention_policy=dp.RetentionPolicy(name=f"{base}/retentionPolicy", call_record_days=1),
+            update_mask=field_mask_pb2.FieldMask(paths=["call_record_days"]),
+        ),
+        "RotateDataKey": dp.RotateDataKeyRequest(name=base),
+        "ShredDataKeys": dp.ShredDataKeysRequest(name=base),
+    }
+
+
+@pytest.mark.parametrize("method", sorted(_paths("x")))
+@pytest.mark.parametrize("how", ["own-header", "victim-header"])
+async def test_no_data_protection_path_reaches_another_tenant(api: TenantApi, method: str, how: str) -> None:
+    attacker, victim = await api.new_tenant(), await api.new_tenant()
+    dps = dp_grpc.DataProtectionServiceStub(api.channel)
+    await dps.CreateProviderKey(
+        dp.CreateProviderKeyRequest(
+            parent=f"tenants/{victim}",
+            provider_key_id="openai",
+            provider_key=dp.ProviderKey(api_key=OPENAI_KEY),
+        ),
+        metadata=api.md(victim, "admin"),
+    )
+    md = api.md(attacker, "admin", header_tenant=victim if how == "victim-header" else None)
+    code, details = await status_of(getattr(dps, method)(_paths(victim)[method], metadata=md))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and victim not in details
+    got = await pki_grpc.ProviderKeyInternalServiceStub(api.channel).ResolveProviderKey(
+        pki.ResolveProviderKeyRequest(provider="openai"), metadata=internal_md(api, victim)
+    )
+    assert got.api_key == OPENAI_KEY  # untouched
