@@ -3,6 +3,7 @@ nor a Redis SCAN (during and after the call) shows the conversation's text."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import grpc.aio
@@ -56,9 +57,10 @@ async def redis_dump(redis_url: str) -> bytes:
     return b"\n".join(out)
 
 
-async def test_no_readable_transcript_in_postgres_or_redis(
-    api: TenantApi, redis_url: str, database_settings: DatabaseSettings
+async def test_no_readable_transcript_in_postgres_redis_or_logs(
+    api: TenantApi, redis_url: str, database_settings: DatabaseSettings, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     admin_url = endpoints(database_settings).admin_url
     if not admin_url:
         pytest.skip("needs the owner's URL to read raw rows")
@@ -90,9 +92,11 @@ async def test_no_readable_transcript_in_postgres_or_redis(
     assert tenant.encode() in during  # the SCAN did see this call's keys
     after = await redis_dump(redis_url)
     dump = await owner_dump(admin_url, tenant)
+    assert {r.name.split(".")[0] for r in caplog.records} >= {"gateway"}  # the logs were captured
     for word in WORDS:
         assert word.encode() not in during and word.encode() not in after
         assert word not in dump
+        assert word not in caplog.text  # the gateway, stt/llm/tts doubles and tenant_svc log here
 
 
 async def test_history_entries_are_bound_to_their_call_and_die_with_the_tenants_keys(
