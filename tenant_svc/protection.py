@@ -205,13 +205,15 @@ class DataProtection:
         )
         if not rows:
             return None
-        plain, _ = await self.keyring.open(
-            ScopeDataKeys(scope),
-            scope.tenant_id,
-            f"provider_key/{provider}",
-            "api_key",
-            bytes(rows[0]["key_sealed"]),
+        store, record = ScopeDataKeys(scope), f"provider_key/{provider}"
+        plain, stale = await self.keyring.open(
+            store, scope.tenant_id, record, "api_key", bytes(rows[0]["key_sealed"])
         )
+        if stale:  # sealed with an older data key: re-seal with the newest (lazy re-encryption)
+            resealed = await self.keyring.seal(store, scope.tenant_id, record, "api_key", plain)
+            await scope.rows(
+                "UPDATE provider_keys SET key_sealed = %s WHERE provider = %s", (resealed, provider)
+            )
         return plain.decode(), rows[0]["base_url"]
 
     # -- retention ------------------------------------------------------------------------

@@ -91,3 +91,44 @@ async def test_vault_outage_is_unavailable_and_a_bad_token_or_key_refuses_the_st
     with pytest.raises(MissingKek, match="VOICEAI_VAULT_TRANSIT_KEY"):
         await build_key_provider(_settings(vault[1], key="absent"))
     assert all("s.test-token" not in path for _, path in vault[0].requests)
+
+
+async def test_tenant_svc_seals_call_records_through_vault(
+    vault: tuple[VaultTransitDouble, str], database_settings: object, tmp_path: object
+) -> None:
+    """The whole service on the Vault provider: records round-trip, wrapped keys are Vault's."""
+    from pathlib import Path
+
+    import grpc.aio
+
+    from common.auth import AuthSettings
+    from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
+    from common.gen.voiceai.tenant.v1 import tenant_service_pb2 as svc
+    from tenant_svc.app import Settings, build_host
+    from tests.integration.tenant_harness import TenantApi
+
+    key_dir = Path(str(tmp_path))
+    host = await build_host(
+        Settings(port=0),
+        database_settings,  # type: ignore[arg-type]
+        auth_settings=AuthSettings(mode="dev", dev_key_dir=str(key_dir)),
+        kek_settings=_settings(vault[1]),
+    )
+    port = await host.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            api = TenantApi(f"127.0.0.1:{port}", key_dir, ch)
+            t = await api.new_tenant()
+            call = pb.Call(status=pb.CALL_STATUS_COMPLETED)
+            call.turns.add(caller_text="held in vault")
+            await api.stub.CreateCall(
+                svc.CreateCallRequest(parent=f"tenants/{t}", call=call, call_id="c1"),
+                metadata=api.md(t, "agent"),
+            )
+            got = await api.stub.GetCall(
+                svc.GetCallRequest(name=f"tenants/{t}/calls/c1"), metadata=api.md(t, "viewer")
+            )
+            assert got.turns[0].caller_text == "held in vault"
+    finally:
+        await host.drain(0.5)
+    assert ("POST", "/v1/transit/encrypt/voiceai-kek") in vault[0].requests

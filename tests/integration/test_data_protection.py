@@ -237,6 +237,15 @@ async def test_byok_keys_are_sealed_never_returned_audited_and_internal_only(
     # At rest: sealed; audited by name, never by value.
     dump = await owner_dump(admin_url, a)
     assert OPENAI_KEY not in dump and OPENAI_KEY[3:20] not in dump and "CreateProviderKey" in dump
+    # A data-key rotation: the key still resolves, and is re-sealed with the new data key.
+    await dps.RotateDataKey(dp.RotateDataKeyRequest(name=f"tenants/{a}"), metadata=api.md(a, "admin"))
+    for _ in range(2):
+        got = await internal.ResolveProviderKey(
+            pki.ResolveProviderKeyRequest(provider="openai"), metadata=internal_md(api, a)
+        )
+        assert got.api_key == OPENAI_KEY
+    (sealed,) = await owner_rows(admin_url, "SELECT key_sealed FROM provider_keys WHERE tenant_id = %s", (a,))
+    assert key_version(bytes(sealed[0])) == 2
     await dps.DeleteProviderKey(
         dp.DeleteProviderKeyRequest(name=f"tenants/{a}/providerKeys/openai"), metadata=api.md(a, "admin")
     )

@@ -143,3 +143,22 @@ async def test_run_once_purges_only_tenants_whose_policy_says_so(repo: Repositor
     report = await RetentionPurger(repo).run_once()
     assert report.calls_deleted >= 1
     assert await state(repo, keep) == {"c0": True} and await state(repo, purge) == {}
+
+
+async def test_tenant_svc_runs_the_purge_in_the_background_until_stopped(repo: Repository) -> None:
+    import asyncio
+
+    now = datetime.now(UTC)
+    tid = await tenant_with_calls(repo, now, [24 * 90, 1])
+    await set_policy(repo, tid, (30, 0, False))
+    purger = RetentionPurger(repo)
+    purger.start(interval_s=0.05)
+    try:
+        for _ in range(100):
+            if await state(repo, tid) == {"c1": True}:
+                break
+            await asyncio.sleep(0.05)
+        assert await state(repo, tid) == {"c1": True}
+    finally:
+        await purger.stop()
+    assert purger._task is None
