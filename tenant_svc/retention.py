@@ -64,10 +64,10 @@ class RetentionPurger:
         self._task: asyncio.Task[None] | None = None
 
     async def run_once(self) -> PurgeReport:
-        """One pass over every tenant with a policy."""
+        """One pass over every tenant (those without a policy keep everything)."""
         now = self._clock()
         report = PurgeReport()
-        for tenant in await self._tenants_with_policies():
+        for tenant in await self._tenants():
             deleted, erased = await self.purge_tenant(tenant, now)
             report.tenants += 1
             report.calls_deleted += deleted
@@ -79,7 +79,7 @@ class RetentionPurger:
             )  # fmt: skip
         return report
 
-    async def _tenants_with_policies(self) -> list[str]:
+    async def _tenants(self) -> list[str]:
         tenants: list[str] = []
         after = ""
         while True:

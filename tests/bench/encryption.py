@@ -29,6 +29,7 @@ from tenant_svc.repository import Repository
 
 
 def record() -> pb.Call:
+    """A typical finished call: 10 turns of ordinary sentences."""
     call = pb.Call(status=pb.CALL_STATUS_COMPLETED)
     call.end_time.GetCurrentTime()
     for i in range(10):
@@ -42,6 +43,7 @@ def record() -> pb.Call:
 
 
 def crypto_only(n: int) -> tuple[float, float, int]:
+    """(seal us, open us, bytes) per record with the data key already unwrapped."""
     from google.protobuf import json_format
 
     turns = [json_format.MessageToDict(t, preserving_proto_field_name=True) for t in record().turns]
@@ -66,6 +68,7 @@ async def _timed(n: int, op: Callable[[int], Awaitable[object]]) -> list[float]:
 
 
 async def through_postgres(n: int) -> dict[str, tuple[float, float]]:
+    """Median write/read us through the repository, plaintext versus sealed."""
     tmp = Path(tempfile.mkdtemp(prefix="voiceai-bench-enc-"))
     create_key_ring(tmp / "kek.json")
     protection = DataProtection(TenantKeyring(LocalKeyProvider.from_file(tmp / "kek.json")))
