@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from common.crypto import TenantKeyring, WrappedDataKey
+from common.crypto.keyring import SHREDDED
 from common.errors import NotFound
 from common.pii import redact
 
@@ -149,7 +150,7 @@ class DataProtection:
         changed = 0
         current = self.keyring.provider.current_kek_id
         for key in await ScopeDataKeys(scope).data_keys():
-            if key.kek_id == current:
+            if key.kek_id == current or key.shredded:
                 continue
             new = await self.keyring.rewrap(scope.tenant_id, key)
             await scope.rows(
@@ -160,9 +161,13 @@ class DataProtection:
         return changed
 
     async def shred(self, scope: TenantScope) -> int:
-        """Crypto-shredding: delete the tenant's data keys; everything sealed with them is
-        unreadable from this commit on, on every replica. Returns how many keys went."""
-        rows = await scope.rows("DELETE FROM tenant_data_keys RETURNING version")
+        """Crypto-shredding: destroy the tenant's data keys (tombstones keep their version
+        numbers); everything sealed with them is unreadable from this commit on, on every
+        replica. Returns how many keys went."""
+        rows = await scope.rows(
+            "UPDATE tenant_data_keys SET wrapped = ''::bytea, kek_id = %s WHERE kek_id <> %s RETURNING version",
+            (SHREDDED, SHREDDED),
+        )  # tombstones: the key material is gone, the version numbers are never reused
         await scope.rows("DELETE FROM provider_keys")
         return len(rows)
 

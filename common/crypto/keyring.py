@@ -20,6 +20,8 @@ from common.crypto import envelope
 from common.crypto.errors import DataLoss
 from common.crypto.kek import KeyProvider
 
+SHREDDED = "shredded"  # kek_id of a destroyed version: its number is never reused
+
 
 @dataclass(frozen=True, slots=True)
 class WrappedDataKey:
@@ -28,6 +30,11 @@ class WrappedDataKey:
     version: int
     wrapped: bytes
     kek_id: str = ""
+
+    @property
+    def shredded(self) -> bool:
+        """Destroyed by crypto-shredding (a tombstone: no key material)."""
+        return self.kek_id == SHREDDED
 
 
 class DataKeyStore(Protocol):
@@ -67,10 +74,10 @@ class TenantKeyring:
         return plain
 
     async def _current(self, tenant_id: str, store: DataKeyStore) -> tuple[int, bytes]:
-        keys = await store.data_keys()
-        if not keys:
+        keys = [k for k in await store.data_keys() if not k.shredded]
+        if not keys:  # first use, or every version shredded: a fresh key with a new number
             await self.rotate(tenant_id, store)
-            keys = await store.data_keys()
+            keys = [k for k in await store.data_keys() if not k.shredded]
         newest = max(keys, key=lambda k: k.version)
         return newest.version, await self._unwrap(tenant_id, newest)
 
@@ -89,7 +96,7 @@ class TenantKeyring:
         process may hold without being able to open anything else sealed for the tenant."""
         await self._current(tenant_id, store)  # creates the first data key if needed
         out = []
-        for key in sorted(await store.data_keys(), key=lambda k: -k.version):
+        for key in sorted((k for k in await store.data_keys() if not k.shredded), key=lambda k: -k.version):
             base = await self._unwrap(tenant_id, key)
             info = b"voiceai/" + purpose.encode() + b"\x00" + tenant_id.encode()
             out.append(
@@ -117,7 +124,7 @@ class TenantKeyring:
         version = envelope.key_version(sealed, field)
         keys = {k.version: k for k in await store.data_keys()}
         wrapped = keys.get(version)
-        if wrapped is None:
+        if wrapped is None or wrapped.shredded:
             raise DataLoss(f"the key that encrypted {field} no longer exists (the data was shredded)")
         try:
             key = await self._unwrap(tenant_id, wrapped)
@@ -129,4 +136,4 @@ class TenantKeyring:
         return plaintext, version < max(keys)
 
 
-__all__ = ["DataKeyStore", "TenantKeyring", "WrappedDataKey"]
+__all__ = ["SHREDDED", "DataKeyStore", "TenantKeyring", "WrappedDataKey"]

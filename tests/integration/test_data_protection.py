@@ -158,6 +158,11 @@ async def test_crypto_shredding_makes_one_tenants_records_unreadable_at_once(api
     code, details = await status_of(get_call(api, a, "c1"))
     assert code == grpc.StatusCode.DATA_LOSS and "shredded" in details
     assert (await get_call(api, b, "c1")).turns[0].caller_text == SECRET_TEXT
+    # The tenant goes on with a new key; what was shredded stays shredded.
+    await record_call(api, a, "c2")
+    assert (await get_call(api, a, "c2")).turns[0].caller_text == SECRET_TEXT
+    code, details = await status_of(get_call(api, a, "c1"))
+    assert code == grpc.StatusCode.DATA_LOSS and "shredded" in details
 
 
 async def test_data_key_rotation_re_encrypts_old_records_as_they_are_read(

@@ -18,6 +18,7 @@ from common.crypto import (
     build_key_provider,
     create_key_ring,
 )
+from common.crypto.keyring import SHREDDED
 
 
 class MemoryStore:
@@ -112,7 +113,12 @@ async def test_a_shredded_key_makes_the_data_unreadable_at_once(ring_file: Path)
     store = MemoryStore()
     sealed = await keyring.seal(store, "acme", "c", "turns", b"secret")
     await keyring.open(store, "acme", "c", "turns", sealed)  # the unwrapped key is now cached
-    store.rows.clear()
+    store.rows = {v: WrappedDataKey(v, b"", SHREDDED) for v in store.rows}  # tombstones
+    with pytest.raises(DataLoss, match="shredded"):
+        await keyring.open(store, "acme", "c", "turns", sealed)
+    # New data gets a new key under a new number; the shredded data stays unreadable.
+    fresh = await keyring.seal(store, "acme", "c", "turns", b"after")
+    assert await keyring.open(store, "acme", "c", "turns", fresh) == (b"after", False)
     with pytest.raises(DataLoss, match="shredded"):
         await keyring.open(store, "acme", "c", "turns", sealed)
 
