@@ -169,6 +169,7 @@ class DataProtection:
             (SHREDDED, SHREDDED),
         )  # tombstones: the key material is gone, the version numbers are never reused
         await scope.rows("DELETE FROM provider_keys")
+        self.keyring.forget(scope.tenant_id)
         return len(rows)
 
     # -- provider keys (BYOK) -------------------------------------------------------------

@@ -73,6 +73,12 @@ class TenantKeyring:
             self._unwrapped.popitem(last=False)
         return plain
 
+    def forget(self, tenant_id: str) -> None:
+        """Drop the tenant's unwrapped keys from memory (after a shred in this process)."""
+        prefix = tenant_id.encode() + b"\x00"
+        for cache_key in [k for k in self._unwrapped if k.startswith(prefix)]:
+            del self._unwrapped[cache_key]
+
     async def _current(self, tenant_id: str, store: DataKeyStore) -> tuple[int, bytes]:
         keys = [k for k in await store.data_keys() if not k.shredded]
         if not keys:  # first use, or every version shredded: a fresh key with a new number

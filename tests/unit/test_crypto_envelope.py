@@ -114,6 +114,8 @@ async def test_a_shredded_key_makes_the_data_unreadable_at_once(ring_file: Path)
     sealed = await keyring.seal(store, "acme", "c", "turns", b"secret")
     await keyring.open(store, "acme", "c", "turns", sealed)  # the unwrapped key is now cached
     store.rows = {v: WrappedDataKey(v, b"", SHREDDED) for v in store.rows}  # tombstones
+    keyring.forget("acme")
+    assert not keyring._unwrapped  # no key material left in memory either
     with pytest.raises(DataLoss, match="shredded"):
         await keyring.open(store, "acme", "c", "turns", sealed)
     # New data gets a new key under a new number; the shredded data stays unreadable.
