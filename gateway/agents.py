@@ -58,6 +58,7 @@ class Agent:
     tts_model: str = ""
     # E.164 number (or sip: URI) a phone caller may ask to be transferred to; empty for none.
     transfer_number: str = ""
+    redact_pii: bool = False  # data protection: PII redaction at the recognizer (and when stored)
 
 
 class AgentCatalog(Protocol):

@@ -17,6 +17,7 @@ import grpc
 import grpc.aio
 
 from common.auth import AuthSettings, dev_signing_key, mint_dev_token
+from common.crypto import create_key_ring
 from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
 from common.gen.voiceai.tenant.v1 import tenant_service_pb2 as svc
 from common.gen.voiceai.tenant.v1 import tenant_service_pb2_grpc as svc_grpc
@@ -41,6 +42,13 @@ class LocalState:
             self._redis = EmbeddedRedis(self.var_dir / "redis")
             url = self._redis.start(reuse=True)
         self.env["REDIS_URL"] = url
+        if (
+            not os.environ.get("VOICEAI_KEK_FILE")
+            and os.environ.get("VOICEAI_KEK_PROVIDER", "local") == "local"
+        ):
+            # data protection: the dev key ring (KEK) for tenant data, created once under var/
+            create_key_ring(self.var_dir / "kek.json")
+            self.env["VOICEAI_KEK_FILE"] = str((self.var_dir / "kek.json").resolve())
         if not os.environ.get("DATABASE_URL"):
             settings = DatabaseSettings()
             ends, self._postgres = embedded_server(self.var_dir / "pgdata", settings.app_role)

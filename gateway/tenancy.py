@@ -34,6 +34,7 @@ from common.quotas import Lease, QuotaSettings, TenantQuotas
 from common.redis_conn import RedisSettings, open_redis
 from common.settings import DiscoverySettings
 from gateway.agents import DEMO_AGENT, Agent, AgentCatalog, TurnTakingProfile
+from gateway.history_crypto import HistorySealer
 from gateway.session.history import ConversationStore
 from gateway.session.redis_history import RedisConversationStore
 
@@ -73,6 +74,7 @@ def agent_from_tenant(agent: pb.Agent, agent_id: str) -> Agent:
         stt_model=agent.stt_model,
         tts_model=agent.tts_model,
         transfer_number=agent.transfer_number,
+        redact_pii=agent.redact_pii,
     )
 
 
@@ -229,6 +231,8 @@ class Tenancy:
                 closers.insert(0, ledger.close)
             return cls(store=store, ledger=ledger, closers=closers)
         pool = ChannelPool("tenant", resolver)
+        if store is not None:  # data protection: history sealed with the tenant's keys
+            store.codec = HistorySealer(pool)
         ledger = CallLedger(pool, quotas)
         closers[:0] = [ledger.close, pool.close]
         return cls(

@@ -89,6 +89,7 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServiceServicer):
             endpointing_ms=cfg.endpointing_ms or self._default_endpointing_ms,
             model=cfg.model,
             providers=tuple(cfg.providers),
+            redact_pii=cfg.redact_pii,
         )
 
     async def StreamingRecognize(  # noqa: N802 - gRPC method name

@@ -6,8 +6,15 @@ import logging
 
 from common.auth import AuthSettings, build_auth
 from common.config_cache import ConfigCache
+from common.crypto import KekSettings, TenantKeyring, build_key_provider
 from common.gen.voiceai.telephony.v1 import telephony_service_pb2_grpc
-from common.gen.voiceai.tenant.v1 import api_key_internal_service_pb2_grpc, tenant_service_pb2_grpc
+from common.gen.voiceai.tenant.v1 import (
+    api_key_internal_service_pb2_grpc,
+    data_key_internal_service_pb2_grpc,
+    data_protection_service_pb2_grpc,
+    provider_key_internal_service_pb2_grpc,
+    tenant_service_pb2_grpc,
+)
 from common.plans import PlanBook
 from common.quotas import QuotaSettings, TenantQuotas
 from common.redis_conn import RedisSettings, open_redis
@@ -18,8 +25,15 @@ from tenant_svc.api_key_internal import ApiKeyInternalServicer
 from tenant_svc.changes import ChangeListener
 from tenant_svc.credentials import ApiKeyIssuer, PostgresApiKeys
 from tenant_svc.db.database import DatabaseSettings, open_pool
+from tenant_svc.protection import DataProtection
+from tenant_svc.protection_server import (
+    DataKeyInternalServicer,
+    DataProtectionServicer,
+    ProviderKeyInternalServicer,
+)
 from tenant_svc.ratelimit import TenantRateLimit
 from tenant_svc.repository import Repository
+from tenant_svc.retention import RetentionPurger, RetentionSettings
 from tenant_svc.server import TenantServicer
 from tenant_svc.telephony.server import TelephonyServicer
 from tenant_svc.telephony.settings import LiveKitSettings
@@ -30,6 +44,9 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 50064
 SERVICE = "voiceai.tenant.v1.TenantService"
 TELEPHONY_SERVICE = "voiceai.telephony.v1.TelephonyService"
+DATA_PROTECTION_SERVICE = "voiceai.tenant.v1.DataProtectionService"
+PROVIDER_KEY_INTERNAL_SERVICE = "voiceai.tenant.v1.ProviderKeyInternalService"
+DATA_KEY_INTERNAL_SERVICE = "voiceai.tenant.v1.DataKeyInternalService"
 # Platform RPCs that name no tenant in their metadata (platform operators only, per RBAC).
 TENANTLESS = frozenset(
     f"/{SERVICE}/{m}" for m in ("CreateTenant", "ListTenants", "DeleteTenant", "LookupPhoneNumber")
@@ -54,12 +71,17 @@ async def build_host(
     redis_settings: RedisSettings | None = None,
     on_change: ChangeListener | None = None,
     livekit_settings: LiveKitSettings | None = None,
+    kek_settings: KekSettings | None = None,
+    retention_settings: RetentionSettings | None = None,
 ) -> TenantHost:
     """tenant_svc's host: database pool, auth, caches, telephony, servicers."""
     auth_settings = auth_settings or AuthSettings()
     redis_settings = redis_settings or RedisSettings()
+    # No KEK, no start (MissingKek names the setting): tenant data is never stored in clear.
+    key_provider = await build_key_provider(kek_settings or KekSettings())
+    protection = DataProtection(TenantKeyring(key_provider))
     pool = await open_pool(database or DatabaseSettings())
-    repo = Repository(pool)
+    repo = Repository(pool, protection)
     auth = build_auth(auth_settings, api_keys=PostgresApiKeys(repo))
     redis = open_redis(redis_settings) if redis_settings.url else None
     cache = ConfigCache(redis, prefix=redis_settings.key_prefix) if redis is not None else None
@@ -103,6 +125,28 @@ async def build_host(
                 ),
             ),
             ServiceBinding(
+                DATA_PROTECTION_SERVICE,
+                lambda server: data_protection_service_pb2_grpc.add_DataProtectionServiceServicer_to_server(
+                    DataProtectionServicer(repo, protection, changed, rate), server
+                ),
+            ),
+            ServiceBinding(
+                PROVIDER_KEY_INTERNAL_SERVICE,
+                lambda server: (
+                    provider_key_internal_service_pb2_grpc.add_ProviderKeyInternalServiceServicer_to_server(
+                        ProviderKeyInternalServicer(repo, protection), server
+                    )
+                ),
+            ),
+            ServiceBinding(
+                DATA_KEY_INTERNAL_SERVICE,
+                lambda server: (
+                    data_key_internal_service_pb2_grpc.add_DataKeyInternalServiceServicer_to_server(
+                        DataKeyInternalServicer(repo, protection), server
+                    )
+                ),
+            ),
+            ServiceBinding(
                 TELEPHONY_SERVICE,
                 lambda server: telephony_service_pb2_grpc.add_TelephonyServiceServicer_to_server(
                     phones, server
@@ -122,7 +166,16 @@ async def build_host(
         host.on_serving.append(start_reconciling)
         host.on_draining.append(telephony.reconciler.stop)
         host.on_stop.append(telephony.aclose)
+    retention = retention_settings or RetentionSettings()
+    purger = RetentionPurger(repo, batch_size=retention.batch_size)
+
+    async def start_purging() -> None:
+        purger.start(retention.purge_interval_s)
+
+    host.on_serving.append(start_purging)
+    host.on_draining.append(purger.stop)
     host.on_stop.append(pool.close)
+    host.on_stop.append(key_provider.aclose)
     if redis is not None:
         host.on_stop.append(redis.aclose)
     return host

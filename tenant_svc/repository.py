@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import psycopg.errors
@@ -23,10 +23,14 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from common.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
 
+if TYPE_CHECKING:
+    from tenant_svc.protection import DataProtection
+
 AGENT_COLUMNS = (
     "display_name", "system_prompt", "greeting", "voice", "language_code", "stt_providers",
     "stt_model", "llm_providers", "llm_model", "tts_providers", "tts_model", "keyterms",
     "transfer_number",
+    "redact_pii",  # data protection (0002)
 )  # fmt: skip
 _LIST_FIELDS = {"stt_providers", "llm_providers", "tts_providers", "keyterms"}
 # Advisory lock key for LiveKit SIP provisioning: changes in flight hold it shared, a
@@ -181,9 +185,16 @@ def _fk_message(e: psycopg.errors.ForeignKeyViolation) -> str:
 class TenantScope:
     """One transaction bound to one tenant; row-level security confines every statement to it."""
 
-    def __init__(self, conn: psycopg.AsyncConnection[Any], tenant_id: str) -> None:
+    def __init__(
+        self, conn: psycopg.AsyncConnection[Any], tenant_id: str, protection: DataProtection | None = None
+    ) -> None:
         self._conn = conn
         self.tenant_id = tenant_id
+        self.protection = protection  # seals transcripts (tenant_svc.protection); None: plaintext
+
+    async def rows(self, query: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Run one statement in this tenant's transaction (for tenant_svc's own data modules)."""
+        return await self._rows(query, params)
 
     async def _rows(self, query: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         async with self._conn.cursor(row_factory=dict_row) as cur:
@@ -318,25 +329,29 @@ class TenantScope:
     async def insert_call(self, call_id: str, agent_id: str, call: pb.Call) -> pb.Call:
         turns = [json_format.MessageToDict(t, preserving_proto_field_name=True) for t in call.turns]
         usage = json_format.MessageToDict(call.usage, preserving_proto_field_name=True)
+        sealed: bytes | None = None
+        if self.protection is not None:  # stored sealed (and redacted/dropped per policy)
+            turns, sealed = await self.protection.seal_turns(self, call_id, agent_id, turns)
         row = await self._one(
             "INSERT INTO calls (tenant_id, id, agent_id, status, direction, from_number, to_number,"
-            " start_time, end_time, end_reason, turns, usage)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
+            " start_time, end_time, end_reason, turns, usage, turns_sealed)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
             (
                 self.tenant_id, call_id, agent_id, call.status, call.direction, call.from_number,
                 call.to_number,
                 call.start_time.ToDatetime(UTC) if call.HasField("start_time") else None,
                 call.end_time.ToDatetime(UTC) if call.HasField("end_time") else None,
-                call.end_reason, json.dumps(turns), json.dumps(usage),
+                call.end_reason, "[]" if sealed else json.dumps(turns), json.dumps(usage), sealed,
             ),
             "call",
         )  # fmt: skip
-        return _call(row, with_turns=True)
+        return _call({**row, "turns": turns}, with_turns=True)
 
     async def get_call(self, call_id: str) -> pb.Call:
-        return _call(
-            await self._one("SELECT * FROM calls WHERE id = %s", (call_id,), "call"), with_turns=True
-        )
+        row = await self._one("SELECT * FROM calls WHERE id = %s", (call_id,), "call")
+        if self.protection is not None:
+            row["turns"] = await self.protection.open_turns(self, row)
+        return _call(row, with_turns=True)
 
     async def list_calls(self, before_seq: int, limit: int) -> list[tuple[int, pb.Call]]:
         rows = await self._rows(
@@ -392,14 +407,15 @@ class PlatformScope:
 class Repository:
     """Hands out tenant-bound transactions over the app role's pool."""
 
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: AsyncConnectionPool, protection: DataProtection | None = None) -> None:
         self._pool = pool
+        self.protection = protection
 
     @asynccontextmanager
     async def tenant(self, tenant_id: str) -> AsyncIterator[TenantScope]:
         async with _translated(), self._pool.connection() as conn, conn.transaction():
             await conn.execute(b"SELECT set_config('voiceai.tenant_id', %s, true)", (tenant_id,))
-            yield TenantScope(conn, tenant_id)
+            yield TenantScope(conn, tenant_id, self.protection)
 
     @asynccontextmanager
     async def platform(self) -> AsyncIterator[PlatformScope]:

@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.credentials import bearer  # first: fixes the session's dev signing key  # isort: skip
+import tests.kek  # noqa: F401  # the session's KEK (VOICEAI_KEK_FILE)  # isort: skip
 from common.redis_conn import RedisSettings, open_redis
 from common.redis_embedded import EmbeddedRedis
 from common.server import ServiceHost

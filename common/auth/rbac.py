@@ -161,6 +161,17 @@ TELEPHONY_SERVICE_RULES: dict[str, Rule] = {
     "/voiceai.telephony.v1.TelephonyService/CreateOutboundCall": _CALL,
 }
 
+# Data protection (#14): BYOK keys, retention and data keys are admin-only (WRITE), like API
+# keys. ResolveProviderKey is internal-only: the handler also refuses non-internal credentials.
+_DP = "/voiceai.tenant.v1.DataProtectionService/"
+DATA_PROTECTION_RULES: dict[str, Rule] = {
+    **{_DP + m: _WRITE for m in ("CreateProviderKey", "ListProviderKeys", "DeleteProviderKey")},
+    **{_DP + m: _WRITE for m in ("GetRetentionPolicy", "UpdateRetentionPolicy", "RotateDataKey")},
+    _DP + "ShredDataKeys": _MANAGE,  # irreversible: platform operators only
+    "/voiceai.tenant.v1.ProviderKeyInternalService/ResolveProviderKey": _CALL,
+    "/voiceai.tenant.v1.DataKeyInternalService/GetHistoryKeys": _CALL,
+}
+
 # The mesh's policy. A service with other RPCs extends it, e.g.
 # DEFAULT_POLICY.extended(aip_rules("voiceai.tenant.v2.AgentService")).
 DEFAULT_POLICY = AccessPolicy(
@@ -170,4 +181,5 @@ DEFAULT_POLICY = AccessPolicy(
         **TELEPHONY_SERVICE_RULES,
         **INTERNAL_SERVICE_RULES,
     }
+    | DATA_PROTECTION_RULES
 )

@@ -12,6 +12,7 @@ verbatim: it is data, never interpreted.
 from __future__ import annotations
 
 import json
+from typing import Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -55,6 +56,17 @@ def decode_entry(data: bytes | str) -> HistoryEntry:
         ) from error
 
 
+def _raw(item: bytes | str) -> bytes:
+    return item if isinstance(item, bytes) else item.encode()
+
+
+class HistoryCodec(Protocol):
+    """Seals entries at rest (gateway.history_crypto.HistorySealer)."""
+
+    async def seal(self, tenant_id: str, call_id: str, data: bytes) -> bytes: ...
+    async def open(self, tenant_id: str, call_id: str, sealed: bytes) -> bytes: ...
+
+
 class RedisConversationStore:
     """The gateway's ``ConversationStore`` in Redis: bounded, expiring, shared by instances."""
 
@@ -66,6 +78,7 @@ class RedisConversationStore:
         self._ttl_ms = int(ttl_s * 1000)
         self._max = max_entries
         self._append = redis.register_script(_APPEND)
+        self.codec: HistoryCodec | None = None  # data protection: entries sealed when set
 
     def _keys(self, tenant_id: str, call_id: str) -> list[str]:
         meta = tenant_key(self._prefix, tenant_id, "call", call_id)
@@ -75,7 +88,7 @@ class RedisConversationStore:
         try:
             await self._append(
                 keys=self._keys(tenant_id, call_id),
-                args=[encode_entry(entry), self._max, self._ttl_ms, entry.turn],
+                args=[await self._encode(tenant_id, call_id, entry), self._max, self._ttl_ms, entry.turn],
             )
         except RedisError as error:
             raise translate(error, "history_append") from error
@@ -85,7 +98,13 @@ class RedisConversationStore:
             raw = await self._redis.lrange(self._keys(tenant_id, call_id)[0], 0, -1)
         except RedisError as error:
             raise translate(error, "history_read") from error
+        if self.codec is not None:
+            raw = [await self.codec.open(tenant_id, call_id, _raw(item)) for item in raw]
         return [decode_entry(item) for item in raw]
+
+    async def _encode(self, tenant_id: str, call_id: str, entry: HistoryEntry) -> bytes:
+        data = encode_entry(entry)
+        return data if self.codec is None else await self.codec.seal(tenant_id, call_id, data)
 
     async def last_turn(self, tenant_id: str, call_id: str) -> int:
         """The highest turn number recorded for the call; -1 when none (or expired)."""

@@ -36,6 +36,7 @@ class RecognitionOptions:
     endpointing_ms: int = 400  # silence after speech that ends an utterance
     model: str = ""  # engine-specific; "" = the engine's default
     providers: tuple[str, ...] = ()  # the chain to run on, in order; () = the service default
+    redact_pii: bool = False  # ask the engine to redact PII where it can (Deepgram: `redact`)
 
 
 @dataclass(frozen=True, slots=True)

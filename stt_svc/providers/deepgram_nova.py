@@ -48,6 +48,10 @@ from stt_svc.providers.base import ENGINE_RATE, RecognitionOptions
 from stt_svc.providers.deepgram_stream import DeepgramStream, StreamTimings
 from stt_svc.providers.endpoints import EndpointBalancer
 
+# Deepgram's `redact` values for an agent that redacts PII (`numbers` would also eat times,
+# prices and order numbers the agent needs; stored transcripts are redacted in full anyway).
+REDACT = ("pci", "ssn")
+
 if TYPE_CHECKING:
     from stt_svc.app import Settings
 
@@ -174,6 +178,8 @@ class DeepgramRecognizer:
         }
         if options.keyterms and model.startswith("nova-3"):
             params["keyterm"] = list(options.keyterms)  # the SDK repeats the parameter per term
+        if options.redact_pii:  # card numbers and SSNs; phones/e-mails are redacted when stored
+            params["redact"] = list(REDACT)
         return params
 
     async def open(self, options: RecognitionOptions) -> DeepgramStream:

@@ -18,7 +18,10 @@ import sys
 
 from tests.bench import discovery, echo, failover, gateway, providers, services, state, tenancy
 
+from tests.bench import encryption  # isort: skip  # data protection (#14)
+
 SECTIONS = ("services", "echo", "gateway", "state", "tenancy", "discovery", "failover", "providers")
+SECTIONS += ("encryption",)
 
 
 def main() -> None:
@@ -50,6 +53,8 @@ def main() -> None:
         failover.main([])
     if wanted("providers"):
         providers.main([])
+    if wanted("encryption"):
+        encryption.main([])
 
 
 if __name__ == "__main__":

@@ -11,7 +11,13 @@ from common.gen.voiceai.gateway.v1 import gateway_pb2
 from common.gen.voiceai.llm.v1 import llm_pb2
 from common.gen.voiceai.stt.v1 import stt_pb2
 from common.gen.voiceai.telephony.v1 import telephony_service_pb2
-from common.gen.voiceai.tenant.v1 import api_key_internal_service_pb2, tenant_service_pb2
+from common.gen.voiceai.tenant.v1 import (
+    api_key_internal_service_pb2,
+    data_key_internal_service_pb2,
+    data_protection_service_pb2,
+    provider_key_internal_service_pb2,
+    tenant_service_pb2,
+)
 from common.gen.voiceai.tts.v1 import tts_pb2
 
 MODULES = (
@@ -23,6 +29,8 @@ MODULES = (
     tts_pb2,
     api_key_internal_service_pb2,
 )
+# data protection (#14): BYOK, retention, data keys; the internal provider-key path
+MODULES += (data_protection_service_pb2, provider_key_internal_service_pb2, data_key_internal_service_pb2)
 
 
 def who(*roles: str) -> Principal:

@@ -357,6 +357,10 @@ def settings_env_names() -> set[str]:
         names = set(PENDING_CONSUL_ENV)
     else:
         names = set()
+    from common.crypto import KekSettings  # data protection (#14)
+    from tenant_svc.retention import RetentionSettings
+
+    classes += [KekSettings, RetentionSettings]
     for cls in (
         *classes,
         AuthSettings,

@@ -18,7 +18,7 @@ class StreamingRecognizeRequest(_message.Message):
     def __init__(self, config: _Optional[_Union[RecognitionConfig, _Mapping]] = ..., audio: _Optional[bytes] = ..., finalize: _Optional[_Union[Finalize, _Mapping]] = ...) -> None: ...
 
 class RecognitionConfig(_message.Message):
-    __slots__ = ("language_code", "audio_format", "interim_results", "keyterms", "endpointing_ms", "model", "providers")
+    __slots__ = ("language_code", "audio_format", "interim_results", "keyterms", "endpointing_ms", "model", "providers", "redact_pii")
     LANGUAGE_CODE_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FORMAT_FIELD_NUMBER: _ClassVar[int]
     INTERIM_RESULTS_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +26,7 @@ class RecognitionConfig(_message.Message):
     ENDPOINTING_MS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    REDACT_PII_FIELD_NUMBER: _ClassVar[int]
     language_code: str
     audio_format: _audio_pb2.AudioFormat
     interim_results: bool
@@ -33,7 +34,8 @@ class RecognitionConfig(_message.Message):
     endpointing_ms: int
     model: str
     providers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, language_code: _Optional[str] = ..., audio_format: _Optional[_Union[_audio_pb2.AudioFormat, _Mapping]] = ..., interim_results: _Optional[bool] = ..., keyterms: _Optional[_Iterable[str]] = ..., endpointing_ms: _Optional[int] = ..., model: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ...) -> None: ...
+    redact_pii: bool
+    def __init__(self, language_code: _Optional[str] = ..., audio_format: _Optional[_Union[_audio_pb2.AudioFormat, _Mapping]] = ..., interim_results: _Optional[bool] = ..., keyterms: _Optional[_Iterable[str]] = ..., endpointing_ms: _Optional[int] = ..., model: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., redact_pii: _Optional[bool] = ...) -> None: ...
 
 class Finalize(_message.Message):
     __slots__ = ()
