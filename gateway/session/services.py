@@ -55,10 +55,10 @@ class UtteranceEnd:
 SttEvent = SpeechStarted | Interim | Final | UtteranceEnd
 
 
-def _metadata() -> tuple[tuple[str, str], ...] | None:
+def _metadata(service: str) -> tuple[tuple[str, str], ...] | None:
     """The bound request context (tenant, call, credential, trace) for the next hop."""
     ctx = context.current()
-    return ctx.metadata() if ctx is not None else None
+    return ctx.metadata(service) if ctx is not None else None  # service: internal token audience
 
 
 class MeshClients:
@@ -119,7 +119,7 @@ class SttStream:
         lease = await self._ctx.__aenter__()
         self.address = lease.address
         self._call = stt_pb2_grpc.SpeechToTextServiceStub(lease.channel).StreamingRecognize(
-            metadata=_metadata()
+            metadata=_metadata("stt")
         )
         config = stt_pb2.RecognitionConfig(
             language_code=language,
@@ -172,7 +172,9 @@ class SttStream:
 async def llm_stream(pool: ChannelPool, request: llm_pb2.StreamChatRequest) -> AsyncIterator[TrackedCall]:
     """A StreamChat call, cancelled on exit however the block ends."""
     async with pool.lease() as lease:
-        call = llm_pb2_grpc.LanguageModelServiceStub(lease.channel).StreamChat(request, metadata=_metadata())
+        call = llm_pb2_grpc.LanguageModelServiceStub(lease.channel).StreamChat(
+            request, metadata=_metadata("llm")
+        )
         try:
             yield TrackedCall(call, pool.service, lease.address)
         finally:
@@ -184,7 +186,9 @@ async def tts_stream(pool: ChannelPool, config: tts_pb2.SynthesisConfig) -> Asyn
     """A StreamingSynthesize call with its config sent, cancelled on exit."""
     async with pool.lease() as lease:
         call = TrackedCall(
-            tts_pb2_grpc.TextToSpeechServiceStub(lease.channel).StreamingSynthesize(metadata=_metadata()),
+            tts_pb2_grpc.TextToSpeechServiceStub(lease.channel).StreamingSynthesize(
+                metadata=_metadata("tts")
+            ),
             pool.service,
             lease.address,
         )
