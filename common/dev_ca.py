@@ -195,3 +195,11 @@ def ensure_dev_pki(directory: Path, identities: Sequence[str] = DEV_IDENTITIES) 
             write_private(entry.cert, cert_pem)
         paths[identity] = entry
     return DevPki(directory / CA_CERT, paths)
+
+
+def mesh_pki(state_dir: Path, environ: dict[str, str]) -> DevPki | None:
+    """For the local launcher: the dev PKI under ``state_dir/tls``, or None when the environment
+    says ``VOICEAI_TLS=off`` (the only way to a plaintext mesh; each service then logs a warning)."""
+    if environ.get("VOICEAI_TLS", environ.get("VOICEAI_TLS_MODE", "mtls")).strip().lower() == "off":
+        return None
+    return ensure_dev_pki(state_dir / "tls")

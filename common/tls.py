@@ -91,17 +91,23 @@ class TlsConfig:
         return cls("off")
 
     @classmethod
-    def from_settings(cls, settings: TlsSettings) -> TlsConfig:
-        """Validate ``settings``: a mode we know and, unless off, readable files for each setting."""
+    def from_settings(cls, settings: TlsSettings, *, edge_client: bool = False) -> TlsConfig:
+        """Validate ``settings``: a mode we know and, unless off, readable files for each setting.
+        ``edge_client`` (voiceai call): only the CA is needed; a certificate is sent if given."""
         mode = _MODES.get(settings.mode.strip().lower())
         if mode is None:
             raise ValueError(f"VOICEAI_TLS must be one of mtls, tls or off (got {settings.mode!r})")
         if mode == "off":
             return cls("off", health_port=settings.health_port)
+        if edge_client and not (settings.cert_file and settings.key_file):
+            mode = "tls"
         files = {
-            "VOICEAI_TLS_CERT_FILE": settings.cert_file,
-            "VOICEAI_TLS_KEY_FILE": settings.key_file,
             "VOICEAI_TLS_CA_FILE": settings.ca_file,
+            **(
+                {}
+                if mode == "tls" and edge_client
+                else {"VOICEAI_TLS_CERT_FILE": settings.cert_file, "VOICEAI_TLS_KEY_FILE": settings.key_file}
+            ),
         }
         missing = [name for name, value in files.items() if not value]
         if missing:
@@ -115,8 +121,8 @@ class TlsConfig:
                 raise ValueError(f"{name}={value}: the file does not exist or is not readable")
         return cls(
             mode,  # type: ignore[arg-type]
-            Path(settings.cert_file),
-            Path(settings.key_file),
+            Path(settings.cert_file) if settings.cert_file else None,
+            Path(settings.key_file) if settings.key_file else None,
             Path(settings.ca_file),
             Path(settings.client_ca_file) if settings.client_ca_file else None,
             settings.server_name,
@@ -159,16 +165,19 @@ class KeyPair:
 
     def identity(self) -> str:
         """The identity the certificate names (for logs)."""
-        return identity_of_certificate(self.cert)
+        return identity_of_certificate(self.cert) if self.cert else "(no certificate)"
 
 
 def load_pair(config: TlsConfig) -> KeyPair:
     """Read and check the files: the key must belong to the certificate."""
-    assert config.cert_file and config.key_file and config.ca_file
-    cert = config.cert_file.read_bytes()
-    key = config.key_file.read_bytes()
+    assert config.ca_file
     ca = config.ca_file.read_bytes()
     client_ca = config.client_ca_file.read_bytes() if config.client_ca_file else ca
+    x509.load_pem_x509_certificates(ca)  # a CA file that does not parse fails here, not at a handshake
+    if config.cert_file is None or config.key_file is None:  # an edge client with the CA only
+        return KeyPair(b"", b"", ca, client_ca)
+    cert = config.cert_file.read_bytes()
+    key = config.key_file.read_bytes()
     leaf = x509.load_pem_x509_certificate(cert)
     private = serialization.load_pem_private_key(key, password=None)
     public = serialization.PublicFormat.SubjectPublicKeyInfo
@@ -176,7 +185,6 @@ def load_pair(config: TlsConfig) -> KeyPair:
         serialization.Encoding.DER, public
     ) != private.public_key().public_bytes(serialization.Encoding.DER, public):
         raise ValueError(f"{config.key_file} is not the private key of {config.cert_file}")
-    x509.load_pem_x509_certificates(ca)  # a CA file that does not parse fails here, not at a handshake
     return KeyPair(cert, key, ca, client_ca)
 
 
@@ -286,6 +294,30 @@ class ChannelFactory:
 def process_channels() -> ChannelFactory:
     """The process's ``ChannelFactory`` (from ``process_tls``)."""
     return ChannelFactory(process_tls())
+
+
+def edge_channel(
+    address: str, config: TlsConfig, options: Sequence[tuple[str, object]] = ()
+) -> grpc.aio.Channel:
+    """A channel to an edge API (the gateway's Converse): the server's certificate is checked
+    against the address dialled, or ``VOICEAI_TLS_SERVER_NAME`` when set."""
+    creds = ChannelFactory(config).credentials()
+    if creds is None:
+        return grpc.aio.insecure_channel(address, options=list(options))
+    opts = [
+        *options,
+        *([("grpc.ssl_target_name_override", config.server_name)] if config.server_name else []),
+    ]
+    return grpc.aio.secure_channel(address, creds, options=opts)
+
+
+def edge_client_tls(default_ca: Path = Path("var/tls/ca.pem")) -> TlsConfig:
+    """TLS for a command-line caller of the edge: ``VOICEAI_TLS_*``, with the local mesh's dev
+    CA (``make run`` writes it) when no CA file is configured."""
+    settings = TlsSettings()
+    if not settings.ca_file and default_ca.exists():
+        settings.ca_file = str(default_ca)
+    return TlsConfig.from_settings(settings, edge_client=True)
 
 
 def edge_channel_credentials(config: TlsConfig) -> grpc.ChannelCredentials | None:
