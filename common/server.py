@@ -54,7 +54,8 @@ def single_service_host(
     """A host for one service: ``add`` is the generated ``add_*Servicer_to_server``.
 
     Every RPC needs a credential: ``auth`` defaults to what ``AuthSettings`` (the environment)
-    describes; internal services accept the user's token or the edge's internal token.
+    describes. Which kinds a service admits is ``common.auth.hops``'s rule for it (stt, llm and
+    tts: only the gateway's internal tokens for that service and call).
     """
     from common.auth import AuthSettings, build_auth
 
