@@ -124,13 +124,13 @@ class HopRules:
             shown = principal.audience.removeprefix(AUDIENCE_PREFIX) or "(none)"
             raise PermissionDenied(f"this internal token is for '{shown}', not for '{self.service}'")
 
-    def check_peer(self, peer: str | None, method: str) -> None:
-        """Raise PermissionDenied when the TLS peer may not call ``method`` (mTLS only)."""
+    def check_peer(self, peer: str | None, method: str, internal_token: bool = False) -> None:
+        """Raise PermissionDenied when the TLS peer may not call ``method`` (mTLS only). An
+        internal token is only ever sent by the gateway, whatever the method."""
         if not self.mutual_tls or not self.service:
             return
-        allowed = (
-            INTERNAL_SERVICE_PEERS if is_internal_service_method(method) else ALLOWED_PEERS.get(self.service)
-        )
+        gateway_only = internal_token or is_internal_service_method(method)
+        allowed = INTERNAL_SERVICE_PEERS if gateway_only else ALLOWED_PEERS.get(self.service)
         if allowed is None:
             return
         if peer is None:

@@ -83,7 +83,9 @@ class AuthServerInterceptor(grpc.aio.ServerInterceptor):
                 handler, grpc.StatusCode.INTERNAL, "the credential check failed; it was logged"
             )
         check = (
-            partial(self._check_peer, method) if self._hops is not None and self._hops.mutual_tls else None
+            partial(self._check_peer, method, principal.kind == "internal")
+            if self._hops is not None and self._hops.mutual_tls
+            else None
         )
         return wrap_handler(handler, method, partial(self._enter, principal), check)
 
@@ -108,11 +110,11 @@ class AuthServerInterceptor(grpc.aio.ServerInterceptor):
         self._policy.check(principal, method)
         return principal
 
-    def _check_peer(self, method: str, sctx: grpc.aio.ServicerContext) -> None:
+    def _check_peer(self, method: str, internal_token: bool, sctx: grpc.aio.ServicerContext) -> None:
         assert self._hops is not None
         peer = peer_identity(sctx)
         try:
-            self._hops.check_peer(peer, method)
+            self._hops.check_peer(peer, method, internal_token)
         except PermissionDenied as error:
             REFUSALS.labels("permission_denied").inc()
             log.warning("tls: refused %s from peer %s: %s", method, peer or "(no certificate)", error.message)

@@ -15,6 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import TENANT, internal_md, md, running
+from tests.credentials import internal_bearer
 from tests.integration.tls_harness import ADMITTED, METHODS, Pki, admission_host, client_channel
 
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
@@ -132,3 +133,17 @@ async def test_behind_the_edge_health_is_open_to_any_mesh_certificate(pki: Pki, 
             reply = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
             assert (await refused(ch, "stt")).code() == DENIED
+
+
+async def test_only_the_gateway_brings_internal_tokens_to_tenant_svc(pki: Pki) -> None:
+    """The REST front may call tenant_svc, but never with an internal token (only the gateway
+    mints and sends those)."""
+    internal = (("x-tenant-id", TENANT), internal_bearer("tenant", "", TENANT))
+    async with running(admission_host("tenant", pki.config("tenant"))) as address:
+        async with client_channel(address, pki, "gateway", server_name="tenant") as ch:
+            assert await ch.unary_unary(METHODS["tenant"])(b"", metadata=internal, timeout=5) == ADMITTED
+        async with client_channel(address, pki, "rest", server_name="tenant") as ch:
+            assert await call(ch, "tenant") == ADMITTED  # with a user token
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await ch.unary_unary(METHODS["tenant"])(b"", metadata=internal, timeout=5)
+            assert info.value.code() == DENIED and "peer identity 'rest'" in (info.value.details() or "")
