@@ -111,10 +111,11 @@ class TlsConfig:
         }
         missing = [name for name, value in files.items() if not value]
         if missing:
+            one = len(missing) == 1
             raise ValueError(
-                f"TLS is {mode} (the default) but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'}"
-                " not set: point them at PEM files (make run creates dev ones under var/tls), or set"
-                " VOICEAI_TLS=off for plaintext"
+                f"TLS is on (VOICEAI_TLS={settings.mode}; mtls is the default) but {', '.join(missing)}"
+                f" {'is' if one else 'are'} not set: point {'it' if one else 'them'} at PEM files (make run"
+                " creates dev ones under var/tls), or set VOICEAI_TLS=off for plaintext"
             )
         for name, value in [*files.items(), ("VOICEAI_TLS_CLIENT_CA_FILE", settings.client_ca_file)]:
             if value and not os.access(value, os.R_OK):

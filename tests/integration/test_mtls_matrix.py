@@ -14,6 +14,7 @@ import grpc.aio
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from common.tls import TlsConfig, tenant_channel_credentials
 from tests.conftest import TENANT, internal_md, md, running
 from tests.credentials import internal_bearer
 from tests.integration.tls_harness import ADMITTED, METHODS, Pki, admission_host, client_channel
@@ -147,3 +148,12 @@ async def test_only_the_gateway_brings_internal_tokens_to_tenant_svc(pki: Pki) -
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await ch.unary_unary(METHODS["tenant"])(b"", metadata=internal, timeout=5)
             assert info.value.code() == DENIED and "peer identity 'rest'" in (info.value.details() or "")
+
+
+async def test_the_rest_front_helper_dials_tenant_svc_as_rest(pki: Pki) -> None:
+    creds, options = tenant_channel_credentials(pki.config("rest"))
+    assert creds is not None
+    async with running(admission_host("tenant", pki.config("tenant"))) as address:
+        async with grpc.aio.secure_channel(address, creds, options=options) as ch:
+            assert await call(ch, "tenant") == ADMITTED
+    assert tenant_channel_credentials(TlsConfig.plaintext()) == (None, [])
