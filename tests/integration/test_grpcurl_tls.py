@@ -79,3 +79,20 @@ def test_grpcurl_with_the_dev_ca(module: str, tmp_path: Path) -> None:
             popen.kill()
             popen.wait()
         out.close()
+
+
+@pytest.mark.parametrize("module", ["gateway", "llm_svc"])
+def test_without_certificate_files_a_service_refuses_to_start_naming_the_settings(module: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEAI_TLS")}
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--port", str(free_port())],
+        env={**env, "PYTHONPATH": ROOT},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "VOICEAI_TLS_CERT_FILE" in done.stderr and "VOICEAI_TLS=off" in done.stderr
+    assert "Traceback" not in done.stderr
