@@ -137,3 +137,18 @@ def test_internal_tokens_name_one_service_and_one_call() -> None:
     assert claims["aud"] == "voiceai-internal:stt" and claims["call_id"] == "c1" and claims["src"] == "jwt"
     with pytest.raises(ValueError, match="service"):
         issuer.mint(who, "")
+
+
+async def test_the_real_llm_service_answers_only_the_gateways_token_for_the_call() -> None:
+    """The attack from issue 14: a tenant runs the LLM with its own token, no call, no quota."""
+    from common.gen.voiceai.llm.v1 import llm_pb2, llm_pb2_grpc
+    from llm_svc.app import Settings, build_host
+
+    request = llm_pb2.StreamChatRequest(messages=[llm_pb2.ChatMessage(role=llm_pb2.ROLE_USER, content="hi")])
+    async with running(build_host(Settings())) as address, grpc.aio.insecure_channel(address) as ch:
+        stub = llm_pb2_grpc.LanguageModelServiceStub(ch)
+        answer = [r async for r in stub.StreamChat(request, metadata=internal_md("llm", "call-9"))]
+        assert answer and answer[-1].WhichOneof("event") == "done"
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            _ = [r async for r in stub.StreamChat(request, metadata=md("call-9", TENANT))]
+        assert info.value.code() == DENIED and "llm is internal" in (info.value.details() or "")
