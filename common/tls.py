@@ -31,12 +31,18 @@ import grpc
 import grpc.aio
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from prometheus_client import Counter, Gauge
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 log = logging.getLogger(__name__)
 
 SPIFFE_PREFIX = "spiffe://voiceai/"
+# For alerts: a certificate about to expire means rotation stopped (cert-manager, the mount).
+CERT_EXPIRY = Gauge(
+    "voiceai_tls_certificate_expiry_timestamp_seconds", "When the certificate this process presents expires"
+)
+CERT_RELOADS = Counter("voiceai_tls_certificate_reloads_total", "Certificates reloaded after a rotation")
 TlsMode = Literal["mtls", "tls", "off"]
 _MODES = {"mtls": "mtls", "on": "mtls", "tls": "tls", "off": "off"}
 
@@ -201,6 +207,7 @@ class CertificateFiles:
         self.pair = load_pair(config)
         self.generation = 0
         self.reloads = 0
+        self._export_expiry()
 
     def refresh(self) -> bool:
         """Reload when the files changed; True when a new pair is in use. A half-written or
@@ -217,8 +224,14 @@ class CertificateFiles:
         self.pair = pair
         self.generation += 1
         self.reloads += 1
+        CERT_RELOADS.inc()
+        self._export_expiry()
         log.info("tls: certificate reloaded for %s (generation %d)", pair.identity(), self.generation)
         return True
+
+    def _export_expiry(self) -> None:
+        if self.pair.cert:
+            CERT_EXPIRY.set(x509.load_pem_x509_certificate(self.pair.cert).not_valid_after_utc.timestamp())
 
     def fetch(self) -> grpc.ServerCertificateConfiguration | None:
         """grpc's per-handshake fetcher: a new configuration after a rotation, else None (keep)."""

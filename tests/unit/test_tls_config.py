@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from common.dev_ca import Authority, ensure_dev_pki, write_private
 from common.tls import CertificateFiles, ChannelFactory, TlsConfig, TlsSettings, identity_of_certificate
@@ -62,6 +63,10 @@ def test_a_rotation_is_picked_up_once_the_pair_matches(tmp_path: Path) -> None:
     assert files.fetch() is None and files.generation == 0
     write_private(config.key_file, key)  # type: ignore[arg-type]
     assert files.fetch() is not None and files.generation == 1 and files.pair.cert == cert
+    from prometheus_client import REGISTRY
+
+    expiry = REGISTRY.get_sample_value("voiceai_tls_certificate_expiry_timestamp_seconds")
+    assert expiry == x509.load_pem_x509_certificate(cert).not_valid_after_utc.timestamp()
     factory = ChannelFactory(config)
     before = factory.generation
     write_private(config.cert_file, authority.issue("stt")[0])  # type: ignore[arg-type]
