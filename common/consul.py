@@ -203,9 +203,18 @@ class ConsulRegistration:
     """One service instance in the local Consul agent: register once serving, deregister on drain."""
 
     def __init__(
-        self, settings: ConsulSettings, logical_name: str, grpc_service: str, bound_host: str
+        self,
+        settings: ConsulSettings,
+        logical_name: str,
+        grpc_service: str,
+        bound_host: str,
+        *,
+        tls_server_name: str = "",
     ) -> None:
         self.settings = settings
+        # TLS on (the default): the instance is advertised as TLS and the agent's gRPC check
+        # speaks TLS, verifying the certificate against this name (the service's identity).
+        self.tls_server_name = tls_server_name
         self.name = settings.service_name(logical_name)
         self.grpc_service = grpc_service
         # Checked now, before the server binds, so a bad address fails the start at once.
@@ -225,19 +234,25 @@ class ConsulRegistration:
             tags.append(f"zone={s.zone}")
         if s.gpu:
             tags.append("gpu")
+        if self.tls_server_name:
+            tags.append("tls")
         tags += [t.strip() for t in s.tags.split(",") if t.strip()]
         return tags
 
     def meta(self) -> dict[str, str]:
         s = self.settings
-        return {**s.meta, "version": s.version, "zone": s.zone, "gpu": "true" if s.gpu else "false"}
+        meta = {**s.meta, "version": s.version, "zone": s.zone, "gpu": "true" if s.gpu else "false"}
+        if self.tls_server_name:
+            meta["tls_server_name"] = self.tls_server_name
+        return meta
 
     def check(self) -> dict[str, Any]:
         s = self.settings
         return {
             "Name": f"gRPC health of {self.grpc_service}",
             "GRPC": f"{_host_port(self.host, self.port)}/{self.grpc_service}",
-            "GRPCUseTLS": False,
+            "GRPCUseTLS": bool(self.tls_server_name),
+            **({"TLSServerName": self.tls_server_name} if self.tls_server_name else {}),
             "Interval": s.check_interval,
             "Timeout": s.check_timeout,
             "DeregisterCriticalServiceAfter": s.deregister_critical_after,
@@ -315,7 +330,10 @@ def register_with_consul(
     if not settings.enabled:
         return None
     grpc_service = _first(host.service_names)
-    reg = ConsulRegistration(settings, logical_name, grpc_service, host.settings.host)
+    tls_name = (host.identity or logical_name) if host.tls.enabled else ""
+    reg = ConsulRegistration(
+        settings, logical_name, grpc_service, host.settings.host, tls_server_name=tls_name
+    )
     host.on_serving.append(lambda: reg.register(host.port))
     host.on_draining.append(reg.deregister)
     return reg

@@ -35,15 +35,21 @@ class RequestContext:
     authorization: str = field(default="", repr=False)
     traceparent: str = ""
     # Set at the edge: mints the credential for the next hop at each outgoing call (a fresh
-    # short-lived internal token) instead of forwarding ``authorization`` as received.
-    forward_authorization: Callable[[], str] | None = field(default=None, repr=False, compare=False)
+    # short-lived internal token for that service and call, ``(service, call_id) -> header``)
+    # instead of forwarding ``authorization`` as received.
+    forward_authorization: Callable[[str, str], str] | None = field(default=None, repr=False, compare=False)
 
-    def metadata(self) -> tuple[tuple[str, str], ...]:
-        """The gRPC metadata that carries this context to the next hop."""
+    def metadata(self, service: str = "") -> tuple[tuple[str, str], ...]:
+        """The gRPC metadata that carries this context to the next hop, ``service`` (the
+        audience of the internal token minted for it)."""
         md: list[tuple[str, str]] = [(TENANT_HEADER, self.tenant_id)]
         if self.call_id:
             md.append((CALL_HEADER, self.call_id))
-        authorization = self.forward_authorization() if self.forward_authorization else self.authorization
+        authorization = (
+            self.forward_authorization(service, self.call_id)
+            if self.forward_authorization
+            else self.authorization
+        )
         if authorization:
             md.append((AUTHORIZATION_HEADER, authorization))
         if self.traceparent:

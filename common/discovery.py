@@ -25,6 +25,7 @@ import grpc.aio
 
 from common.errors import Unavailable
 from common.interceptors import context_client_interceptors
+from common.tls import ChannelFactory, process_channels
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +78,13 @@ class Lease:
 
 
 class _Instance:
-    __slots__ = ("channel", "endpoint", "in_flight", "retired")
+    __slots__ = ("channel", "endpoint", "generation", "in_flight", "retired")
 
-    def __init__(self, endpoint: Endpoint, channel: grpc.aio.Channel) -> None:
+    def __init__(self, endpoint: Endpoint, channel: grpc.aio.Channel, generation: int = 0) -> None:
         self.endpoint = endpoint
         self.channel = channel
+        # The client certificate generation the channel was built with (rotation).
+        self.generation = generation
         self.in_flight = 0
         # Gone from discovery while streams still ran on it: closed when the last one ends.
         self.retired = False
@@ -97,11 +100,14 @@ class ChannelPool:
         *,
         propagate_context: bool = True,
         failure_penalty_s: float = 5.0,
+        channels: ChannelFactory | None = None,
     ) -> None:
         self.service = service
         self._resolver = resolver
         self._instances: dict[str, _Instance] = {}
-        self._interceptors = context_client_interceptors() if propagate_context else []
+        self._interceptors = context_client_interceptors(service) if propagate_context else []
+        # TLS per the process's settings unless given; the server must prove it is ``service``.
+        self._channels = channels if channels is not None else process_channels()
         self._rr = itertools.count()
         self._retired: set[_Instance] = set()
         self._failure_penalty_s = failure_penalty_s
@@ -113,14 +119,19 @@ class ChannelPool:
         for addr in [a for a in self._instances if a not in listed]:
             await self._retire(self._instances.pop(addr))
         # Built after the last await, so what pick() returns is open and still listed.
+        generation = self._channels.generation
+        for addr in [a for a, inst in self._instances.items() if inst.generation != generation]:
+            # Our certificate rotated: new streams get a channel with the new pair, streams
+            # running on the old channel finish there.
+            await self._retire(self._instances.pop(addr))
         live: list[_Instance] = []
         for ep in endpoints:
             inst = self._instances.get(ep.address)
             if inst is None:
-                channel = grpc.aio.insecure_channel(
-                    ep.address, options=channel_options(), interceptors=self._interceptors
+                channel = self._channels.channel(
+                    ep.address, self.service, options=channel_options(), interceptors=self._interceptors
                 )
-                inst = _Instance(ep, channel)
+                inst = _Instance(ep, channel, generation)
                 self._instances[ep.address] = inst
             live.append(inst)
         return live

@@ -10,6 +10,16 @@ from common import logs
 from common.consul import register_with_consul
 from common.server import ServiceHost, run
 from common.settings import ServiceSettings
+from common.tls import process_tls
+
+
+def check_tls_or_exit(parser: argparse.ArgumentParser) -> None:
+    """Refuse to start (exit 2, the setting named) when the TLS settings are unusable, before
+    any engine loads; logs the plaintext warning when ``VOICEAI_TLS=off``."""
+    try:
+        process_tls()
+    except ValueError as error:
+        parser.exit(2, f"{parser.prog}: {error}\n")
 
 
 def serve_main(
@@ -27,6 +37,7 @@ def serve_main(
     elif settings.port == 0:
         settings.port = default_port
     logs.configure(name.replace("_svc", ""), settings.log_level, settings.log_format)
+    check_tls_or_exit(parser)
 
     async def main() -> None:
         host = await build(settings)

@@ -140,11 +140,16 @@ def rejecting_handler(
 
 
 def wrap_handler(
-    handler: grpc.RpcMethodHandler, method: str, enter: Callable[[], object]
+    handler: grpc.RpcMethodHandler,
+    method: str,
+    enter: Callable[[], object],
+    check: Callable[[grpc.aio.ServicerContext], None] | None = None,
 ) -> grpc.RpcMethodHandler:
     """``handler`` with ``enter()`` run first in the RPC's own task (so context vars it binds are
     seen by the handler and every task it starts), unparsable unary requests answered
-    INVALID_ARGUMENT, and domain errors mapped to their status codes."""
+    INVALID_ARGUMENT, and domain errors mapped to their status codes. ``check(context)`` runs
+    before the handler and may refuse the RPC by raising a ``VoiceAIError`` (the TLS peer check,
+    which needs the servicer context)."""
     inner = _inner(handler)
     if inspect.isasyncgenfunction(inner):
 
@@ -153,6 +158,8 @@ def wrap_handler(
             if isinstance(request, _Undecodable):
                 await _abort_for(request.error, sctx, method)
             try:
+                if check is not None:
+                    check(sctx)
                 async for response in inner(request, sctx):
                     yield response
             except grpc.aio.AbortError:
@@ -167,6 +174,8 @@ def wrap_handler(
         if isinstance(request, _Undecodable):
             await _abort_for(request.error, sctx, method)
         try:
+            if check is not None:
+                check(sctx)
             return await inner(request, sctx)
         except grpc.aio.AbortError:
             raise
@@ -241,12 +250,12 @@ class ContextServerInterceptor(grpc.aio.ServerInterceptor):
         return wrap_handler(handler, method, lambda: context.bind(ctx))
 
 
-def _details_with_context(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+def _details_with_context(details: grpc.aio.ClientCallDetails, service: str) -> grpc.aio.ClientCallDetails:
     ctx = context.current()
     if ctx is None:
         return details
     present = {item[0] for item in details.metadata or ()}
-    extra = [(k, v) for k, v in ctx.metadata() if k not in present]
+    extra = [(k, v) for k, v in ctx.metadata(service) if k not in present]
     if not extra:
         return details
     metadata = grpc.aio.Metadata(*(details.metadata or ()), *extra)
@@ -255,30 +264,37 @@ def _details_with_context(details: grpc.aio.ClientCallDetails) -> grpc.aio.Clien
     )
 
 
-class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
+class _ToService:
+    """Knows the service its calls go to (the audience of the internal token it forwards)."""
+
+    def __init__(self, service: str = "") -> None:
+        self.service = service
+
+
+class _UnaryUnary(_ToService, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
-        return await continuation(_details_with_context(client_call_details), request)
+        return await continuation(_details_with_context(client_call_details, self.service), request)
 
 
-class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
+class _UnaryStream(_ToService, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
-        return await continuation(_details_with_context(client_call_details), request)
+        return await continuation(_details_with_context(client_call_details, self.service), request)
 
 
-class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):
+class _StreamUnary(_ToService, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
-        return await continuation(_details_with_context(client_call_details), request_iterator)
+        return await continuation(_details_with_context(client_call_details, self.service), request_iterator)
 
 
-class _StreamStream(grpc.aio.StreamStreamClientInterceptor):
+class _StreamStream(_ToService, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
-        return await continuation(_details_with_context(client_call_details), request_iterator)
+        return await continuation(_details_with_context(client_call_details, self.service), request_iterator)
 
 
-def context_client_interceptors() -> list[grpc.aio.ClientInterceptor]:
+def context_client_interceptors(service: str = "") -> list[grpc.aio.ClientInterceptor]:
     """Interceptors that copy the bound request context (tenant, call, credential, trace) onto
     every outgoing call. Metadata the caller set explicitly wins.
 
     grpc.aio files each interceptor object under one call kind only, hence four objects.
     """
-    return [_UnaryUnary(), _UnaryStream(), _StreamUnary(), _StreamStream()]
+    return [_UnaryUnary(service), _UnaryStream(service), _StreamUnary(service), _StreamStream(service)]

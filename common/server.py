@@ -24,8 +24,10 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from common.auth.hops import ALLOWED_PEERS, HopRules, service_of
 from common.interceptors import ContextServerInterceptor
 from common.settings import ServiceSettings
+from common.tls import CertificateFiles, TlsConfig, process_tls, server_credentials
 
 if TYPE_CHECKING:
     from common.auth import Auth
@@ -52,7 +54,8 @@ def single_service_host(
     """A host for one service: ``add`` is the generated ``add_*Servicer_to_server``.
 
     Every RPC needs a credential: ``auth`` defaults to what ``AuthSettings`` (the environment)
-    describes; internal services accept the user's token or the edge's internal token.
+    describes. Which kinds a service admits is ``common.auth.hops``'s rule for it (stt, llm and
+    tts: only the gateway's internal tokens for that service and call).
     """
     from common.auth import AuthSettings, build_auth
 
@@ -92,12 +95,22 @@ class ServiceHost:
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         tenantless: frozenset[str] = frozenset(),
         auth: Auth | None = None,
+        tls: TlsConfig | None = None,
     ) -> None:
         self.settings = settings
         self._bindings = list(bindings)
+        # TLS from the environment unless given (VOICEAI_TLS=off is the only way to plaintext).
+        self.tls = tls if tls is not None else process_tls()
+        self.identity = service_of(self.service_names)
+        # Services behind the edge require a client certificate from the peers they admit.
+        self.require_client_cert = self.tls.mutual and ALLOWED_PEERS.get(self.identity) is not None
+        self.hops = HopRules(self.identity, mutual_tls=self.require_client_cert)
+        self.certificates: CertificateFiles | None = None
+        self._health_server: grpc.aio.Server | None = None
+        self.health_port = 0
         # Credentials are checked after the context is bound (the auth interceptor reads it).
         self.auth = auth
-        checks = [auth.server_interceptor()] if auth is not None else []
+        checks = [auth.server_interceptor(hops=self.hops)] if auth is not None else []
         self._server = grpc.aio.server(
             interceptors=[
                 ContextServerInterceptor(require_call_id=require_call_id, tenantless=tenantless),
@@ -133,22 +146,50 @@ class ServiceHost:
         names = [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
         reflection.enable_server_reflection(names, self._server)
         address = f"{self.settings.host}:{self.settings.port}"
-        self.port = self._server.add_insecure_port(address)
+        if self.tls.enabled:
+            self.certificates = CertificateFiles(self.tls)
+            creds = server_credentials(self.certificates, require_client_cert=self.require_client_cert)
+            self.port = self._server.add_secure_port(address, creds)
+        else:
+            self.port = self._server.add_insecure_port(address)
         if self.port == 0:
             raise RuntimeError(f"could not bind {address}")
         await self._server.start()
+        await self._start_health_port()
         self._start_metrics()
         await self.set_serving(True)
         for hook in self.on_serving:
             await hook()
         log.info(
-            "serving %s on %s:%d (metrics %s)",
+            "serving %s on %s:%d (%s, metrics %s)",
             ",".join(n.rsplit(".", 1)[-1] for n in self.service_names),
             self.settings.host,
             self.port,
+            self._transport_label(),
             self.metrics_port or "off",
         )
         return self.port
+
+    def _transport_label(self) -> str:
+        if not self.tls.enabled:
+            return "PLAINTEXT"
+        assert self.certificates is not None
+        who = self.certificates.pair.identity()
+        return f"{self.tls.mode} as {who}" + (
+            ", client certificate required" if self.require_client_cert else ""
+        )
+
+    async def _start_health_port(self) -> None:
+        """A plaintext port with only grpc.health.v1 (kubelet probes speak no TLS)."""
+        if not self.tls.enabled or self.tls.health_port < 0:
+            return
+        self._health_server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
+        address = f"{self.settings.host}:{self.tls.health_port}"
+        self.health_port = self._health_server.add_insecure_port(address)
+        if self.health_port == 0:
+            raise RuntimeError(f"could not bind the health port {address}")
+        await self._health_server.start()
 
     def _start_metrics(self) -> None:
         if self.settings.metrics_port < 0:
@@ -185,6 +226,8 @@ class ServiceHost:
             if self.settings.drain_notice_s > 0:
                 await asyncio.sleep(self.settings.drain_notice_s)
             await self._server.stop(grace)
+            if self._health_server is not None:
+                await self._health_server.stop(None)
         finally:
             if self._metrics_server is not None:
                 with contextlib.suppress(Exception):

@@ -8,6 +8,7 @@ import logging
 
 from common import logs
 from common.consul import register_with_consul
+from common.entry import check_tls_or_exit
 from common.server import run
 from gateway.app import DEFAULT_PORT, Settings, build_app
 
@@ -25,6 +26,7 @@ def main() -> None:
     elif settings.port == 0:
         settings.port = DEFAULT_PORT
     logs.configure("gateway", settings.log_level, settings.log_format)
+    check_tls_or_exit(parser)
 
     async def serve() -> None:
         app = build_app(settings)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO
 
 from common import healthcheck
+from common.dev_ca import mesh_pki
 from gateway.mesh_state import LocalState, seed_demo_tenant
 
 # (package, log name, port offset from --base-port); started in this order, stopped in reverse.
@@ -128,6 +129,11 @@ class Mesh:
         self.grace_s = grace_s
         self.services = [Service(pkg, name, f"{host}:{ports[name]}") for pkg, name, _ in SERVICES]
         self.state = LocalState(state_dir)
+        # mTLS unless VOICEAI_TLS=off: a dev CA and a certificate per service under var/tls. The
+        # launcher itself (health checks, seeding, the demo call) acts as the REST front.
+        self.pki = mesh_pki(state_dir, dict(os.environ))
+        if self.pki is not None:
+            os.environ.update(self.pki.env_for("rest"))
 
     def address(self, name: str) -> str:
         return next(s.address for s in self.services if s.name == name)
@@ -154,7 +160,7 @@ class Mesh:
         for s in self.services:
             s.popen = subprocess.Popen(
                 [sys.executable, "-m", s.package, "--port", str(s.port)],
-                env=env,
+                env=env | (self.pki.env_for(s.name) if self.pki else {}),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -181,7 +187,9 @@ class Mesh:
 
         for s in self.services:
             try:
-                healthcheck.wait_serving(s.address, max(0.1, deadline - time.monotonic()), alive=all_running)
+                healthcheck.wait_serving(
+                    s.address, max(0.1, deadline - time.monotonic()), alive=all_running, server_name=s.name
+                )
             except RuntimeError:
                 if stop.is_set():
                     return False
@@ -337,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
             say(f"  {seed_demo_tenant(mesh.address('tenant'))}")
         except Exception as e:  # the mesh runs, but the demo tenant's calls would be refused
             raise MeshError(f"could not create the demo tenant in tenant_svc: {e}") from e
-        say("\n  voiceai-mesh is up:")
+        say(f"\n  voiceai-mesh is up ({'mTLS, CA ' + str(mesh.pki.ca_cert) if mesh.pki else 'PLAINTEXT'}):")
         for s in reversed(mesh.services):  # the gateway, the one callers use, first
             say(f"    {s.package:<8} {s.address}")
         say("")

@@ -22,6 +22,7 @@ from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
 from common.gen.voiceai.tenant.v1 import tenant_service_pb2 as svc
 from common.gen.voiceai.tenant.v1 import tenant_service_pb2_grpc as svc_grpc
 from common.redis_embedded import EmbeddedRedis
+from common.tls import process_channels
 from tenant_svc.db.database import DatabaseSettings, embedded_server
 
 DEMO_TENANT = "demo"
@@ -93,7 +94,7 @@ def seed_demo_tenant(tenant_address: str) -> str:
     )
 
     async def create() -> str:
-        async with grpc.aio.insecure_channel(tenant_address) as channel:
+        async with process_channels().channel(tenant_address, "tenant") as channel:
             stub = svc_grpc.TenantServiceStub(channel)
             request = svc.CreateTenantRequest(
                 tenant=pb.Tenant(display_name="Bright Smile Dental (demo)", plan_tier=pb.PLAN_TIER_PRO),

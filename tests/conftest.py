@@ -4,6 +4,7 @@ Redis (``REDIS_URL`` if set, else an embedded redis-server for the session)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,13 +13,41 @@ import grpc.aio
 import pytest
 import redis.asyncio as aioredis
 
-from tests.credentials import bearer  # first: fixes the session's dev signing key  # isort: skip
+from tests.credentials import bearer, internal_bearer  # first: fixes the session's dev signing key  # isort: skip
 import tests.kek  # noqa: F401  # the session's KEK (VOICEAI_KEK_FILE)  # isort: skip
 from common.redis_conn import RedisSettings, open_redis
 from common.redis_embedded import EmbeddedRedis
 from common.server import ServiceHost
 
 TENANT = "tenant-test"
+
+# TLS (#14): servers and channels the tests build from the environment are plaintext unless a
+# test passes a TlsConfig (tests/integration/test_mtls_*.py run the mTLS matrix with a session
+# CA). Processes the tests start inherit it.
+os.environ.setdefault("VOICEAI_TLS", "off")
+
+
+def internal_md(
+    service: str, call_id: str = "call-test", tenant: str = TENANT
+) -> tuple[tuple[str, str], ...]:
+    """Metadata the gateway sends to ``service`` (stt, llm, tts): tenant, call and an internal
+    token minted for that service and call (those services refuse user tokens and API keys)."""
+    return (("x-tenant-id", tenant), ("x-call-id", call_id), internal_bearer(service, call_id, tenant))
+
+
+def stt_md(call_id: str = "call-test", tenant: str = TENANT) -> tuple[tuple[str, str], ...]:
+    """``internal_md`` for stt_svc."""
+    return internal_md("stt", call_id, tenant)
+
+
+def llm_md(call_id: str = "call-test", tenant: str = TENANT) -> tuple[tuple[str, str], ...]:
+    """``internal_md`` for llm_svc."""
+    return internal_md("llm", call_id, tenant)
+
+
+def tts_md(call_id: str = "call-test", tenant: str = TENANT) -> tuple[tuple[str, str], ...]:
+    """``internal_md`` for tts_svc."""
+    return internal_md("tts", call_id, tenant)
 
 
 def md(call_id: str = "call-test", tenant: str = TENANT) -> tuple[tuple[str, str], ...]:

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from common.auth.api_keys import ApiKeyVerifier, looks_like_api_key
 from common.auth.principal import Principal
 from common.auth.tokens import JwtVerifier, unverified_issuer
-from common.errors import Unauthenticated, VoiceAIError
+from common.errors import PermissionDenied, Unauthenticated, VoiceAIError
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +76,9 @@ class Authenticator:
 
     async def _api_key(self, credential: str) -> Principal:
         if self.api_keys is None:
-            raise Unauthenticated(
-                "API keys are accepted at the gateway and tenant service only; other services need"
-                " the internal token the gateway forwards"
+            raise PermissionDenied(
+                "API keys are accepted at the gateway and tenant service only; this service is"
+                " internal and accepts only the internal token the gateway forwards"
             )
         return await self.api_keys.verify(credential)
 

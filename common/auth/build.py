@@ -8,10 +8,12 @@ from pathlib import Path
 
 from common.auth.api_keys import ApiKeyStore, ApiKeyVerifier, CachedApiKeyStore
 from common.auth.authenticator import Authenticator
+from common.auth.hops import HopRules
 from common.auth.interceptor import AuthServerInterceptor
 from common.auth.internal import InternalTokenIssuer, internal_rules
 from common.auth.jwks import JwksKeySource, KeySource, StaticKeySource, describe
 from common.auth.keys import (
+    DEV_INTERNAL_KEY_NAME,
     PublicKey,
     SigningKey,
     dev_signing_key,
@@ -34,8 +36,14 @@ class Auth:
     api_key_cache: CachedApiKeyStore | None = None
     user_keys: KeySource | None = None
 
-    def server_interceptor(self, policy: AccessPolicy = DEFAULT_POLICY) -> AuthServerInterceptor:
-        return AuthServerInterceptor(self.authenticator, policy, internal_issuer=self.internal_issuer)
+    def server_interceptor(
+        self, policy: AccessPolicy = DEFAULT_POLICY, hops: HopRules | None = None
+    ) -> AuthServerInterceptor:
+        """The interceptor that checks every RPC; ``hops``: which peers and credential kinds this
+        service admits (``ServiceHost`` passes its own)."""
+        return AuthServerInterceptor(
+            self.authenticator, policy, internal_issuer=self.internal_issuer, hops=hops
+        )
 
     async def start(self) -> None:
         """Fetch the identity provider's keys before serving, so a wrong URL shows at start-up
@@ -58,10 +66,11 @@ def build_auth(
     """``api_keys``: the key store, at the edge only (wrapped here in a ``CachedApiKeyStore``).
     ``issue_internal_tokens``: this process forwards internal tokens to its next hops (edge)."""
     dev_key = _dev_key(settings)
+    # The internal key is never the user-token key: in dev mode it is a second local key.
     signing = (
         SigningKey.from_private_key(load_ec_private_key(Path(settings.internal_key_file)))
         if settings.internal_key_file
-        else dev_key
+        else (dev_signing_key(settings.dev_key_dir, DEV_INTERNAL_KEY_NAME) if dev_key else None)
     )
     user_keys = StaticKeySource(dev_key.public_key) if dev_key else _user_keys(settings)
     users = JwtVerifier(

@@ -25,11 +25,13 @@ from prometheus_client import Counter
 
 from common import context
 from common.auth.authenticator import Authenticator
+from common.auth.hops import HopRules
 from common.auth.internal import InternalTokenIssuer
 from common.auth.principal import Principal
 from common.auth.rbac import DEFAULT_POLICY, AccessPolicy
 from common.errors import PermissionDenied, Unauthenticated, VoiceAIError
 from common.interceptors import EXEMPT_PREFIXES, metadata_dict, rejecting_handler, wrap_handler
+from common.tls import peer_identity
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +52,12 @@ class AuthServerInterceptor(grpc.aio.ServerInterceptor):
         policy: AccessPolicy = DEFAULT_POLICY,
         *,
         internal_issuer: InternalTokenIssuer | None = None,
+        hops: HopRules | None = None,
     ) -> None:
         self._authenticator = authenticator
         self._policy = policy
         self._issuer = internal_issuer
+        self._hops = hops
 
     async def intercept_service(
         self,
@@ -78,7 +82,12 @@ class AuthServerInterceptor(grpc.aio.ServerInterceptor):
             return rejecting_handler(
                 handler, grpc.StatusCode.INTERNAL, "the credential check failed; it was logged"
             )
-        return wrap_handler(handler, method, partial(self._enter, principal))
+        check = (
+            partial(self._check_peer, method, principal.kind == "internal")
+            if self._hops is not None and self._hops.mutual_tls
+            else None
+        )
+        return wrap_handler(handler, method, partial(self._enter, principal), check)
 
     async def admit(self, method: str, metadata: Sequence[Any] | None) -> Principal:
         """The principal for an RPC to ``method`` with ``metadata``, or the error to answer."""
@@ -96,12 +105,24 @@ class AuthServerInterceptor(grpc.aio.ServerInterceptor):
                 raise PermissionDenied(
                     f"this credential is not valid for the tenant named in '{context.TENANT_HEADER}'"
                 )
+        if self._hops is not None:
+            self._hops.check_credential(principal, method, md.get(context.CALL_HEADER, ""))
         self._policy.check(principal, method)
         return principal
+
+    def _check_peer(self, method: str, internal_token: bool, sctx: grpc.aio.ServicerContext) -> None:
+        assert self._hops is not None
+        peer = peer_identity(sctx)
+        try:
+            self._hops.check_peer(peer, method, internal_token)
+        except PermissionDenied as error:
+            REFUSALS.labels("permission_denied").inc()
+            log.warning("tls: refused %s from peer %s: %s", method, peer or "(no certificate)", error.message)
+            raise
 
     def _enter(self, principal: Principal) -> None:
         context.bind_principal(principal)
         ctx = context.current()
         if self._issuer is not None and ctx is not None:
-            mint = partial(self._issuer.authorization_for, principal)
+            mint = partial(self._issuer.authorization_for, principal)  # (service, call id) -> header
             context.bind(dataclasses.replace(ctx, forward_authorization=mint))

@@ -2,9 +2,13 @@
 
 The edge (gateway, tenant service) verifies the caller's credential, then hands each next hop a
 short-lived ES256 token (issuer ``voiceai-internal``) carrying the same subject, tenant and roles,
-so services without a key store (stt, llm, tts) can check it locally. Tokens are re-minted
-per principal once half their lifetime has passed, so a call that lasts longer than one token
-keeps opening streams with a fresh one.
+so services without a key store (stt, llm, tts) can check it locally. Each token names the one
+service it is for (``aud`` = ``voiceai-internal:<service>``) and the call it serves
+(``call_id``): a token taken from one hop opens nothing on another service or for another call,
+and the edge refuses internal tokens (``common.auth.hops``). They are signed with the internal
+key, never with a key that signs user tokens. Tokens are re-minted per (principal, service, call)
+once half their lifetime has passed, so a call that lasts longer than one token keeps opening
+streams with a fresh one.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 import jwt
 
+from common.auth.hops import INTERNAL_AUDIENCES, audience
 from common.auth.keys import SigningKey
 from common.auth.principal import PLATFORM, Principal
 from common.auth.settings import DEV_ISSUER, INTERNAL_ISSUER, MESH_AUDIENCE
@@ -28,7 +33,8 @@ def internal_rules(leeway_s: float = 30.0) -> TokenRules:
     """How every service checks internal tokens."""
     return TokenRules(
         issuer=INTERNAL_ISSUER,
-        audience=MESH_AUDIENCE,
+        audience=INTERNAL_AUDIENCES[0],
+        extra_audiences=INTERNAL_AUDIENCES[1:],
         algorithms=("ES256",),
         leeway_s=leeway_s,
         tenant_claims=(TENANT_CLAIM,),
@@ -51,13 +57,17 @@ class InternalTokenIssuer:
         self._key = key
         self._ttl_s = ttl_s
         self._max_cached = max_cached
-        self._cache: OrderedDict[Principal, tuple[str, float]] = OrderedDict()
+        self._cache: OrderedDict[tuple[Principal, str, str], tuple[str, float]] = OrderedDict()
 
-    def mint(self, principal: Principal) -> str:
+    def mint(self, principal: Principal, service: str, call_id: str = "") -> str:
+        """A token for ``principal`` that only ``service`` accepts, bound to ``call_id``."""
+        if not service:
+            raise ValueError("an internal token needs the service it is for")
         now = int(time.time())
         claims: dict[str, Any] = {
             "iss": INTERNAL_ISSUER,
-            "aud": MESH_AUDIENCE,
+            "aud": audience(service),
+            "call_id": call_id,
             "sub": principal.subject,
             "iat": now,
             "exp": now + int(self._ttl_s),
@@ -68,15 +78,17 @@ class InternalTokenIssuer:
             claims[TENANT_CLAIM] = principal.tenant_id
         return sign(self._key, claims)
 
-    def authorization_for(self, principal: Principal) -> str:
-        """``Bearer <internal token>`` for ``principal``: cached, fresh for at least half a ttl."""
+    def authorization_for(self, principal: Principal, service: str, call_id: str = "") -> str:
+        """``Bearer <internal token>`` for ``principal`` at ``service`` in ``call_id``: cached,
+        fresh for at least half a ttl."""
         now = time.time()
-        cached = self._cache.get(principal)
+        key = (principal, service, call_id)
+        cached = self._cache.get(key)
         if cached is not None and cached[1] > now:
             return cached[0]
-        value = f"Bearer {self.mint(principal)}"
-        self._cache[principal] = (value, now + self._ttl_s / 2)
-        self._cache.move_to_end(principal)
+        value = f"Bearer {self.mint(principal, service, call_id)}"
+        self._cache[key] = (value, now + self._ttl_s / 2)
+        self._cache.move_to_end(key)
         while len(self._cache) > self._max_cached:
             self._cache.popitem(last=False)
         return value

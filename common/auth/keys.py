@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 log = logging.getLogger(__name__)
 
 DEV_KEY_NAME = "signing-key.pem"
+# Dev mode's internal-token key: a separate key, so a user token can never pass as internal.
+DEV_INTERNAL_KEY_NAME = "internal-signing-key.pem"
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
@@ -94,12 +96,12 @@ class SigningKey:
         return cls(key, key_id(key.public_key()))
 
 
-def dev_signing_key(directory: Path) -> SigningKey:
+def dev_signing_key(directory: Path, name: str = DEV_KEY_NAME) -> SigningKey:
     """The local mesh's dev key: created once (0600, in a 0700 directory), then shared by every
     process that points at the same directory. Creation is atomic: a process that loses the race
     reads the winner's key, and nobody ever reads a half-written file."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = directory / DEV_KEY_NAME
+    path = directory / name
     if not path.exists():
         _create_once(path)
     return SigningKey.from_private_key(load_ec_private_key(path, strict=True))

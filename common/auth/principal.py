@@ -28,6 +28,9 @@ class Principal:
     tenant_id: str | None
     roles: frozenset[str]
     kind: CredentialKind
+    # Internal tokens only: the service the token was minted for and the call it is bound to.
+    audience: str = ""
+    call_id: str = ""
 
     def __post_init__(self) -> None:
         if not self.subject:

@@ -36,6 +36,9 @@ class TokenRules:
     tenant_claims: tuple[str, ...] = ("tenant_id", "https://voiceai/tenant_id")
     roles_claims: tuple[str, ...] = ("roles", "https://voiceai/roles")
     kind: CredentialKind = "jwt"
+    # Further audiences accepted besides ``audience`` (internal tokens: one per mesh service;
+    # which one a service needs is ``common.auth.hops``'s check).
+    extra_audiences: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         bad = [alg for alg in self.algorithms if forbidden_algorithm(alg)]
@@ -106,7 +109,9 @@ class JwtVerifier:
                 token,
                 key,
                 algorithms=[alg],  # already checked against the configured allow-list
-                audience=rules.audience,
+                audience=[rules.audience, *rules.extra_audiences]
+                if rules.extra_audiences
+                else rules.audience,
                 issuer=rules.issuer,
                 leeway=rules.leeway_s,
                 options={"require": list(_REQUIRED), "strict_aud": False},
@@ -144,11 +149,12 @@ class JwtVerifier:
         if not subject:
             raise Unauthenticated("token has an empty 'sub' claim")
         roles = frozenset().union(*(known_roles(claims.get(name)) for name in rules.roles_claims))
+        bound = _binding(claims) if rules.kind == "internal" else ("", "")
         tenants = [claims[name] for name in rules.tenant_claims if claims.get(name) is not None]
         if PLATFORM in roles:
             # Platform operators act on whichever tenant a request names; a home tenant claim,
             # if any, carries no extra meaning.
-            return Principal(subject, None, roles, rules.kind)
+            return Principal(subject, None, roles, rules.kind, *bound)
         if not tenants:
             raise Unauthenticated(
                 f"token has no '{rules.tenant_claims[0]}' claim; only platform operators may omit it"
@@ -160,4 +166,13 @@ class JwtVerifier:
             raise Unauthenticated(
                 f"token's '{rules.tenant_claims[0]}' claim must be 1-128 letters, digits, '.', '_', ':' or '-'"
             )
-        return Principal(subject, tenant, roles, rules.kind)
+        return Principal(subject, tenant, roles, rules.kind, *bound)
+
+
+def _binding(claims: dict[str, Any]) -> tuple[str, str]:
+    """An internal token's (audience, call id): what ``common.auth.hops`` checks per service."""
+    aud = claims.get("aud")
+    call = claims.get("call_id", "")
+    if not isinstance(aud, str) or not isinstance(call, str):
+        raise Unauthenticated("malformed internal token: 'aud' and 'call_id' must be strings")
+    return aud, call

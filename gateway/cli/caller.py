@@ -22,6 +22,7 @@ import grpc.aio
 from common.audio import LINEAR16, MULAW, Format, mulaw_to_pcm16, pcm16_to_mulaw, resample_once
 from common.gen.voiceai.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from common.tasks import cancel_and_wait
+from common.tls import TlsConfig, edge_channel, edge_client_tls
 from gateway.cli.clock import FRAME_MS, FrameClock
 from gateway.cli.report import CallReport, TranscriptEntry, TurnTiming
 
@@ -61,6 +62,8 @@ class CallOptions:
     # The ``authorization`` header ("Bearer <jwt>" or "ApiKey <key>"; see credentials.py). A
     # secret: kept out of repr.
     authorization: str = field(default="", repr=False)
+    # TLS to the gateway; None = from VOICEAI_TLS_* (the local mesh's dev CA by default).
+    tls: TlsConfig | None = None
 
 
 async def place_call(options: CallOptions) -> CallReport:
@@ -71,7 +74,7 @@ async def place_call(options: CallOptions) -> CallReport:
         None, _caller_speech, options.utterances, options.rate
     )
     report = CallReport(agent_id=options.agent, rate=options.rate)
-    async with grpc.aio.insecure_channel(options.gateway) as channel:
+    async with edge_channel(options.gateway, options.tls or edge_client_tls()) as channel:
         metadata = [("x-tenant-id", options.tenant)]
         if options.authorization:
             metadata.append(("authorization", options.authorization))

@@ -8,6 +8,7 @@ import json
 import sys
 from typing import Any
 
+from common.tls import edge_client_tls
 from gateway.cli.caller import DEFAULT_GATEWAY, CallOptions, Utterance, place_call
 from gateway.cli.credentials import HOW_TO, authorization_for
 from gateway.cli.report import format_report
@@ -102,6 +103,7 @@ def options_from_args(args: argparse.Namespace) -> CallOptions:
         pause_ms=args.pause_ms,
         turn_timeout_s=args.turn_timeout_s,
         authorization=authorization_for(args.tenant),
+        tls=edge_client_tls(),
     )
 
 
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         options = options_from_args(args)
-    except WavError as e:
+    except (WavError, ValueError) as e:  # ValueError: the TLS settings (named in the message)
         print(f"voiceai: {e}", file=sys.stderr)
         return 2
     try:

@@ -13,6 +13,7 @@ import sys
 
 from common import logs
 from common.consul import register_with_consul
+from common.entry import check_tls_or_exit
 from common.server import run
 from gateway.app import DEFAULT_PORT, Settings, build_app
 from gateway.livekit.service import LiveKitGateway
@@ -32,6 +33,7 @@ def main() -> None:
     settings = Settings()
     settings.port = args.port if args.port is not None else (settings.port or DEFAULT_PORT)
     logs.configure("gateway", settings.log_level, settings.log_format)
+    check_tls_or_exit(parser)
 
     async def serve() -> None:
         gateway = LiveKitGateway(build_app(settings), creds, LiveKitSettings())

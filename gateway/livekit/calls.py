@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import uuid
 from dataclasses import dataclass
+from functools import partial
 
 import grpc.aio
 from prometheus_client import Counter, Gauge
@@ -240,7 +241,7 @@ class RoomCalls:
         principal = Principal("voiceai-livekit-worker", tenant, frozenset({AGENT}), "internal")
         context.bind(
             context.RequestContext(
-                tenant, call_id, forward_authorization=lambda: s.issuer.authorization_for(principal)
+                tenant, call_id, forward_authorization=partial(s.issuer.authorization_for, principal)
             )
         )
         text = self._settings.unknown_number_message

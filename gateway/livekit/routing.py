@@ -17,6 +17,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 import grpc
 import grpc.aio
@@ -140,7 +141,7 @@ class CallRouter:
         """(tenant, agent id) answering ``number``, asked as the platform."""
         if self._tenant is None:
             raise Refused("no_tenant_service", "phone numbers need tenant_svc (VOICEAI_TENANT_ADDRESSES)")
-        md = ((context.AUTHORIZATION_HEADER, self._issuer.authorization_for(WORKER)),)
+        md = ((context.AUTHORIZATION_HEADER, self._issuer.authorization_for(WORKER, "tenant")),)
         try:
             async with self._tenant.stream() as channel:
                 reply = await svc_grpc.TenantServiceStub(channel).LookupPhoneNumber(
@@ -166,7 +167,7 @@ class CallRouter:
             context.RequestContext(
                 tenant_id,
                 call_id,
-                forward_authorization=lambda: self._issuer.authorization_for(principal),
+                forward_authorization=partial(self._issuer.authorization_for, principal),
             )
         )
         try:

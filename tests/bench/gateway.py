@@ -30,9 +30,12 @@ import tempfile
 import threading
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 
+from common.dev_ca import DevPki, ensure_dev_pki
+from common.tls import TlsConfig, TlsSettings, edge_channel
 from tests.bench import procs
 from tests.bench.loadgen import CallPlan
 from tests.credentials import bearer  # fixes the dev signing key every mesh process verifies with
@@ -69,12 +72,14 @@ def _pct(values: list[float] | np.ndarray, p: float) -> float:
     return float(np.percentile(values, p)) if len(values) else float("nan")
 
 
-def spawn_loadgen(address: str, start_at: float, plans: list[CallPlan]) -> subprocess.Popen[bytes]:
+def spawn_loadgen(
+    address: str, start_at: float, plans: list[CallPlan], tls_env: dict[str, str]
+) -> subprocess.Popen[bytes]:
     popen = subprocess.Popen(
         [sys.executable, "-m", "tests.bench.loadgen"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": procs.ROOT},
+        env={**os.environ, "PYTHONPATH": procs.ROOT, **tls_env},
         cwd=procs.ROOT,
     )
     spec = {
@@ -90,14 +95,21 @@ def spawn_loadgen(address: str, start_at: float, plans: list[CallPlan]) -> subpr
 
 
 def run_load(
-    gw: procs.Proc, mesh: list[procs.Proc], plans: list[CallPlan], per_process: int
+    gw: procs.Proc,
+    mesh: list[procs.Proc],
+    plans: list[CallPlan],
+    per_process: int,
+    tls_env: dict[str, str] | None = None,
 ) -> dict[str, object]:
     n = len(plans)
     rss0 = gw.rss_mb()
     rss_peak = rss0
     start_at = time.monotonic() + 2.0  # the callers' processes start meanwhile
     gen_cpu0 = _children_cpu()  # the callers are reaped children: their CPU lands here
-    gens = [spawn_loadgen(gw.address, start_at, plans[i : i + per_process]) for i in range(0, n, per_process)]
+    gens = [
+        spawn_loadgen(gw.address, start_at, plans[i : i + per_process], tls_env or {})
+        for i in range(0, n, per_process)
+    ]
     outputs: list[bytes] = [b""] * len(gens)
 
     def collect(i: int) -> None:
@@ -157,11 +169,10 @@ def _children_cpu() -> float:
     return float(t.children_user + t.children_system)
 
 
-def leak_check(gw: procs.Proc) -> tuple[float, float]:
+def leak_check(gw: procs.Proc, tls: TlsConfig) -> tuple[float, float]:
     """RSS of the gateway after 100 and after 1,000 short sequential calls."""
     import asyncio
 
-    import grpc.aio
     import uvloop
 
     from tests.bench.loadgen import HANGUP, METHOD, SILENCE_FRAME, config_request
@@ -169,7 +180,7 @@ def leak_check(gw: procs.Proc) -> tuple[float, float]:
     config = config_request(END_OF_TURN_SILENCE_MS)
 
     async def run() -> tuple[float, float]:
-        async with grpc.aio.insecure_channel(gw.address) as ch:
+        async with edge_channel(gw.address, tls) as ch:
             converse = ch.stream_stream(METHOD)
             after: dict[int, float] = {}
             for i in range(1, 1001):
@@ -244,34 +255,32 @@ def _row(r: dict[str, object]) -> str:
     return line
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.bench.gateway",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--calls", default="10,50,100,200", help="comma-separated concurrency levels")
-    parser.add_argument("--turns", type=int, default=5, help="turns per call")
-    parser.add_argument("--sync", action="store_true", help="thundering herd: all turns at once")
-    parser.add_argument("--stagger", type=float, default=3.0, help="seconds over which calls dial")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--calls-per-process", type=int, default=100, help="callers per load process")
-    parser.add_argument("--no-leak-check", action="store_true")
-    parser.add_argument(
-        "--profile", metavar="DIR", help="run every mesh process under cProfile, stats into DIR"
-    )
-    parser.add_argument(
-        "--probe", action="store_true", help="report event-loop lag and GC pauses of every mesh process"
-    )
-    args = parser.parse_args(argv)
+def _settings_fields(env: dict[str, str]) -> dict[str, str]:
+    names = {"VOICEAI_TLS": "mode"}
+    return {names.get(k, k.removeprefix("VOICEAI_TLS_").lower()): v for k, v in env.items()}
+
+
+def bench_mesh(
+    args: argparse.Namespace,
+    pki: DevPki | None,
+    probe_dir: str | None,
+    windows: list[tuple[int, float, float]],
+) -> None:
+    """Start the mesh (mTLS with ``pki``, else plaintext), run every load level, stop it."""
     env = fake_env()
-    probe_dir = tempfile.mkdtemp(prefix="voiceai-probe-") if args.probe else None
     hook_dir = args.profile or probe_dir
     hooks = ",".join(h for h, on in (("profile", args.profile), ("probe", args.probe)) if on)
-    windows: list[tuple[int, float, float]] = []
+    # The bench process dials as the REST front would (health checks, the leak check); the
+    # callers trust the CA only; each mesh process gets its own identity.
+    client_env = pki.env_for("rest") if pki else {"VOICEAI_TLS": "off"}
+    client_tls = TlsConfig.from_settings(TlsSettings(**_settings_fields(client_env)))
+    caller_env = (
+        {"VOICEAI_TLS": "tls", "VOICEAI_TLS_CA_FILE": str(pki.ca_cert)} if pki else {"VOICEAI_TLS": "off"}
+    )
 
     def start(name: str, module: str, env: dict[str, str]):  # type: ignore[no-untyped-def]
-        return procs.start(name, module, env, profile_dir=hook_dir, hooks=hooks)
+        own = pki.env_for(name) if pki else {"VOICEAI_TLS": "off"}
+        return procs.start(name, module, {**env, **own}, profile_dir=hook_dir, hooks=hooks, tls=client_tls)
 
     with (
         start("stt", "stt_svc", env) as stt,
@@ -291,6 +300,7 @@ def main(argv: list[str] | None = None) -> None:
                 if args.sync
                 else f"calls dial over {args.stagger:.0f} s, random turn lengths and pauses"
             )
+            arrivals += "; mTLS on every hop" if pki else "; plaintext (VOICEAI_TLS=off)"
             print(
                 f"\n== Gateway load: whole mesh, zero-cost engines (end-of-turn silence {END_OF_TURN_SILENCE_MS} ms,"
                 f" STT final {STT_FINAL_MS} ms, LLM first token {LLM_FIRST_TOKEN_MS} ms,"
@@ -305,13 +315,47 @@ def main(argv: list[str] | None = None) -> None:
             for n in (int(x) for x in args.calls.split(",")):
                 plans = plans_for(n, args.turns, sync=args.sync, stagger_s=args.stagger, seed=args.seed)
                 t0 = time.monotonic()
-                print(_row(run_load(gw, mesh, plans, args.calls_per_process)), flush=True)
+                print(_row(run_load(gw, mesh, plans, args.calls_per_process, caller_env)), flush=True)
                 windows.append((n, t0, time.monotonic()))
             if not args.no_leak_check:
-                rss100, rss1000 = leak_check(gw)
+                rss100, rss1000 = leak_check(gw, client_tls)
                 print(
                     f"gateway RSS after 100 short calls: {rss100:.1f} MB; after 1,000: {rss1000:.1f} MB ({rss1000 - rss100:+.1f} MB)"
                 )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench.gateway",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--calls", default="10,50,100,200", help="comma-separated concurrency levels")
+    parser.add_argument("--turns", type=int, default=5, help="turns per call")
+    parser.add_argument("--sync", action="store_true", help="thundering herd: all turns at once")
+    parser.add_argument("--stagger", type=float, default=3.0, help="seconds over which calls dial")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--calls-per-process", type=int, default=100, help="callers per load process")
+    parser.add_argument("--no-leak-check", action="store_true")
+    parser.add_argument(
+        "--profile", metavar="DIR", help="run every mesh process under cProfile, stats into DIR"
+    )
+    parser.add_argument(
+        "--probe", action="store_true", help="report event-loop lag and GC pauses of every mesh process"
+    )
+    parser.add_argument(
+        "--tls",
+        choices=("off", "on", "both"),
+        default="off",
+        help="mTLS on every hop (a dev CA per run): off, on, or both in one run (plaintext first)",
+    )
+    args = parser.parse_args(argv)
+    probe_dir = tempfile.mkdtemp(prefix="voiceai-probe-") if args.probe else None
+    windows: list[tuple[int, float, float]] = []
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.tls]
+    for tls in modes:
+        pki = ensure_dev_pki(Path(tempfile.mkdtemp(prefix="voiceai-bench-tls-"))) if tls else None
+        bench_mesh(args, pki, probe_dir, windows)
     if probe_dir is not None:
         print_probes(probe_dir, windows)
     print(

@@ -28,6 +28,7 @@ import numpy as np
 
 from common.gen.voiceai.common.v1 import audio_pb2
 from common.gen.voiceai.gateway.v1 import gateway_pb2
+from common.tls import edge_channel, edge_client_tls
 
 RATE = 16000
 FRAME_S = 0.02
@@ -176,7 +177,8 @@ class _Call:
 
 async def run_calls(address: str, start_at: float, plans: list[CallPlan], config: bytes) -> list[CallResult]:
     calls = [_Call(p) for p in plans]
-    async with grpc.aio.insecure_channel(address) as channel:
+    # TLS as the environment says (gateway --tls: the bench's dev CA), plaintext otherwise.
+    async with edge_channel(address, edge_client_tls()) as channel:
         await asyncio.gather(*(c.run(channel, config, start_at) for c in calls))
     return [c.result for c in calls]
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import psutil
 
 from common.healthcheck import wait_serving
+from common.tls import TlsConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -56,6 +57,7 @@ def start(
     log_path: str | None = None,
     profile_dir: str | None = None,
     hooks: str = "profile",
+    tls: TlsConfig | None = None,
 ) -> Iterator[Proc]:
     """Start ``python -m module`` on a free port; with ``profile_dir``, under the measurement
     ``hooks`` of tests/bench/profiled.py (output in ``profile_dir/<name>.*`` once it drained)."""
@@ -71,7 +73,7 @@ def start(
     popen = subprocess.Popen(argv, env=full_env, cwd=ROOT, stdout=out, stderr=out)
     proc = Proc(name, popen, f"127.0.0.1:{port}")
     try:
-        wait_serving(proc.address, 90.0, alive=lambda: popen.poll() is None)
+        wait_serving(proc.address, 90.0, alive=lambda: popen.poll() is None, server_name=name, tls=tls)
         yield proc
     finally:
         popen.terminate()

@@ -22,9 +22,11 @@ from common.gen.voiceai.common.v1 import audio_pb2
 from common.gen.voiceai.stt.v1 import stt_pb2, stt_pb2_grpc
 from common.gen.voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
 from tests.bench import procs
-from tests.credentials import bearer  # fixes the dev signing key every mesh process verifies with
+from tests.credentials import internal_bearer  # fixes the dev keys every mesh process verifies with
 
-MD = (("x-tenant-id", "bench"), ("x-call-id", "bench"), bearer("bench"))
+# stt/llm/tts accept only the gateway's internal tokens, one per service and call.
+STT_MD = (("x-tenant-id", "bench"), ("x-call-id", "bench"), internal_bearer("stt", "bench", "bench"))
+TTS_MD = (("x-tenant-id", "bench"), ("x-call-id", "bench"), internal_bearer("tts", "bench", "bench"))
 F16 = audio_pb2.AudioFormat(encoding=audio_pb2.AUDIO_ENCODING_LINEAR16, sample_rate_hertz=16000, channels=1)
 FRAME = b"\x10\x00" * 320  # 20 ms of quiet LINEAR16 16 kHz
 
@@ -36,7 +38,7 @@ async def _stt_load(address: str, streams: int, seconds: float) -> int:
     async def one() -> None:
         nonlocal sent
         async with grpc.aio.insecure_channel(address) as ch:
-            call = stt_pb2_grpc.SpeechToTextServiceStub(ch).StreamingRecognize(metadata=MD)
+            call = stt_pb2_grpc.SpeechToTextServiceStub(ch).StreamingRecognize(metadata=STT_MD)
             await call.write(
                 stt_pb2.StreamingRecognizeRequest(config=stt_pb2.RecognitionConfig(audio_format=F16))
             )
@@ -60,7 +62,7 @@ async def _tts_load(address: str, streams: int, seconds: float) -> tuple[int, fl
     async def one() -> None:
         nonlocal messages, audio_ms
         async with grpc.aio.insecure_channel(address) as ch:
-            call = tts_pb2_grpc.TextToSpeechServiceStub(ch).StreamingSynthesize(metadata=MD)
+            call = tts_pb2_grpc.TextToSpeechServiceStub(ch).StreamingSynthesize(metadata=TTS_MD)
             await call.write(
                 tts_pb2.StreamingSynthesizeRequest(
                     config=tts_pb2.SynthesisConfig(voice="fake", audio_format=F16)
@@ -117,7 +119,7 @@ def overhead(streams: int = 50, seconds: float = 8.0) -> None:
 async def _stt_real(address: str, speech: bytes, tail_ms: int = 1500) -> tuple[float, float]:
     """Stream real-time; return (final latency after speech end in s, wall time)."""
     async with grpc.aio.insecure_channel(address) as ch:
-        call = stt_pb2_grpc.SpeechToTextServiceStub(ch).StreamingRecognize(metadata=MD)
+        call = stt_pb2_grpc.SpeechToTextServiceStub(ch).StreamingRecognize(metadata=STT_MD)
         cfg = stt_pb2.RecognitionConfig(audio_format=F16, interim_results=True, endpointing_ms=400)
         await call.write(stt_pb2.StreamingRecognizeRequest(config=cfg))
         audio = speech + b"\x00\x00" * (16 * tail_ms)
@@ -144,7 +146,7 @@ async def _stt_real(address: str, speech: bytes, tail_ms: int = 1500) -> tuple[f
 
 async def _tts_real(address: str, text: str) -> tuple[float, float]:
     async with grpc.aio.insecure_channel(address) as ch:
-        call = tts_pb2_grpc.TextToSpeechServiceStub(ch).StreamingSynthesize(metadata=MD)
+        call = tts_pb2_grpc.TextToSpeechServiceStub(ch).StreamingSynthesize(metadata=TTS_MD)
         await call.write(tts_pb2.StreamingSynthesizeRequest(config=tts_pb2.SynthesisConfig(audio_format=F16)))
         t0 = time.monotonic()
         for word in text.split(" "):

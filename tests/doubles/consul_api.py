@@ -35,7 +35,7 @@ _KEYS = {
     for k in [
         *("ID", "Name", "Tags", "Address", "Port", "Meta", "Check", "Checks", "Weights", "Kind"),
         *("EnableTagOverride", "CheckID", "Status", "Notes", "GRPC", "GRPCUseTLS", "HTTP", "TCP"),
-        *("TTL", "Interval", "Timeout", "DeregisterCriticalServiceAfter", "TLSSkipVerify"),
+        *("TTL", "Interval", "Timeout", "DeregisterCriticalServiceAfter", "TLSSkipVerify", "TLSServerName"),
     ]
 }
 _DURATION = re.compile(r"([\d.]+)(ns|us|µs|ms|s|m|h)")
@@ -75,9 +75,17 @@ class ConsulApiDouble:
     """One Consul agent (one node, one datacenter) speaking the real HTTP API on 127.0.0.1."""
 
     def __init__(
-        self, *, token: str | None = None, datacenter: str = "dc1", node: str = "double-node"
+        self,
+        *,
+        token: str | None = None,
+        datacenter: str = "dc1",
+        node: str = "double-node",
+        tls: tuple[bytes, bytes, bytes] | None = None,
     ) -> None:
         self.token = token
+        # The agent's own TLS for gRPC checks with GRPCUseTLS: (CA, client cert, client key),
+        # as a real agent's tls.grpc / tls.defaults configuration gives it.
+        self.tls = tls
         self.datacenter = datacenter
         self.node = node
         self.services: dict[str, dict[str, Any]] = {}
@@ -143,6 +151,18 @@ class ConsulApiDouble:
         with self._cond:
             return [s for s in self.services.values() if s["Service"] == name]
 
+    def _check_channel(self, target: str, definition: dict[str, Any]) -> grpc.Channel:
+        if not definition.get("GRPCUseTLS"):
+            return grpc.insecure_channel(target)
+        # A real TLS check: the server's certificate verified against the agent's CA and the
+        # check's TLSServerName; the agent's certificate presented as the client's.
+        ca, cert, key = self.tls or (None, None, None)
+        creds = grpc.ssl_channel_credentials(ca, key, cert)
+        name = definition.get("TLSServerName", "")
+        return grpc.secure_channel(
+            target, creds, options=[("grpc.ssl_target_name_override", name)] if name else []
+        )
+
     def check_now(self, timeout: float = 1.0) -> None:
         """One round of the agent's checks: the real gRPC health check for every GRPC check, and
         deregistration of services critical for longer than their DeregisterCriticalServiceAfter."""
@@ -152,7 +172,7 @@ class ConsulApiDouble:
             target, _, service = definition["GRPC"].partition("/")
             status, output = "critical", ""
             try:
-                with grpc.insecure_channel(target) as ch:
+                with self._check_channel(target, definition) as ch:
                     resp = health_pb2_grpc.HealthStub(ch).Check(
                         health_pb2.HealthCheckRequest(service=service), timeout=timeout
                     )

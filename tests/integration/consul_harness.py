@@ -15,7 +15,7 @@ from common.gen.voiceai.llm.v1 import llm_pb2, llm_pb2_grpc
 from common.server import ServiceHost
 from llm_svc.app import Settings as LlmSettings
 from llm_svc.app import build_host
-from tests.conftest import md
+from tests.conftest import llm_md as md
 from tests.doubles.consul_api import ConsulApiDouble
 
 TOKEN = "consul-acl-secret-5f3c"  # an ACL token: must reach the agent, never a log line

@@ -103,7 +103,8 @@ async def test_the_edge_forwards_an_internal_token_for_api_keys_and_user_tokens(
     plaintext, key_id, secret_hash = generate_api_key()
     store = InMemoryApiKeyStore([ApiKeyRecord(key_id, TENANT, frozenset({"agent"}), secret_hash)])
     edge = build_auth(jwt_settings(jwks.url, internal_key), api_keys=store, issue_internal_tokens=True)
-    pool = ChannelPool("down", StaticResolver({"down": [downstream]}))
+    # The internal token names the service it is minted for: the pool's ("stt").
+    pool = ChannelPool("stt", StaticResolver({"stt": [downstream]}))
     try:
         async with running(probe_host(edge, Probe(next_hop=pool))) as edge_addr:
             # The downstream service cannot check API keys; it checks the edge's internal token.
@@ -147,10 +148,10 @@ async def test_internal_tokens_are_checked_like_any_other(mesh_key: SigningKey, 
     rogue_key = SigningKey.from_private_key(ec.generate_private_key(ec.SECP256R1()))
     agent = Principal("svc-user", TENANT, frozenset({"agent"}), "api_key")
     async with grpc.aio.insecure_channel(downstream) as ch:
-        good = InternalTokenIssuer(mesh_key).authorization_for(agent)
+        good = InternalTokenIssuer(mesh_key).authorization_for(agent, "stt", "call-1")
         assert (await invoke(ch, "Read", md(good))).decode().split("|")[3] == "internal"
         for authorization, tenant, code in [
-            (InternalTokenIssuer(rogue_key).authorization_for(agent), TENANT, UNAUTH),
+            (InternalTokenIssuer(rogue_key).authorization_for(agent, "stt", "call-1"), TENANT, UNAUTH),
             (good, "tenant-b", grpc.StatusCode.PERMISSION_DENIED),
         ]:
             with pytest.raises(grpc.aio.AioRpcError) as info:

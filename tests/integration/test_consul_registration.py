@@ -25,7 +25,7 @@ from common.discovery import StaticResolver
 from common.errors import Unavailable
 from common.gen.voiceai.llm.v1 import llm_pb2, llm_pb2_grpc
 from common.settings import DiscoverySettings
-from tests.conftest import md
+from tests.conftest import llm_md as md
 from tests.doubles.consul_api import ConsulApiDouble
 from tests.integration.consul_harness import (
     LLM,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.bench import procs
-from tests.credentials import token
+from tests.credentials import internal_bearer, token
 
 GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or "grpcurl"
 
@@ -49,7 +49,8 @@ def test_service_answers_grpcurl_and_stops_on_sigterm(module: str, service: str,
                 "-H",
                 "x-call-id:grpcurl-1",
                 "-H",
-                f"authorization:Bearer {token('demo')}",
+                # llm_svc is internal: it takes the gateway's internal token for this call only.
+                f"authorization:{internal_bearer('llm', 'grpcurl-1', 'demo')[1]}",
                 "-d",
                 '{"messages":[{"role":"ROLE_USER","content":"hello"}]}',
                 proc.address,

@@ -18,7 +18,8 @@ from prometheus_client import REGISTRY
 
 from common.gen.voiceai.llm.v1 import llm_pb2, llm_pb2_grpc
 from llm_svc.app import Settings, build_host
-from tests.conftest import TENANT, md, running
+from tests.conftest import TENANT, running
+from tests.conftest import llm_md as md
 from tests.doubles.openai_api import Fault, OpenAIDouble, Reply, ScriptedToolCall
 
 U, A, S, T = llm_pb2.ROLE_USER, llm_pb2.ROLE_ASSISTANT, llm_pb2.ROLE_SYSTEM, llm_pb2.ROLE_TOOL

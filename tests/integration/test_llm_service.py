@@ -15,7 +15,8 @@ import pytest
 from common.gen.voiceai.llm.v1 import llm_pb2, llm_pb2_grpc
 from llm_svc.app import Settings, build_host
 from llm_svc.providers.base import ChatEvent, ChatRequest, Completion, TokenDelta
-from tests.conftest import md, running
+from tests.conftest import llm_md as md
+from tests.conftest import running
 
 U, A, S = llm_pb2.ROLE_USER, llm_pb2.ROLE_ASSISTANT, llm_pb2.ROLE_SYSTEM
 RULES = llm_pb2.ResponderRules(

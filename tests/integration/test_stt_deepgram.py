@@ -27,7 +27,8 @@ from stt_svc.app import Settings, build_host
 from stt_svc.chain import ChainRecognizer
 from stt_svc.providers.base import RecognitionOptions
 from stt_svc.providers.deepgram_nova import DeepgramConfig, DeepgramRecognizer
-from tests.conftest import md, running
+from tests.conftest import running
+from tests.conftest import stt_md as md
 from tests.doubles.deepgram_api import DeepgramListenDouble, ListenFault, ToneWordsRecognizer
 from tests.doubles.tone_words import speak
 

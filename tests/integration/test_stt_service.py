@@ -21,7 +21,8 @@ from common.gen.voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
 from stt_svc.app import Settings, build_host, make_engine
 from stt_svc.providers.base import RecognitionOptions
 from tests.audio_helpers import normalise, silence_pcm, synthesize_pcm
-from tests.conftest import md, running
+from tests.conftest import running, tts_md
+from tests.conftest import stt_md as md
 from tts_svc.app import Settings as TtsSettings
 from tts_svc.app import build_host as tts_host
 from tts_svc.app import make_engine as tts_engine
@@ -88,7 +89,7 @@ async def test_round_trip_tts_to_stt_in_real_time_with_and_without_interims(engi
     sentences = "Thanks for calling the dental office. We are open every weekday morning and afternoon."
     async with running(tts_host(TtsSettings(), tts_engine(TtsSettings()))) as tts_addr:
         async with grpc.aio.insecure_channel(tts_addr) as ch:
-            call = tts_pb2_grpc.TextToSpeechServiceStub(ch).StreamingSynthesize(metadata=md())
+            call = tts_pb2_grpc.TextToSpeechServiceStub(ch).StreamingSynthesize(metadata=tts_md())
             fmt16 = audio_pb2.AudioFormat(encoding=LINEAR16, sample_rate_hertz=16000)
             await call.write(
                 tts_pb2.StreamingSynthesizeRequest(config=tts_pb2.SynthesisConfig(audio_format=fmt16))

@@ -17,7 +17,8 @@ from prometheus_client import REGISTRY
 from common.gen.voiceai.common.v1 import audio_pb2
 from common.gen.voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
 from common.providers import EnvKeySource
-from tests.conftest import md, running
+from tests.conftest import running
+from tests.conftest import tts_md as md
 from tests.doubles.deepgram_speak import DeepgramSpeakDouble, Fault, heard_text, text_audio
 from tts_svc.app import Settings, build_host
 from tts_svc.chain import ChainSynthesizer

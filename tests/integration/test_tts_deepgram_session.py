@@ -17,7 +17,7 @@ from common.errors import Unavailable
 from common.gen.voiceai.common.v1 import audio_pb2
 from common.gen.voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
 from common.providers import EnvKeySource
-from tests.conftest import md
+from tests.conftest import tts_md as md
 from tests.doubles.deepgram_speak import DeepgramSpeakDouble, Fault, heard_text
 from tests.integration.test_tts_deepgram import FAST, KEYS, RATE, TextCodedLocal, deepgram, serving, speak
 from tts_svc.chain import ChainSynthesizer

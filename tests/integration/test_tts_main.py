@@ -16,7 +16,7 @@ import pytest
 from common.gen.voiceai.common.v1 import audio_pb2
 from common.gen.voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
 from common.healthcheck import wait_serving
-from tests.conftest import md
+from tests.conftest import tts_md as md
 
 pytestmark = pytest.mark.slow
 R = tts_pb2.StreamingSynthesizeRequest

@@ -15,7 +15,8 @@ from common.audio import mulaw_to_pcm16
 from common.gen.voiceai.common.v1 import audio_pb2
 from common.gen.voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
 from tests.audio_helpers import synthesize_pcm
-from tests.conftest import md, running
+from tests.conftest import running
+from tests.conftest import tts_md as md
 from tts_svc.app import Settings, build_host
 from tts_svc.providers.piper_local import PiperSynthesizer
 

@@ -64,7 +64,7 @@ OTHER_ENV = {"HOST_IP", "POD_IP", "DEEPGRAM_API_KEY", "OPENAI_API_KEY", "ELEVENL
 # ------------------------------------------------------------------------- a small kustomize
 KUSTOMIZATION_FIELDS = {"apiVersion", "kind", "resources", "components", "patches", "images"}
 # Strategic-merge list keys this renderer knows; any other list in a patch replaces the original.
-MERGE_BY_NAME = {"containers", "initContainers", "env", "volumes", "volumeMounts"}
+MERGE_BY_NAME = {"containers", "initContainers", "env", "volumes", "volumeMounts", "ports"}
 
 
 # libyaml's loader when pyyaml was built with it: the same documents, several times faster.
@@ -193,8 +193,8 @@ def schema_checked_docs() -> list[dict[str, Any]]:
 def test_every_document_is_valid_kubernetes(version: str) -> None:
     problems = []
     for doc in schema_checked_docs():
-        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
-            continue  # a CRD (Prometheus Operator): no schema ships; checked in its own test
+        if doc["apiVersion"].startswith(("monitoring.coreos.com/", "cert-manager.io/")):
+            continue  # CRDs (Prometheus Operator, cert-manager): no schema ships; checked in their own tests
         try:
             kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as e:
@@ -250,7 +250,11 @@ def test_deployments_probe_grpc_and_drain(target: str) -> None:
         (c,) = spec["containers"]
         assert c["args"] == [package] and importlib.util.find_spec(f"{package}.__main__"), name
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-        assert ports == {"grpc": port, "metrics": int(config["VOICEAI_METRICS_PORT"])}, name
+        # With mTLS (components/tls) kubelet probes a plaintext health-only port.
+        health = (
+            {"health": int(config["VOICEAI_TLS_HEALTH_PORT"])} if config.get("VOICEAI_TLS") == "mtls" else {}
+        )
+        assert ports == {"grpc": port, "metrics": int(config["VOICEAI_METRICS_PORT"]), **health}, name
         assert env_value(c, "VOICEAI_PORT") == str(port)
         probes = ["livenessProbe", "readinessProbe"] + (["startupProbe"] * (name in LOADS_MODELS_OR_MIGRATES))
         for probe in probes:
@@ -304,10 +308,11 @@ def test_references_resolve(target: str) -> None:
     docs = rendered(target)
     # The Job is applied beside the base, whose ConfigMap it reads.
     maps = {n: d.get("data", {}) for n, d in of_kind(docs + rendered("base"), "ConfigMap").items()}
+    issued = {d["spec"]["secretName"] for d in of_kind(docs, "Certificate").values()}  # by cert-manager
     for doc in (d for d in docs if pod_spec(d) is not None):
         spec = template(doc)
         for volume in spec.get("volumes", []):
-            if "secret" in volume:
+            if "secret" in volume and volume["secret"]["secretName"] not in issued:
                 keys = EXAMPLES[volume["secret"]["secretName"]]
                 assert {i["key"] for i in volume["secret"].get("items", [])} <= set(keys), volume["name"]
         for c in containers(doc):
@@ -339,6 +344,7 @@ def settings_env_names() -> set[str]:
     from common.quotas import QuotaSettings
     from common.redis_conn import RedisSettings
     from common.settings import DiscoverySettings
+    from common.tls import TlsSettings
     from gateway.app import Settings as Gateway
     from gateway.livekit.settings import LiveKitCredentials
     from gateway.livekit.settings import LiveKitSettings as LiveKitWorker
@@ -364,6 +370,7 @@ def settings_env_names() -> set[str]:
     for cls in (
         *classes,
         AuthSettings,
+        TlsSettings,
         QuotaSettings,
         RedisSettings,
         DiscoverySettings,
@@ -510,7 +517,9 @@ def test_gpu_overlay_puts_speech_on_the_gpu_pool_only() -> None:
         assert (toleration in spec.get("tolerations", [])) is on_gpu, name
         # The patch adds to the base container; it does not replace it.
         assert limits["cpu"] == template(base[name])["containers"][0]["resources"]["limits"]["cpu"]
-        assert spec["containers"][0]["readinessProbe"]["grpc"]["port"] == SERVICES[name][1]
+        # The GPU patch keeps the probes production gives (the health port, with mTLS).
+        probe = template(of_kind(rendered("overlays/production"), "Deployment")[name])["containers"][0]
+        assert spec["containers"][0]["readinessProbe"] == probe["readinessProbe"]
 
 
 # ------------------------------------------------------------------------------- image
@@ -639,7 +648,8 @@ def test_livekit_credentials_come_from_the_secret_for_the_worker_and_tenant_svc(
     # The patch adds to tenant_svc; it keeps what the base gives it.
     base_tenant = template(of_kind(rendered("base"), "Deployment")["tenant"])["containers"][0]
     assert set(livekit_env(base_tenant)) < set(env)
-    assert tenant["startupProbe"] == base_tenant["startupProbe"]
+    production = of_kind(rendered("overlays/production"), "Deployment")["tenant"]
+    assert tenant["startupProbe"] == template(production)["containers"][0]["startupProbe"]
 
 
 def test_livekit_worker_egress_reaches_livekit_the_mesh_and_dns_only() -> None:
@@ -696,3 +706,39 @@ def test_livekit_overlay_scrapes_the_worker_and_uses_the_registry_image() -> Non
     assert {c["image"] for d in docs for c in containers(d)} == {
         "registry.example.com/voiceai/voiceai-mesh:0.1.0"
     }
+
+
+# ---------------------------------------------------------------------------------- mTLS
+@pytest.mark.parametrize("target", ["overlays/production", "overlays/production-gpu", LIVEKIT])
+def test_production_runs_mtls_with_a_cert_manager_certificate_per_service(target: str) -> None:
+    docs = rendered(target)
+    config = of_kind(docs, "ConfigMap")["voiceai-config"]["data"]
+    assert config["VOICEAI_TLS"] == "mtls"
+    certificates = of_kind(docs, "Certificate")
+    assert set(certificates) == set(SERVICES)
+    for name, cert in certificates.items():
+        spec = cert["spec"]
+        # The identity the services check (common.tls.peer_identity) and the name clients verify.
+        assert spec["uris"] == [f"spiffe://voiceai/{name}"] and spec["commonName"] == name
+        assert name in spec["dnsNames"] and {"server auth", "client auth"} <= set(spec["usages"])
+        assert spec["issuerRef"]["name"] and spec["privateKey"]["rotationPolicy"] == "Always"
+    deployments = of_kind(docs, "Deployment")
+    for name, doc in deployments.items():
+        identity = "gateway" if name == "gateway-livekit" else name
+        spec = template(doc)
+        (volume,) = [v for v in spec["volumes"] if v["name"] == "tls"]
+        assert volume["secret"]["secretName"] == certificates[identity]["spec"]["secretName"], name
+        (c,) = spec["containers"]
+        (mount,) = [m for m in c["volumeMounts"] if m["name"] == "tls"]
+        # A directory mount (no subPath), so renewals reach the files the server reloads.
+        assert "subPath" not in mount and "items" not in volume["secret"], name
+        for key, file in (("CERT", "tls.crt"), ("KEY", "tls.key"), ("CA", "ca.crt")):
+            assert config[f"VOICEAI_TLS_{key}_FILE"] == f"{mount['mountPath']}/{file}", name
+        if name in SERVICES:
+            for probe in ("readinessProbe", "livenessProbe"):
+                assert c[probe]["grpc"]["port"] == int(config["VOICEAI_TLS_HEALTH_PORT"]), name
+
+
+def test_the_base_alone_is_plaintext_only_by_saying_so() -> None:
+    config = of_kind(rendered("base"), "ConfigMap")["voiceai-config"]["data"]
+    assert config["VOICEAI_TLS"] == "off"

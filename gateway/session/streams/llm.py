@@ -79,7 +79,7 @@ async def open_llm_stream(pool: ChannelPool, request: llm_pb2.StreamChatRequest)
     """A StreamChat call on the least-loaded instance, cancelled on exit however the block ends."""
     async with pool.lease() as lease:
         call = llm_pb2_grpc.LanguageModelServiceStub(lease.channel).StreamChat(
-            request, metadata=call_metadata()
+            request, metadata=call_metadata("llm")
         )
         try:
             yield LlmStream(TrackedCall(call, pool.service, lease.address))

@@ -75,7 +75,7 @@ class SttStream:
         lease = await self._ctx.__aenter__()
         self.address = lease.address
         self._call = stt_pb2_grpc.SpeechToTextServiceStub(lease.channel).StreamingRecognize(
-            metadata=call_metadata()
+            metadata=call_metadata("stt")
         )
         config = stt_pb2.RecognitionConfig(
             language_code=language,

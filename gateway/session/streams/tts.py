@@ -79,7 +79,9 @@ async def open_tts_stream(pool: ChannelPool, config: tts_pb2.SynthesisConfig) ->
     """A StreamingSynthesize call with ``config`` sent, cancelled on exit."""
     async with pool.lease() as lease:
         call = TrackedCall(
-            tts_pb2_grpc.TextToSpeechServiceStub(lease.channel).StreamingSynthesize(metadata=call_metadata()),
+            tts_pb2_grpc.TextToSpeechServiceStub(lease.channel).StreamingSynthesize(
+                metadata=call_metadata("tts")
+            ),
             pool.service,
             lease.address,
         )
