@@ -43,7 +43,7 @@ class TenantApiKeys:
         """The key's record, None for an unknown id; UNAVAILABLE when tenant_svc cannot answer."""
         if self._issuer is None:
             raise Unavailable("API keys cannot be checked: the gateway has no internal credential")
-        md = ((context.AUTHORIZATION_HEADER, self._issuer.authorization_for(GATEWAY)),)
+        md = ((context.AUTHORIZATION_HEADER, self._issuer.authorization_for(GATEWAY, "tenant")),)
         try:
             async with self._pool.lease() as lease:
                 reply = await pb_grpc.ApiKeyInternalServiceStub(lease.channel).LookupApiKey(
