@@ -16,7 +16,9 @@ def main() -> None:
     settings = RestSettings()
     parser = argparse.ArgumentParser(prog="python -m tenant_svc.rest")
     parser.add_argument("--port", type=int, help=f"HTTP port (default $VOICEAI_REST_PORT or {settings.port})")
-    parser.add_argument("--tenant-address", help="tenant_svc gRPC address (default $VOICEAI_REST_TENANT_ADDRESS)")
+    parser.add_argument(
+        "--tenant-address", help="tenant_svc gRPC address (default $VOICEAI_REST_TENANT_ADDRESS)"
+    )
     args = parser.parse_args()
     if args.port is not None:
         settings.port = args.port

@@ -131,7 +131,7 @@ def build_app(settings: RestSettings, channel: grpc.aio.Channel | None = None) -
             Route("/openapi.json", spec),
             Route("/docs", reference),
             Mount("/portal", StaticFiles(directory=PORTAL_DIR, html=True), name="portal"),
-            Route("/{path:path}", transcoder, methods=_METHODS),
+            Route("/{path:path}", transcoder.handle, methods=_METHODS),
         ],
         middleware=middleware,
         lifespan=lifespan,

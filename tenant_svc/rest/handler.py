@@ -76,11 +76,11 @@ class Transcoder:
             output = message_class(route.method.output_type)
             factory = self.channel.unary_stream if route.server_streaming else self.channel.unary_unary
             self._calls[key] = factory(
-                key, request_serializer=Message.SerializeToString, response_deserializer=output.FromString
+                key, request_serializer=_serialize, response_deserializer=output.FromString
             )
         return self._calls[key]
 
-    async def __call__(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response:
         """Answers one HTTP request."""
         try:
             return await self._answer(request)
@@ -142,6 +142,10 @@ class Transcoder:
                 call.cancel()  # the client went away, or the stream ended: never left to the GC
 
         return StreamingResponse(lines(), media_type=SSE if sse else NDJSON)
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
 
 
 def _frame(sse: bool, kind: str, data: dict[str, Any]) -> bytes:

@@ -27,12 +27,20 @@ JSON_OUT = Path(__file__).parent / "openapi.json"
 STATUS_REF = {"$ref": "#/components/schemas/google.rpc.Status"}
 _WKT: dict[str, dict[str, Any]] = {
     "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
-    "google.protobuf.Duration": {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]{1,9})?s$", "examples": ["30s"]},
+    "google.protobuf.Duration": {
+        "type": "string",
+        "pattern": r"^-?[0-9]+(\.[0-9]{1,9})?s$",
+        "examples": ["30s"],
+    },
     "google.protobuf.FieldMask": {"type": "string", "description": "Comma-separated camelCase field paths."},
     "google.protobuf.Empty": {"type": "object", "additionalProperties": False},
     "google.protobuf.Struct": {"type": "object"},
     "google.protobuf.Value": {},
-    "google.protobuf.Any": {"type": "object", "properties": {"@type": {"type": "string"}}, "required": ["@type"]},
+    "google.protobuf.Any": {
+        "type": "object",
+        "properties": {"@type": {"type": "string"}},
+        "required": ["@type"],
+    },
     "google.protobuf.StringValue": {"type": "string"},
     "google.protobuf.BoolValue": {"type": "boolean"},
     "google.protobuf.Int32Value": {"type": "integer", "format": "int32"},
@@ -60,33 +68,39 @@ _SCALARS: dict[int, dict[str, Any]] = {
 _OUTPUT_ONLY, _REQUIRED = 3, 2  # google.api.FieldBehavior values
 
 
+def _names_by_path(f: descriptor_pb2.FileDescriptorProto) -> dict[tuple[int, ...], str]:
+    """Source-info paths -> full names, for one file."""
+    names: dict[tuple[int, ...], str] = {}
+
+    def enums(prefix: str, path: tuple[int, ...], items: Any) -> None:
+        for i, e in enumerate(items):
+            names[(*path, i)] = f"{prefix}.{e.name}"
+            for j, v in enumerate(e.value):
+                names[(*path, i, 2, j)] = f"{prefix}.{e.name}.{v.name}"
+
+    def messages(prefix: str, path: tuple[int, ...], items: Any) -> None:
+        for i, m in enumerate(items):
+            full = f"{prefix}.{m.name}"
+            names[(*path, i)] = full
+            for j, field in enumerate(m.field):
+                names[(*path, i, 2, j)] = f"{full}.{field.name}"
+            messages(full, (*path, i, 3), m.nested_type)
+            enums(full, (*path, i, 4), m.enum_type)
+
+    messages(f.package, (4,), f.message_type)
+    enums(f.package, (5,), f.enum_type)
+    for i, s in enumerate(f.service):
+        names[(6, i)] = f"{f.package}.{s.name}"
+        for j, m in enumerate(s.method):
+            names[(6, i, 2, j)] = f"{f.package}.{s.name}.{m.name}"
+    return names
+
+
 def comments_from(descriptor_set: descriptor_pb2.FileDescriptorSet) -> dict[str, str]:
     """Leading comments by full name (messages, fields, enums, services, methods)."""
     out: dict[str, str] = {}
     for f in descriptor_set.file:
-        names: dict[tuple[int, ...], str] = {}
-
-        def messages(prefix: str, path: tuple[int, ...], items: Any) -> None:
-            for i, m in enumerate(items):
-                full = f"{prefix}.{m.name}"
-                names[(*path, i)] = full
-                for j, field in enumerate(m.field):
-                    names[(*path, i, 2, j)] = f"{full}.{field.name}"
-                messages(full, (*path, i, 3), m.nested_type)
-                enums(full, (*path, i, 4), m.enum_type)
-
-        def enums(prefix: str, path: tuple[int, ...], items: Any) -> None:
-            for i, e in enumerate(items):
-                names[(*path, i)] = f"{prefix}.{e.name}"
-                for j, v in enumerate(e.value):
-                    names[(*path, i, 2, j)] = f"{prefix}.{e.name}.{v.name}"
-
-        messages(f.package, (4,), f.message_type)
-        enums(f.package, (5,), f.enum_type)
-        for i, s in enumerate(f.service):
-            names[(6, i)] = f"{f.package}.{s.name}"
-            for j, m in enumerate(s.method):
-                names[(6, i, 2, j)] = f"{f.package}.{s.name}.{m.name}"
+        names = _names_by_path(f)
         for loc in f.source_code_info.location:
             name = names.get(tuple(loc.path))
             if name and loc.leading_comments.strip():
@@ -194,7 +208,12 @@ def _query_parameters(book: SchemaBook, route: Route, bound: set[str]) -> list[d
             continue
         if f.message_type is not None and f.message_type.full_name not in _WKT:
             continue
-        param: dict[str, Any] = {"name": f.json_name, "in": "query", "required": False, "schema": book.field(f)}
+        param: dict[str, Any] = {
+            "name": f.json_name,
+            "in": "query",
+            "required": False,
+            "schema": book.field(f),
+        }
         if f.is_repeated:
             param["explode"] = True
         if (text := book.comments.get(f.full_name)) is not None:
@@ -244,7 +263,10 @@ def _operation(book: SchemaBook, route: Route, names: list[str], op_id: str) -> 
             body_schema = book.message(method.input_type, frozenset(bound))
         else:
             body_schema = book.field(method.input_type.fields_by_name[route.body])
-        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body_schema}}}
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": body_schema}},
+        }
     return operation
 
 
@@ -310,9 +332,8 @@ def compiled_comments() -> dict[str, str]:
     """Compiles protos/ with source info (grpc_tools, a dev dependency) and returns the comments."""
     import tempfile
 
-    from grpc_tools import protoc
-
     import google.api
+    from grpc_tools import protoc
 
     proto_root = ROOT / "protos"
     includes = [
@@ -323,7 +344,12 @@ def compiled_comments() -> dict[str, str]:
     protos = sorted(str(p.relative_to(proto_root)) for p in proto_root.rglob("*.proto"))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "set.pb"
-        args = ["protoc", *(f"-I{d}" for d in includes), "--include_source_info", f"--descriptor_set_out={out}"]
+        args = [
+            "protoc",
+            *(f"-I{d}" for d in includes),
+            "--include_source_info",
+            f"--descriptor_set_out={out}",
+        ]
         if protoc.main([*args, *protos]) != 0:
             raise SystemExit("protoc failed")
         return comments_from(descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()))
@@ -334,7 +360,9 @@ def render_files() -> tuple[str, str]:
     import yaml
 
     document = build_document(compiled_comments())
-    text_yaml = "# Generated by `make openapi` from protos/ (python -m tenant_svc.rest.openapi). Do not edit.\n"
+    text_yaml = (
+        "# Generated by `make openapi` from protos/ (python -m tenant_svc.rest.openapi). Do not edit.\n"
+    )
     text_yaml += yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
     return text_yaml, json.dumps(document, indent=1, sort_keys=False) + "\n"
 

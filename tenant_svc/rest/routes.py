@@ -75,7 +75,9 @@ def compile_template(template: str) -> PathTemplate:
     """Compiles ``template`` (the http.proto grammar: literals, ``*``, ``**``, variables, verb)."""
     if not template.startswith("/"):
         raise TemplateError(f"path template {template!r} must start with '/'")
-    regex, variables, pos = [], [], 0
+    regex: list[str] = []
+    variables: list[PathVariable] = []
+    pos = 0
     for found in _VARIABLE.finditer(template):
         literal = template[pos : found.start()]
         regex.append(_literal_regex(literal))
@@ -91,9 +93,7 @@ def _literal_regex(literal: str) -> str:
     if "{" in literal or "}" in literal:
         raise TemplateError(f"unbalanced braces in path template near {literal!r}")
     # A bare `*` / `**` segment outside a variable matches without capturing.
-    return "/".join(
-        ".+" if s == "**" else _SEGMENT if s == "*" else re.escape(s) for s in literal.split("/")
-    )
+    return "/".join(".+" if s == "**" else _SEGMENT if s == "*" else re.escape(s) for s in literal.split("/"))
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,9 @@ def exposed_services() -> tuple[ServiceDescriptor, ...]:
     for info in pkgutil.walk_packages(common.gen.voiceai.__path__, "common.gen.voiceai."):
         if info.name.endswith("_pb2"):
             importlib.import_module(info.name)
-            files.append(info.name.removeprefix("common.gen.").replace(".", "/").removesuffix("_pb2") + ".proto")
+            files.append(
+                info.name.removeprefix("common.gen.").replace(".", "/").removesuffix("_pb2") + ".proto"
+            )
     pool = descriptor_pool.Default()
     services = []
     for name in sorted(files):

@@ -62,7 +62,7 @@ def _field(descriptor: Descriptor, name: str) -> FieldDescriptor | None:
     return next((f for f in descriptor.fields if f.json_name == name), None)
 
 
-def _resolve(descriptor: Descriptor, path: str) -> list[FieldDescriptor]:
+def _resolve(descriptor: Any, path: str) -> list[FieldDescriptor]:
     fields: list[FieldDescriptor] = []
     current: Descriptor | None = descriptor
     for part in path.split("."):
@@ -107,7 +107,7 @@ def _query_dict(descriptor: Descriptor, query: Sequence[tuple[str, str]], bound:
         if any(proto_path == b or proto_path.startswith(b + ".") for b in bound):
             raise BadRequest(f"query parameter {key!r} names a field the path or body already sets")
         leaf = fields[-1]
-        if leaf.type == FieldDescriptor.TYPE_MESSAGE and leaf.message_type.full_name not in _SCALAR_WKT:
+        if leaf.message_type is not None and leaf.message_type.full_name not in _SCALAR_WKT:
             raise BadRequest(f"query parameter {key!r} is a message; send it in the body")
         node = out
         for f in fields[:-1]:
