@@ -30,6 +30,7 @@ from typing import IO
 
 from common import healthcheck
 from gateway.mesh_state import LocalState, seed_demo_tenant
+from tenant_svc.rest.local import LocalPortal  # the REST front + portal (issue 18)
 
 # (package, log name, port offset from --base-port); started in this order, stopped in reverse.
 SERVICES = (
@@ -325,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, stop)
     mesh = Mesh(ports_from_args(args), args.host, args.grace_s, Path(args.state_dir))
+    portal = LocalPortal(mesh.address("tenant"), args.host)
     code = 0
     try:
         mesh.start()
@@ -334,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             say(f"  {seed_demo_tenant(mesh.address('tenant'))}")
         except Exception as e:  # the mesh runs, but the demo tenant's calls would be refused
             raise MeshError(f"could not create the demo tenant in tenant_svc: {e}") from e
+        say(portal.start("demo"))
         say("\n  voiceai-mesh is up:")
         for s in reversed(mesh.services):  # the gateway, the one callers use, first
             say(f"    {s.package:<8} {s.address}")
@@ -358,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"\n  voiceai-mesh: {e}", sys.stderr)
         code = 1
     finally:
+        portal.stop()
         if any(s.popen is not None for s in mesh.services):
             say("\n  stopping the mesh (gateway first)")
             mesh.stop()
