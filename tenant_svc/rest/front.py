@@ -113,6 +113,12 @@ def build_app(settings: RestSettings, channel: grpc.aio.Channel | None = None) -
     async def home(_request: Request) -> Response:
         return RedirectResponse("/portal/", status_code=307)
 
+    async def unrouted(request: Request, exc: Exception) -> Response:
+        # Paths Starlette's router itself cannot match (e.g. a decoded newline): the same JSON.
+        status = getattr(exc, "status_code", 404)
+        code = grpc.StatusCode.NOT_FOUND if status == 404 else grpc.StatusCode.UNIMPLEMENTED
+        return error_response(HttpError(status, code, f"no API method answers {request.method} this path"))
+
     middleware = [Middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes)]
     if settings.cors_list():
         middleware.append(
@@ -134,5 +140,6 @@ def build_app(settings: RestSettings, channel: grpc.aio.Channel | None = None) -
             Route("/{path:path}", transcoder.handle, methods=_METHODS),
         ],
         middleware=middleware,
+        exception_handlers={404: unrouted, 405: unrouted},
         lifespan=lifespan,
     )
