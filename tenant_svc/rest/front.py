@@ -91,18 +91,21 @@ def openapi_document() -> dict[str, Any]:
 
 
 def build_app(settings: RestSettings, channel: grpc.aio.Channel | None = None) -> Starlette:
-    """The front for ``settings``; ``channel`` (owned by the caller) replaces the one it would open."""
-    own = channel is None
-    upstream = channel if channel is not None else open_channel(settings.tenant_address)
-    transcoder = Transcoder(RouteTable.from_descriptors(), upstream, settings)
+    """The front for ``settings``; ``channel`` (owned by the caller) replaces the one it would open
+    at start-up, on the loop that serves."""
+    transcoder = Transcoder(RouteTable.from_descriptors(), channel, settings)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        if channel is not None:
+            yield
+            return
+        upstream = open_channel(settings.tenant_address)
+        transcoder.bind(upstream)
         try:
             yield
         finally:
-            if own:
-                await upstream.close()
+            await upstream.close()
 
     async def spec(_request: Request) -> Response:
         return JSONResponse(openapi_document())

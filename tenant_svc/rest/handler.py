@@ -64,14 +64,21 @@ async def _read_body(request: Request, limit: int) -> bytes:
 class Transcoder:
     """Serves every route of a ``RouteTable`` by calling tenant_svc over one gRPC channel."""
 
-    def __init__(self, table: RouteTable, channel: grpc.aio.Channel, settings: RestSettings) -> None:
+    def __init__(self, table: RouteTable, channel: grpc.aio.Channel | None, settings: RestSettings) -> None:
         self.table = table
         self.channel = channel
         self.settings = settings
         self._calls: dict[str, Callable[..., Any]] = {}
 
+    def bind(self, channel: grpc.aio.Channel) -> None:
+        """Use ``channel`` from now on (opened on the serving loop: a grpc.aio channel is loop-bound)."""
+        self.channel = channel
+        self._calls.clear()
+
     def _callable(self, route: Route) -> Callable[..., Any]:
         key = route.full_method
+        if self.channel is None:
+            raise HttpError(503, grpc.StatusCode.UNAVAILABLE, "the front is not serving yet; retry")
         if key not in self._calls:
             output = message_class(route.method.output_type)
             factory = self.channel.unary_stream if route.server_streaming else self.channel.unary_unary
