@@ -17,7 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tests.bench import discovery, echo, failover, gateway, providers, rest, services, state, tenancy
+from tests.bench import discovery, echo, failover, gateway, providers, services, state, tenancy
+from tests.bench import rest as rest_front
 
 SECTIONS = ("services", "echo", "gateway", "state", "tenancy", "discovery", "failover", "providers", "rest")
 
@@ -52,7 +53,7 @@ def main() -> None:
     if wanted("providers"):
         providers.main([])
     if wanted("rest"):  # REST front overhead vs gRPC; portal page load at 10k calls
-        rest.main([])
+        rest_front.main([])
 
 
 if __name__ == "__main__":
