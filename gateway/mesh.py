@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, stop)
     mesh = Mesh(ports_from_args(args), args.host, args.grace_s, Path(args.state_dir))
-    portal = LocalPortal(mesh.address("tenant"), args.host)
+    portal = LocalPortal(mesh.address("tenant"), args.host, gateway=mesh.address("gateway"))
     code = 0
     try:
         mesh.start()

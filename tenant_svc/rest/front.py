@@ -31,6 +31,7 @@ from tenant_svc.rest.errors import HttpError
 from tenant_svc.rest.handler import Transcoder, error_response
 from tenant_svc.rest.routes import RouteTable
 from tenant_svc.rest.settings import RestSettings
+from tenant_svc.rest.trial_call import TrialCalls
 from tenant_svc.rest.upstream import open_channel
 
 PORTAL_DIR = Path(__file__).parent / "portal"
@@ -94,6 +95,7 @@ def build_app(settings: RestSettings, channel: grpc.aio.Channel | None = None) -
     """The front for ``settings``; ``channel`` (owned by the caller) replaces the one it would open
     at start-up, on the loop that serves."""
     transcoder = Transcoder(RouteTable.from_descriptors(), channel, settings)
+    trials = TrialCalls(settings.gateway_address)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -139,6 +141,7 @@ def build_app(settings: RestSettings, channel: grpc.aio.Channel | None = None) -
             Route("/", home),
             Route("/openapi.json", spec),
             Route("/docs", reference),
+            Route("/portal/api/test-call", trials.handle, methods=["POST"]),
             Mount("/portal", StaticFiles(directory=PORTAL_DIR, html=True), name="portal"),
             Route("/{path:path}", transcoder.handle, methods=_METHODS),
         ],

@@ -20,8 +20,11 @@ DEV_TOKEN_TTL_S = 12 * 3600
 class LocalPortal:
     """One ``python -m tenant_svc.rest`` child in front of the mesh's tenant_svc."""
 
-    def __init__(self, tenant_address: str, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self, tenant_address: str, host: str = "127.0.0.1", port: int | None = None, gateway: str = ""
+    ) -> None:
         self.tenant_address = tenant_address
+        self.gateway = gateway
         self.host = host
         self.port = port if port is not None else RestSettings().port
         self.popen: subprocess.Popen[bytes] | None = None
@@ -34,6 +37,8 @@ class LocalPortal:
     def start(self, tenant: str, timeout_s: float = 20.0) -> str:
         """Start the front and wait until it answers; the lines to print (URL, dev sign-in)."""
         env = {**os.environ, "VOICEAI_REST_HOST": self.host}
+        if self.gateway:
+            env["VOICEAI_REST_GATEWAY_ADDRESS"] = self.gateway
         self.popen = subprocess.Popen(
             [
                 sys.executable,

@@ -16,6 +16,8 @@ class RestSettings(BaseSettings):
     port: int = DEFAULT_PORT
     # tenant_svc's gRPC address (TenantService, TelephonyService and any later annotated service).
     tenant_address: str = "127.0.0.1:50064"
+    # The gateway's gRPC address for the portal's "test this agent" calls; empty = off.
+    gateway_address: str = ""
     # Request bodies above this are refused with 413 before they are read whole.
     max_body_bytes: int = 1024 * 1024
     # Comma-separated origins allowed to call the API from a browser; empty = same origin only.

@@ -24,13 +24,14 @@ export function saveSession(session) {
   else sessionStorage.removeItem(KEY);
 }
 
-export async function call(session, method, path, { query, body } = {}) {
+export async function call(session, method, path, { query, body, tenantHeader } = {}) {
   const url = new URL(path, location.origin);
   for (const [k, v] of Object.entries(query || {})) {
     if (v !== undefined && v !== null && v !== "") url.searchParams.set(k, v);
   }
   const headers = { authorization: `Bearer ${session.credential}` };
   if (body !== undefined) headers["content-type"] = "application/json";
+  if (tenantHeader) headers["x-tenant-id"] = session.tenant;
   const response = await fetch(url, {
     method,
     headers,

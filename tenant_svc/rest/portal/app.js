@@ -36,7 +36,7 @@ async function start(candidate) {
   try {
     const { roles, tenant } = await rolesOf(candidate);
     if (!tenant) throw new ApiError(400, { message: "Give the tenant id: this credential does not name one." });
-    session = { ...candidate, tenant, roles, canWrite: roles.includes("admin") || roles.includes("platform") };
+    session = { ...candidate, tenant, roles, canWrite: roles.includes("admin") || roles.includes("platform"), canCall: roles.includes("admin") || roles.includes("agent") };
     saveSession(session);
     alertLine.textContent = "";
     go("#/agents");

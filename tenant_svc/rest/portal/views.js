@@ -107,7 +107,45 @@ export async function agentForm(s, main, id, go) {
         })
       : null;
   const meta = creating ? null : h("p", { text: `Revision ${agent.revision || ""}, updated ${when(agent.updateTime)}` });
-  show(main, h("h2", { text: creating ? "New agent" : `Agent ${id}` }), meta, form, remove);
+  show(main, h("h2", { text: creating ? "New agent" : `Agent ${id}` }), meta, form, remove, creating || !s.canCall ? null : trial(s, id));
+}
+
+// "Test this agent": the caller's words go in as text (spoken by the platform's local voice),
+// through a real call; the agent's reply comes back as audio with the transcript and latencies.
+function trial(s, id) {
+  const words = h("textarea", { name: "callerText", rows: 2, maxlength: 500, required: true });
+  words.value = "Hello, what can you do for me?";
+  const result = h("div", { "aria-live": "polite" });
+  const button = h("button", { type: "submit", text: "Call the agent" });
+  const form = h(
+    "form",
+    {
+      onsubmit: async (event) => {
+        event.preventDefault();
+        button.disabled = true;
+        result.replaceChildren(h("p", { text: "Calling… (the call runs in real time)" }));
+        try {
+          const r = await call(s, "POST", "/portal/api/test-call", { body: { agent: id, text: words.value }, tenantHeader: true });
+          const bytes = Uint8Array.from(atob(r.audioWav), (c) => c.charCodeAt(0));
+          const audio = h("audio", { controls: true, src: URL.createObjectURL(new Blob([bytes], { type: "audio/wav" })) });
+          const lines = r.transcript.map((t) => h("li", {}, h("strong", { text: `${t.speaker}: ` }), t.text, t.interrupted ? " (interrupted)" : ""));
+          const turns = r.turns.map((t) => h("li", { text: `turn ${t.turn}: STT final ${t.stt_final_ms ?? "-"} ms, LLM first token ${t.llm_first_token_ms ?? "-"} ms, TTS first audio ${t.tts_first_audio_ms ?? "-"} ms, first audio out ${t.first_audio_out_ms ?? "-"} ms` }));
+          result.replaceChildren(
+            r.error ? h("p", { role: "alert", text: `The call failed: ${r.error}` }) : null,
+            audio,
+            h("ol", { class: "transcript" }, lines),
+            h("ul", {}, turns),
+            r.callId ? h("p", {}, h("a", { href: `#/calls/${enc(r.callId)}`, text: "Open the call record" })) : null,
+          );
+        } finally {
+          button.disabled = false;
+        }
+      },
+    },
+    field("What the caller says", words),
+    button,
+  );
+  return h("section", { "aria-label": "Test this agent" }, h("h3", { text: "Test this agent" }), form, result);
 }
 
 export async function numbers(s, main, go) {
