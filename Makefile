@@ -49,9 +49,9 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-## The whole mesh in the foreground (Ctrl-C stops it cleanly).
+## The whole mesh in the foreground (Ctrl-C stops it cleanly), with the REST front and portal.
 run: $(STAMP)
-	$(PY) -m gateway.mesh
+	$(PY) -m gateway.mesh --portal
 
 ## The main job: start the mesh, place a real multi-turn call through it, print what happened.
 demo: $(STAMP)

@@ -305,6 +305,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grace-s", type=float, default=5.0, help="drain time on stop (VOICEAI_GRACE_PERIOD_S)")
     p.add_argument("--demo", action="store_true", help="place a scripted call, then stop")
     p.add_argument("--out-dir", default="var", help="where --demo writes its WAVs")
+    p.add_argument("--portal", action="store_true", help="also start the REST front and portal (make run)")
     p.add_argument(
         "--state-dir", default="var", help="embedded PostgreSQL and Redis data (when not configured)"
     )
@@ -336,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
             say(f"  {seed_demo_tenant(mesh.address('tenant'))}")
         except Exception as e:  # the mesh runs, but the demo tenant's calls would be refused
             raise MeshError(f"could not create the demo tenant in tenant_svc: {e}") from e
-        say(portal.start("demo"))
+        if args.portal:
+            say(portal.start("demo"))
         say("\n  voiceai-mesh is up:")
         for s in reversed(mesh.services):  # the gateway, the one callers use, first
             say(f"    {s.package:<8} {s.address}")

@@ -8,6 +8,7 @@ import uvicorn
 
 from common import logs
 from tenant_svc.rest.front import build_app
+from tenant_svc.rest.local import die_with_parent
 from tenant_svc.rest.settings import RestSettings
 
 
@@ -25,6 +26,8 @@ def main() -> None:
     if args.tenant_address:
         settings.tenant_address = args.tenant_address
     logs.configure("rest", settings.log_level, settings.log_format)
+    if settings.parent_pid:
+        die_with_parent(settings.parent_pid)
     uvicorn.run(
         build_app(settings),
         host=settings.host,

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +19,26 @@ from tenant_svc.rest.settings import RestSettings
 
 # A dev sign-in lasts a working day; the key that signs it never leaves var/dev-auth.
 DEV_TOKEN_TTL_S = 12 * 3600
+_PR_SET_PDEATHSIG = 1
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Linux: SIGTERM this process when ``parent_pid`` (the launcher) dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:  # the launcher died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class LocalPortal:
@@ -36,7 +60,9 @@ class LocalPortal:
 
     def start(self, tenant: str, timeout_s: float = 20.0) -> str:
         """Start the front and wait until it answers; the lines to print (URL, dev sign-in)."""
-        env = {**os.environ, "VOICEAI_REST_HOST": self.host}
+        if not _port_free(self.host, self.port):
+            return f"  the portal cannot listen on {self.url}: the port is taken (set VOICEAI_REST_PORT)"
+        env = {**os.environ, "VOICEAI_REST_HOST": self.host, "VOICEAI_REST_PARENT_PID": str(os.getpid())}
         if self.gateway:
             env["VOICEAI_REST_GATEWAY_ADDRESS"] = self.gateway
         self.popen = subprocess.Popen(

@@ -25,6 +25,8 @@ class RestSettings(BaseSettings):
     # Deadline of each unary RPC; server-streaming RPCs (an outbound call) get stream_timeout_s.
     rpc_timeout_s: float = 30.0
     stream_timeout_s: float = 3600.0
+    # Set by the local launcher: stop when that process dies, however it dies (Linux).
+    parent_pid: int = 0
     log_level: str = "INFO"
     log_format: str = "console"
 

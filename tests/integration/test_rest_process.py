@@ -8,6 +8,7 @@ import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tenant_svc.db.database import DatabaseSettings
@@ -49,3 +50,25 @@ async def test_the_front_process_serves_and_prints_a_dev_sign_in(api: TenantApi)
     finally:
         await asyncio.to_thread(portal.stop)
     assert portal.popen is not None and portal.popen.returncode is not None
+
+
+@pytest.mark.slow  # the whole mesh as `make run` starts it (zero-cost engines)
+def test_make_run_starts_the_portal_and_it_goes_with_the_launcher() -> None:
+    from tests.integration.test_cli_mesh import children_of, launcher, read_until, wait_gone
+
+    port = _free_port()
+    with launcher("--portal", env={"VOICEAI_REST_PORT": str(port)}) as (proc, _ports):
+        banner = read_until(proc, "Ctrl-C stops the mesh")
+        assert f"portal + REST API: http://127.0.0.1:{port}/portal/" in banner, banner
+        link = next(line for line in banner.splitlines() if "dev sign-in (demo, admin)" in line).split(
+            ": ", 1
+        )[1]
+        token = link.split("#token=", 1)[1].split("&", 1)[0]
+        agents = httpx.get(
+            f"http://127.0.0.1:{port}/v1/tenants/demo/agents", headers={"authorization": f"Bearer {token}"}
+        )
+        assert agents.status_code == 200, agents.text
+        [front] = [c for c in children_of(proc.pid) if "tenant_svc.rest" in c.cmdline()]
+        proc.kill()  # SIGKILL: the launcher cannot stop it; the kernel tells the front
+        proc.wait()
+        assert wait_gone([front], 15) == []
