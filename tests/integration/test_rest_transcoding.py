@@ -7,6 +7,7 @@ REST and checks the result against what gRPC sees.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -349,3 +350,23 @@ async def test_rest_round_trip(method: str, api: SipApi, url: str, double: LiveK
     if sample is None:
         pytest.fail(f"{method} has a google.api.http annotation but no REST sample: add one to SAMPLES")
     await sample(Ctx(api, url, await api.new_tenant(), double))
+
+
+async def test_closing_a_stream_before_the_answer_cancels_the_call(
+    api: SipApi, url: str, double: LiveKitDouble
+) -> None:
+    c = Ctx(api, url, await api.new_tenant(), double)
+    await c.api.new_agent(c.tenant)
+    await c.api.new_number(c.tenant)
+    to = fresh_number()
+    c.double.script_dial(to, DialScript(ring_after_s=0.05, answer_after_s=60))
+    body = {"agent": f"tenants/{c.tenant}/agents/front-desk", "toNumber": to}
+    async with c.http("agent") as h, h.stream("POST", f"{c.parent}/outboundCalls", json=body) as r:
+        first = json.loads(await anext(r.aiter_lines()))["result"]
+    assert first["state"] == "STATE_DIALING"
+    for _ in range(40):  # within 2 s: the front cancelled its RPC; tenant_svc hung up and closed the room
+        with double.lock:
+            if first["room"] not in double.rooms:
+                return
+        await asyncio.sleep(0.05)
+    pytest.fail("the call went on after the HTTP client went away")
