@@ -15,6 +15,7 @@ from google.protobuf import timestamp_pb2
 from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
 from common.gen.voiceai.tenant.v1 import tenant_service_pb2 as svc
 from tenant_svc.db.database import DatabaseSettings
+from tests.integration.livekit_sip_harness import fresh_number
 from tests.integration.rest_harness import rest_front
 from tests.integration.tenant_harness import TenantApi, tenant_api
 
@@ -125,6 +126,7 @@ async def test_an_admin_manages_agents_keys_and_reads_a_transcript(
         await page.get_by_role("link", name="sales").wait_for()
 
         await page.get_by_role("link", name="sales").click()
+        await page.get_by_role("heading", name="Agent sales").wait_for()
         await page.get_by_label("Greeting").fill("Hello from the portal")
         await page.get_by_role("button", name="Save").click()
         await page.get_by_text("Agent saved.").wait_for()
@@ -135,7 +137,8 @@ async def test_an_admin_manages_agents_keys_and_reads_a_transcript(
         assert XSS in await page.get_by_label("Prompt").input_value()
 
         await page.get_by_role("link", name="API keys").click()
-        await page.get_by_label("Name").fill("ci")
+        await page.get_by_role("heading", name="API keys").wait_for()
+        await page.get_by_label("Name", exact=True).fill("ci")
         await page.get_by_label("viewer").check()
         await page.get_by_role("button", name="Create key").click()
         secret = await page.locator("#new-key").text_content()
@@ -144,6 +147,7 @@ async def test_an_admin_manages_agents_keys_and_reads_a_transcript(
         await page.get_by_text("Revoked").wait_for()
 
         await page.get_by_role("link", name="Calls").click()
+        await page.get_by_role("heading", name="Calls").wait_for()
         await page.get_by_role("link", name="call-1").click()
         await page.get_by_text("(interrupted)").wait_for()
         assert await page.get_by_role("cell", name="120 ms").count() == 1
@@ -153,6 +157,24 @@ async def test_an_admin_manages_agents_keys_and_reads_a_transcript(
 
         await page.get_by_role("link", name="Audit log").click()
         await page.get_by_role("cell", name="UpdateAgent").first.wait_for()
+
+        await page.get_by_role("link", name="Phone numbers").click()
+        await page.get_by_role("heading", name="Add a number").wait_for()
+        number = fresh_number()
+        await page.get_by_label("Number (E.164)").fill(number)
+        await page.get_by_label("Agent that answers").select_option(label="sales")
+        await page.get_by_role("button", name="Add number").click()
+        await page.get_by_role("cell", name=number, exact=True).wait_for()
+
+
+async def test_the_api_reference_is_rendered_from_the_spec(url: str, browser: object) -> None:
+    async with page_for(browser, "reference") as page:
+        await page.goto(f"{url}/docs")
+        await page.get_by_role("heading", name="TenantService").wait_for()
+        assert (
+            await page.get_by_text("/v1/tenants/{tenant}/agents/{agent}").count() >= 3
+        )  # get, patch, delete
+        await page.get_by_role("heading", name="voiceai.tenant.v1.Agent", exact=True).wait_for()
 
 
 async def test_a_viewer_sees_no_write_controls(api: TenantApi, url: str, browser: object) -> None:
@@ -171,7 +193,7 @@ async def test_a_viewer_sees_no_write_controls(api: TenantApi, url: str, browser
         assert await page.get_by_role("link", name="New agent").count() == 0
         assert not await page.get_by_role("link", name="API keys").is_visible()
         await page.get_by_role("link", name="front-desk").click()
-        await page.get_by_label("Prompt").wait_for()
+        await page.get_by_role("heading", name="Agent front-desk").wait_for()
         assert await page.get_by_role("button").filter(has_text="Save").count() == 0
         assert await page.get_by_role("button").filter(has_text="Delete").count() == 0
         assert await page.get_by_label("Prompt").get_attribute("readonly") is not None

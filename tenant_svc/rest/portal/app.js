@@ -7,9 +7,10 @@ const main = document.getElementById("main");
 const statusLine = document.getElementById("status");
 const alertLine = document.getElementById("alert");
 let session = loadSession();
+let pending = ""; // the message for the page a write leads to; shown once
 
 function go(hash, message = "") {
-  statusLine.textContent = message;
+  pending = message;
   if (location.hash === hash) route();
   else location.hash = hash;
 }
@@ -60,6 +61,8 @@ async function route() {
   if (!session) return signIn();
   const [, page, id] = location.hash.split("/");
   alertLine.textContent = "";
+  statusLine.textContent = pending;
+  pending = "";
   try {
     if (page === "agents" && id) await views.agentForm(session, main, decodeURIComponent(id), go);
     else if (page === "numbers") await views.numbers(session, main, go);

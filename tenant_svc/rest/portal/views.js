@@ -175,22 +175,21 @@ export async function numbers(s, main, go) {
   );
   let form = null;
   if (s.canWrite) {
+    const choices = await call(s, "GET", `${parent(s)}/agents`, { query: { pageSize: 200 } });
     const number = h("input", { type: "tel", name: "e164Number", required: true, placeholder: "+14155550123" });
-    const agent = h("input", { type: "text", name: "agent", required: true });
+    const agent = h("select", { name: "agent", required: true }, (choices.agents || []).map((a) => h("option", { value: a.name, text: idOf(a.name) })));
     form = h(
       "form",
       {
         onsubmit: async (event) => {
           event.preventDefault();
-          await call(s, "POST", `${parent(s)}/phoneNumbers`, {
-            body: { e164Number: number.value, agent: `tenants/${s.tenant}/agents/${agent.value}` },
-          });
+          await call(s, "POST", `${parent(s)}/phoneNumbers`, { body: { e164Number: number.value, agent: agent.value } });
           go("#/numbers", "Number added.");
         },
       },
       h("h3", { text: "Add a number" }),
       field("Number (E.164)", number),
-      field("Agent id that answers", agent),
+      field("Agent that answers", agent),
       h("button", { type: "submit", text: "Add number" }),
     );
   }
@@ -311,6 +310,7 @@ export async function callDetail(s, main, id) {
       h("dt", { text: "From / to" }), h("dd", { text: `${c.fromNumber || "-"} / ${c.toNumber || "-"}` }),
       h("dt", { text: "Started / ended" }), h("dd", { text: `${when(c.startTime)} / ${when(c.endTime)}` }),
       h("dt", { text: "End reason" }), h("dd", { text: c.endReason || "" }),
+      h("dt", { text: "Usage" }), h("dd", { text: Object.entries(c.usage || {}).map(([k, v]) => `${k} ${v}`).join(", ") || "-" }),
     ),
     table("Transcript with per-turn latency (from the end of the caller's speech)", ["Turn", "Caller", "Agent", "STT final", "LLM first token", "TTS first audio", "First audio out"], rows),
   );
