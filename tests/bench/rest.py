@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
+import psutil
 import uvloop
 from google.protobuf import timestamp_pb2
 
@@ -100,13 +101,15 @@ async def _run(seconds: float, concurrency: int, calls: int) -> None:
         async with tenant_api(db, Path(tmp) / "auth") as api:
             proc, url = await _front(api.address)
             try:
-                await _bench(api, url, seconds, concurrency, calls)
+                await _bench(api, url, psutil.Process(proc.pid), seconds, concurrency, calls)
             finally:
                 proc.terminate()
                 proc.wait(10)
 
 
-async def _bench(api: TenantApi, url: str, seconds: float, concurrency: int, calls: int) -> None:
+async def _bench(
+    api: TenantApi, url: str, front: psutil.Process, seconds: float, concurrency: int, calls: int
+) -> None:
     tenant, small = await api.new_tenant(), await api.new_tenant()
     for i in range(AGENTS):
         await api.new_agent(tenant, f"agent-{i:03d}", "You are a receptionist. " * 20)
@@ -152,17 +155,21 @@ async def _bench(api: TenantApi, url: str, seconds: float, concurrency: int, cal
             "ListCalls (50/page)": rest(lambda _i: f"/v1/{parent}/calls?pageSize=50"),
         }
         print(
-            f"{'operation':<24}{'gRPC p50':>10}{'gRPC p99':>10}{'REST p50':>10}{'REST p99':>10}{'gRPC ops/s':>12}{'REST ops/s':>12}"
+            f"{'operation':<24}{'gRPC p50':>10}{'gRPC p99':>10}{'REST p50':>10}{'REST p99':>10}"
+            f"{'gRPC ops/s':>12}{'REST ops/s':>12}{'front CPU us/req':>18}"
         )
         for label, direct in grpc_ops.items():
             row = []
             for op in (direct, rest_ops[label]):
                 await _drive(0.5, concurrency, op)
+                cpu0 = sum(front.cpu_times()[:2])
                 rate, samples = await _drive(seconds, concurrency, op)
-                row.append((rate, _pct(samples, 0.5), _pct(samples, 0.99)))
-            (g_rate, g50, g99), (r_rate, r50, r99) = row
+                cpu = sum(front.cpu_times()[:2]) - cpu0  # the front's own CPU (none for direct gRPC)
+                row.append((rate, _pct(samples, 0.5), _pct(samples, 0.99), cpu / max(1, len(samples)) * 1e6))
+            (g_rate, g50, g99, _), (r_rate, r50, r99, r_cpu) = row
             print(
-                f"{label:<24}{g50:>10.2f}{g99:>10.2f}{r50:>10.2f}{r99:>10.2f}{g_rate:>12.0f}{r_rate:>12.0f}"
+                f"{label:<24}{g50:>10.2f}{g99:>10.2f}{r50:>10.2f}{r99:>10.2f}"
+                f"{g_rate:>12.0f}{r_rate:>12.0f}{r_cpu:>18.0f}"
             )
     await _portal_load(api, url, {f"{calls} calls": tenant, "10 calls": small})
 
