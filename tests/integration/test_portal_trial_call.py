@@ -68,7 +68,7 @@ async def test_test_calls_refuse_bad_input_and_say_when_they_are_off(api: Tenant
         )
         assert r.status_code == 400 and "VOICEAI_REST_GATEWAY_ADDRESS" in r.json()["message"]
     async with (
-        rest_front(api.address, gateway_address="127.0.0.1:1") as on,
+        rest_front(api.address, gateway_address="127.0.0.1:9") as on,
         client(on, api.token(t, "agent")) as h,
     ):
         cases = [

@@ -5,6 +5,7 @@ no template, methods with no annotation, another tenant's paths, missing credent
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -116,10 +117,32 @@ async def test_rate_limits_carry_retry_after(api: TenantApi, url: str) -> None:
 
 
 async def test_tenant_svc_down_is_503_and_the_front_stays_up(api: TenantApi) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        nobody = f"127.0.0.1:{s.getsockname()[1]}"
     async with (
-        rest_front("127.0.0.1:1", rpc_timeout_s=2) as base,
+        rest_front(nobody, rpc_timeout_s=2) as base,
         client(base, api.token("x", "viewer")) as h,
     ):
         r = await h.get("/v1/tenants/x/agents")
-        assert r.status_code == 503 and r.json()["code"] == 14
+        assert r.status_code == 503 and r.json()["code"] == 14, r.text
         assert (await h.get("/openapi.json")).status_code == 200
+
+
+async def test_cors_answers_only_the_configured_origins(api: TenantApi) -> None:
+    t = await api.new_tenant()
+    allowed, other = "https://portal.example", "https://evil.example"
+    preflight = {"access-control-request-method": "PATCH", "access-control-request-headers": "authorization"}
+    async with (
+        rest_front(api.address, cors_origins=allowed) as base,
+        client(base, api.token(t, "viewer")) as h,
+    ):
+        ok = await h.options(f"/v1/tenants/{t}/agents/a", headers={"origin": allowed, **preflight})
+        assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == allowed
+        refused = await h.options(f"/v1/tenants/{t}/agents/a", headers={"origin": other, **preflight})
+        assert "access-control-allow-origin" not in refused.headers
+        simple = await h.get(f"/v1/tenants/{t}/agents", headers={"origin": allowed})
+        assert simple.headers["access-control-allow-origin"] == allowed
+    async with rest_front(api.address) as base, client(base, api.token(t, "viewer")) as h:  # default: none
+        r = await h.get(f"/v1/tenants/{t}/agents", headers={"origin": allowed})
+        assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
