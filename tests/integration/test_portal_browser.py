@@ -80,6 +80,16 @@ async def page_for(browser: object, name: str) -> AsyncIterator[object]:
         await context.close()
 
 
+UNLABELLED = (
+    "[...document.querySelectorAll('input, textarea, select')].filter((e) => !e.labels.length).length"
+)
+
+
+async def assert_labelled(page: object) -> None:
+    """Every form control has a label a screen reader can announce."""
+    assert await page.evaluate(UNLABELLED) == 0  # type: ignore[attr-defined]
+
+
 async def _record_call(api: TenantApi, tenant: str) -> None:
     await api.stub.CreateCall(
         svc.CreateCallRequest(
@@ -127,6 +137,7 @@ async def test_an_admin_manages_agents_keys_and_reads_a_transcript(
 
         await page.get_by_role("link", name="sales").click()
         await page.get_by_role("heading", name="Agent sales").wait_for()
+        await assert_labelled(page)
         await page.get_by_label("Greeting").fill("Hello from the portal")
         await page.get_by_role("button", name="Save").click()
         await page.get_by_text("Agent saved.").wait_for()
@@ -138,6 +149,7 @@ async def test_an_admin_manages_agents_keys_and_reads_a_transcript(
 
         await page.get_by_role("link", name="API keys").click()
         await page.get_by_role("heading", name="API keys").wait_for()
+        await assert_labelled(page)
         await page.get_by_label("Name", exact=True).fill("ci")
         await page.get_by_label("viewer").check()
         await page.get_by_role("button", name="Create key").click()
@@ -160,6 +172,7 @@ async def test_an_admin_manages_agents_keys_and_reads_a_transcript(
 
         await page.get_by_role("link", name="Phone numbers").click()
         await page.get_by_role("heading", name="Add a number").wait_for()
+        await assert_labelled(page)
         number = fresh_number()
         await page.get_by_label("Number (E.164)").fill(number)
         await page.get_by_label("Agent that answers").select_option(label="sales")
@@ -187,6 +200,7 @@ async def test_a_viewer_sees_no_write_controls(api: TenantApi, url: str, browser
     async with page_for(browser, "viewer") as page:
         await page.goto(f"{url}/portal/")
         await page.get_by_label("Tenant id").fill(t)
+        await assert_labelled(page)
         await page.get_by_label("API key or token").fill(key.key)
         await page.get_by_role("button", name="Sign in").click()
         await page.get_by_role("link", name="front-desk").wait_for()
