@@ -146,3 +146,18 @@ async def test_cors_answers_only_the_configured_origins(api: TenantApi) -> None:
     async with rest_front(api.address) as base, client(base, api.token(t, "viewer")) as h:  # default: none
         r = await h.get(f"/v1/tenants/{t}/agents", headers={"origin": allowed})
         assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+
+
+async def test_conflicts_and_missing_resources_map_per_the_code_table(api: TenantApi, url: str) -> None:
+    t = await api.new_tenant()
+    async with client(url, api.token(t, "admin")) as h:
+        body = {"systemPrompt": "x"}
+        assert (
+            await h.post(f"/v1/tenants/{t}/agents", params={"agentId": "twice"}, json=body)
+        ).status_code == 200
+        again = await h.post(f"/v1/tenants/{t}/agents", params={"agentId": "twice"}, json=body)
+        assert again.status_code == 409 and again.json()["code"] == 6  # ALREADY_EXISTS
+        gone = await h.get(f"/v1/tenants/{t}/agents/never")
+        assert gone.status_code == 404 and gone.json()["code"] == 5  # NOT_FOUND
+        mask = await h.patch(f"/v1/tenants/{t}/agents/twice", params={"updateMask": "colour"}, json={})
+        assert mask.status_code == 400 and mask.json()["code"] == 3 and "colour" in mask.json()["message"]
