@@ -300,7 +300,8 @@ def build_document(comments: dict[str, str]) -> dict[str, Any]:
         for route in routes_of(service):
             path, names = openapi_path(route)
             n = seen[route.method.name] = seen.get(route.method.name, 0) + 1
-            op_id = route.method.name if n == 1 else f"{route.method.name}{n}"
+            # Unique across services, as client generators need (TenantService_GetAgent).
+            op_id = f"{service.name}_{route.method.name}" + ("" if n == 1 else str(n))
             paths.setdefault(path, {})[route.http_method.lower()] = _operation(book, route, names, op_id)
     return {
         "openapi": "3.1.0",

@@ -28,6 +28,8 @@ def test_the_spec_validates_and_covers_every_route() -> None:
         if "x-grpc-method" in op
     }
     assert grpc_methods == {r.full_method for r in RouteTable.from_descriptors().routes}
+    ids = [op["operationId"] for item in document["paths"].values() for op in item.values()]
+    assert len(ids) == len(set(ids)) and "TenantService_GetAgent" in ids  # what client generators name
 
 
 def test_comments_become_descriptions_and_errors_are_status() -> None:
