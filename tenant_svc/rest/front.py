@@ -109,6 +109,16 @@ def build_app(settings: RestSettings, channel: grpc.aio.Channel | None = None) -
         finally:
             await upstream.close()
 
+    async def ready(_request: Request) -> Response:
+        # Readiness: this front can serve new requests only while tenant_svc says it can.
+        serving = await transcoder.upstream_serving()
+        return JSONResponse(
+            {"status": "SERVING" if serving else "NOT_SERVING"}, status_code=200 if serving else 503
+        )
+
+    async def live(_request: Request) -> Response:
+        return JSONResponse({"status": "SERVING"})  # the loop answers: not stuck
+
     async def spec(_request: Request) -> Response:
         return JSONResponse(openapi_document())
 
@@ -140,6 +150,8 @@ def build_app(settings: RestSettings, channel: grpc.aio.Channel | None = None) -
         routes=[
             Route("/", home),
             Route("/openapi.json", spec),
+            Route("/healthz", live),
+            Route("/readyz", ready),
             Route("/docs", reference),
             Route("/portal/api/test-call", trials.handle, methods=["POST"]),
             Mount("/portal", StaticFiles(directory=PORTAL_DIR, html=True), name="portal"),

@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import grpc.aio
 from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -86,6 +87,17 @@ class Transcoder:
                 key, request_serializer=_serialize, response_deserializer=output.FromString
             )
         return self._calls[key]
+
+    async def upstream_serving(self) -> bool:
+        """Whether tenant_svc's gRPC health says SERVING (1 s deadline)."""
+        if self.channel is None:
+            return False
+        stub = health_pb2_grpc.HealthStub(self.channel)
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     async def handle(self, request: Request) -> Response:
         """Answers one HTTP request."""

@@ -65,6 +65,8 @@ async def test_oversize_bodies_are_413_before_they_are_read(api: TenantApi, url:
 
 
 async def test_paths_and_methods_that_match_nothing(api: TenantApi, url: str) -> None:
+    async with client(url) as anonymous:  # probes need no credential
+        assert (await anonymous.get("/readyz")).json() == {"status": "SERVING"}
     t = await api.new_tenant()
     async with client(url, api.token(t, "admin")) as h:
         nothing = await h.get(f"/v1/tenants/{t}/agents/a/extra")
@@ -124,6 +126,8 @@ async def test_tenant_svc_down_is_503_and_the_front_stays_up(api: TenantApi) -> 
         rest_front(nobody, rpc_timeout_s=2) as base,
         client(base, api.token("x", "viewer")) as h,
     ):
+        assert (await h.get("/healthz")).status_code == 200
+        assert (await h.get("/readyz")).json() == {"status": "NOT_SERVING"}
         r = await h.get("/v1/tenants/x/agents")
         assert r.status_code == 503 and r.json()["code"] == 14, r.text
         assert (await h.get("/openapi.json")).status_code == 200

@@ -54,6 +54,7 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_drift(api: Tenan
             "--no-color",
             "--header",
             f"Authorization: Bearer {api.token(t, 'admin')}",
+            cwd=tmp_path,  # its example cache stays out of the work tree
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
