@@ -94,6 +94,10 @@ async def test_another_tenants_paths_answer_as_grpc_does(api: TenantApi, url: st
 
 async def test_credentials_pass_through_unchanged(api: TenantApi, url: str) -> None:
     t = await api.new_tenant()
+    async with client(url) as raw:  # headers gRPC metadata cannot carry: 400, not a crash
+        for header in ({"authorization": b"Bearer \xe9t\xe9"}, {"x-tenant-id": b"t\xe9"}):
+            r = await raw.get(f"/v1/tenants/{t}/agents", headers=header)
+            assert r.status_code == 400 and "printable ASCII" in r.json()["message"]
     async with client(url) as anonymous:
         r = await anonymous.get(f"/v1/tenants/{t}/agents")
         assert r.status_code == 401 and r.json()["code"] == 16
