@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup proto proto-check lint test test-fast run demo call bench clean openapi browsers
+.PHONY: setup proto proto-check lint test test-fast run demo call bench clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,7 @@ proto: $(STAMP)
 	$(BIN)/buf lint
 	$(PY) scripts/gen_protos.py
 
+.PHONY: openapi browsers
 ## OpenAPI 3.1 from the protos' google.api.http annotations (committed; tests/unit/test_openapi_spec.py
 ## fails when stale): openapi/voiceai.yaml and the copy the REST front serves.
 openapi: $(STAMP)
