@@ -31,7 +31,7 @@ openapi: $(STAMP)
 
 ## Debian's Chromium for the portal's browser tests (as root; .ci/run does the same).
 browsers:
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
 
 lint: $(STAMP)
 	$(PY) scripts/gen_protos.py --stage-deps $(BUF_DEPS)
