@@ -107,3 +107,18 @@ def test_status_json_keeps_typed_details() -> None:
     data = status_json(status)
     assert data["code"] == 8 and data["details"][0]["@type"].endswith("google.rpc.RetryInfo")
     assert data["details"][0]["retryDelay"] == "3s"
+
+
+def test_additional_bindings_and_custom_verbs_each_become_a_binding() -> None:
+    from google.api import http_pb2
+
+    from tenant_svc.rest.routes import _bindings
+
+    rule = http_pb2.HttpRule(get="/v1/{name=tenants/*/agents/*}", response_body="agent")
+    rule.additional_bindings.add(post="/v1/{name=tenants/*/agents/*}:fetch", body="*")
+    rule.additional_bindings.add(custom=http_pb2.CustomHttpPattern(kind="HEAD", path="/v1/{name=agents/*}"))
+    assert _bindings(rule) == [
+        ("GET", "/v1/{name=tenants/*/agents/*}", "", "agent"),
+        ("POST", "/v1/{name=tenants/*/agents/*}:fetch", "*", ""),
+        ("HEAD", "/v1/{name=agents/*}", "", ""),
+    ]
