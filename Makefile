@@ -23,6 +23,16 @@ proto: $(STAMP)
 	$(BIN)/buf lint
 	$(PY) scripts/gen_protos.py
 
+.PHONY: openapi browsers
+## OpenAPI 3.1 from the protos' google.api.http annotations (committed; tests/unit/test_openapi_spec.py
+## fails when stale): openapi/voiceai.yaml and the copy the REST front serves.
+openapi: $(STAMP)
+	$(PY) -m tenant_svc.rest.openapi
+
+## Debian's Chromium for the portal's browser tests (as root; .ci/run does the same).
+browsers:
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+
 lint: $(STAMP)
 	$(PY) scripts/gen_protos.py --stage-deps $(BUF_DEPS)
 	$(BIN)/buf lint
@@ -40,9 +50,9 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-## The whole mesh in the foreground (Ctrl-C stops it cleanly).
+## The whole mesh in the foreground (Ctrl-C stops it cleanly), with the REST front and portal.
 run: $(STAMP)
-	$(PY) -m gateway.mesh
+	$(PY) -m gateway.mesh --portal
 
 ## The main job: start the mesh, place a real multi-turn call through it, print what happened.
 demo: $(STAMP)

@@ -31,6 +31,7 @@ from typing import IO
 from common import healthcheck
 from common.dev_ca import mesh_pki
 from gateway.mesh_state import LocalState, seed_demo_tenant
+from tenant_svc.rest.local import LocalPortal  # the REST front + portal (issue 18)
 
 # (package, log name, port offset from --base-port); started in this order, stopped in reverse.
 SERVICES = (
@@ -313,6 +314,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grace-s", type=float, default=5.0, help="drain time on stop (VOICEAI_GRACE_PERIOD_S)")
     p.add_argument("--demo", action="store_true", help="place a scripted call, then stop")
     p.add_argument("--out-dir", default="var", help="where --demo writes its WAVs")
+    p.add_argument("--portal", action="store_true", help="also start the REST front and portal (make run)")
     p.add_argument(
         "--state-dir", default="var", help="embedded PostgreSQL and Redis data (when not configured)"
     )
@@ -336,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, stop)
     mesh = Mesh(ports_from_args(args), args.host, args.grace_s, Path(args.state_dir))
+    portal = LocalPortal(mesh.address("tenant"), args.host, gateway=mesh.address("gateway"))
     code = 0
     try:
         mesh.start()
@@ -345,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
             say(f"  {seed_demo_tenant(mesh.address('tenant'))}")
         except Exception as e:  # the mesh runs, but the demo tenant's calls would be refused
             raise MeshError(f"could not create the demo tenant in tenant_svc: {e}") from e
+        if args.portal:
+            say(portal.start("demo"))
         say(f"\n  voiceai-mesh is up ({'mTLS, CA ' + str(mesh.pki.ca_cert) if mesh.pki else 'PLAINTEXT'}):")
         for s in reversed(mesh.services):  # the gateway, the one callers use, first
             say(f"    {s.package:<8} {s.address}")
@@ -369,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"\n  voiceai-mesh: {e}", sys.stderr)
         code = 1
     finally:
+        portal.stop()
         if any(s.popen is not None for s in mesh.services):
             say("\n  stopping the mesh (gateway first)")
             mesh.stop()

@@ -6,7 +6,8 @@ gateway (N concurrent calls through the whole mesh), then state (config cache an
 an embedded Redis), then tenancy (tenant_svc Get/List over gRPC + PostgreSQL with RLS and auth),
 then discovery (Consul: time for a critical instance to stop getting streams; balancing spread), then failover
 (extra latency of a turn whose STT/LLM instance died, words lost), then providers (each cloud
-provider adapter against its protocol double: adapter overhead, fallback switch time).
+provider adapter against its protocol double: adapter overhead, fallback switch time), then rest
+(the REST front's overhead over direct gRPC; the portal's calls page at 10k calls).
 ``--only SECTION`` runs one section; every other option goes to the gateway section (see
 ``python -m tests.bench.gateway --help``).
 """
@@ -17,11 +18,13 @@ import argparse
 import sys
 
 from tests.bench import discovery, echo, failover, gateway, providers, services, state, tenancy
+from tests.bench import rest as rest_front
 
 from tests.bench import encryption  # isort: skip  # data protection (#14)
 
 SECTIONS = ("services", "echo", "gateway", "state", "tenancy", "discovery", "failover", "providers")
 SECTIONS += ("encryption",)
+SECTIONS += ("rest",)
 
 
 def main() -> None:
@@ -55,6 +58,8 @@ def main() -> None:
         providers.main([])
     if wanted("encryption"):
         encryption.main([])
+    if wanted("rest"):  # REST front overhead vs gRPC; portal page load at 10k calls
+        rest_front.main([])
 
 
 if __name__ == "__main__":
