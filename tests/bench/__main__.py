@@ -2,7 +2,8 @@
 
 Sections: services (per-service overhead with zero-cost engines; local engine speed), then
 echo (the transport floor: a bare grpc.aio echo at the caller edge's message rate), then
-gateway (N concurrent calls through the whole mesh), then state (config cache and quotas on
+gateway (N concurrent calls through the whole mesh), then callers (the same shaped like real
+callers: one connection each, ~3.8 s replies, the idle mesh), then state (config cache and quotas on
 an embedded Redis), then tenancy (tenant_svc Get/List over gRPC + PostgreSQL with RLS and auth),
 then discovery (Consul: time for a critical instance to stop getting streams; balancing spread), then failover
 (extra latency of a turn whose STT/LLM instance died, words lost), then providers (each cloud
@@ -16,9 +17,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tests.bench import discovery, echo, failover, gateway, providers, services, state, tenancy
+from tests.bench import callers, discovery, echo, failover, gateway, providers, services, state, tenancy
 
-SECTIONS = ("services", "echo", "gateway", "state", "tenancy", "discovery", "failover", "providers")
+SECTIONS = (
+    "services",
+    "echo",
+    "gateway",
+    "callers",
+    "state",
+    "tenancy",
+    "discovery",
+    "failover",
+    "providers",
+)
 
 
 def main() -> None:
@@ -40,6 +51,8 @@ def main() -> None:
         echo.main(["--streams", "10,50,100,200"])
     if wanted("gateway"):
         gateway.main(rest)
+    if wanted("callers"):
+        callers.main([])
     if wanted("state"):
         state.main([])
     if wanted("tenancy"):

@@ -69,7 +69,9 @@ def _pct(values: list[float] | np.ndarray, p: float) -> float:
     return float(np.percentile(values, p)) if len(values) else float("nan")
 
 
-def spawn_loadgen(address: str, start_at: float, plans: list[CallPlan]) -> subprocess.Popen[bytes]:
+def spawn_loadgen(
+    address: str, start_at: float, plans: list[CallPlan], channel_per_call: bool = False
+) -> subprocess.Popen[bytes]:
     popen = subprocess.Popen(
         [sys.executable, "-m", "tests.bench.loadgen"],
         stdin=subprocess.PIPE,
@@ -82,6 +84,7 @@ def spawn_loadgen(address: str, start_at: float, plans: list[CallPlan]) -> subpr
         "start_at": start_at,
         "end_of_turn_silence_ms": END_OF_TURN_SILENCE_MS,
         "plans": [asdict(p) for p in plans],
+        "channel_per_call": channel_per_call,
     }
     assert popen.stdin is not None
     popen.stdin.write(json.dumps(spec).encode())
@@ -90,14 +93,21 @@ def spawn_loadgen(address: str, start_at: float, plans: list[CallPlan]) -> subpr
 
 
 def run_load(
-    gw: procs.Proc, mesh: list[procs.Proc], plans: list[CallPlan], per_process: int
+    gw: procs.Proc,
+    mesh: list[procs.Proc],
+    plans: list[CallPlan],
+    per_process: int,
+    channel_per_call: bool = False,
 ) -> dict[str, object]:
     n = len(plans)
     rss0 = gw.rss_mb()
     rss_peak = rss0
     start_at = time.monotonic() + 2.0  # the callers' processes start meanwhile
     gen_cpu0 = _children_cpu()  # the callers are reaped children: their CPU lands here
-    gens = [spawn_loadgen(gw.address, start_at, plans[i : i + per_process]) for i in range(0, n, per_process)]
+    gens = [
+        spawn_loadgen(gw.address, start_at, plans[i : i + per_process], channel_per_call)
+        for i in range(0, n, per_process)
+    ]
     outputs: list[bytes] = [b""] * len(gens)
 
     def collect(i: int) -> None:
@@ -244,6 +254,16 @@ def _row(r: dict[str, object]) -> str:
     return line
 
 
+def print_header() -> None:
+    """The column titles of the load table (one row per call level: ``_row``)."""
+    print(
+        f"{'calls':>6} {'turns':>9} {'err':>4} {'added p50':>10} {'p95':>7} {'p99':>7}"
+        f" {'CPU s/call-min':>14} {'RSS MB/call':>11} {'jitter p99':>11} {'caller lag':>11}"
+        "   gateway stages p50|p99 (ms after speech end): stt_final / end_of_turn /"
+        " llm_first_token / tts_first_audio / first_audio_out"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m tests.bench.gateway",
@@ -296,12 +316,7 @@ def main(argv: list[str] | None = None) -> None:
                 f" STT final {STT_FINAL_MS} ms, LLM first token {LLM_FIRST_TOKEN_MS} ms,"
                 f" TTS first audio {TTS_FIRST_AUDIO_MS} ms; {args.turns} turns per call; {arrivals})"
             )
-            print(
-                f"{'calls':>6} {'turns':>9} {'err':>4} {'added p50':>10} {'p95':>7} {'p99':>7}"
-                f" {'CPU s/call-min':>14} {'RSS MB/call':>11} {'jitter p99':>11} {'caller lag':>11}"
-                "   gateway stages p50|p99 (ms after speech end): stt_final / end_of_turn /"
-                " llm_first_token / tts_first_audio / first_audio_out"
-            )
+            print_header()
             for n in (int(x) for x in args.calls.split(",")):
                 plans = plans_for(n, args.turns, sync=args.sync, stagger_s=args.stagger, seed=args.seed)
                 t0 = time.monotonic()
