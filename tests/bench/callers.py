@@ -71,9 +71,25 @@ class GroupProc(procs.Proc):
 @contextlib.contextmanager
 def start_gateway(env: dict[str, str], workers: int) -> Iterator[GroupProc]:
     """The gateway under test; ``workers`` > 1 runs it as a supervisor with that many workers."""
-    args = ("--workers", str(workers)) if workers != 1 else ()
+    args = ("--workers", str(workers))
     with procs.start("gateway", "gateway", env, args=args) as p:
         yield GroupProc(p.name, p.popen, p.address)
+
+
+@contextlib.contextmanager
+def speech_services(env: dict[str, str]) -> Iterator[tuple[list[procs.Proc], dict[str, str]]]:
+    """stt, llm and tts processes on ``env``; yields them and the gateway's env that finds them."""
+    with (
+        procs.start("stt", "stt_svc", env) as stt,
+        procs.start("llm", "llm_svc", env) as llm,
+        procs.start("tts", "tts_svc", env) as tts,
+    ):
+        addresses = {
+            "VOICEAI_STT_ADDRESSES": stt.address,
+            "VOICEAI_LLM_ADDRESSES": llm.address,
+            "VOICEAI_TTS_ADDRESSES": tts.address,
+        }
+        yield [stt, llm, tts], {**env, **addresses}
 
 
 def measure_idle(mesh: list[procs.Proc], seconds: float) -> str:
@@ -116,20 +132,10 @@ def main(argv: list[str] | None = None) -> None:
         f" (~{len(args.reply) * args.ms_per_char / 1000:.1f} s of audio), 20 ms frames both ways,"
         f" {args.turns} turns per call, calls dial over {args.stagger:.0f} s"
     )
-    with (
-        procs.start("stt", "stt_svc", env) as stt,
-        procs.start("llm", "llm_svc", env) as llm,
-        procs.start("tts", "tts_svc", env) as tts,
-    ):
-        gw_env = {
-            **env,
-            "VOICEAI_STT_ADDRESSES": stt.address,
-            "VOICEAI_LLM_ADDRESSES": llm.address,
-            "VOICEAI_TTS_ADDRESSES": tts.address,
-        }
+    with speech_services(env) as (services, gw_env):
         for workers in (int(x) for x in args.workers.split(",")):
             with start_gateway(gw_env, workers) as gw:
-                mesh: list[procs.Proc] = [stt, llm, tts, gw]
+                mesh: list[procs.Proc] = [*services, gw]
                 print(f"-- gateway workers: {workers}")
                 if args.idle_s > 0:
                     print("  " + measure_idle(mesh, args.idle_s), flush=True)

@@ -304,7 +304,10 @@ def main(argv: list[str] | None = None) -> None:
             "VOICEAI_LLM_ADDRESSES": llm.address,
             "VOICEAI_TTS_ADDRESSES": tts.address,
         }
-        with start("gateway", "gateway", gw_env) as gw:
+        # One gateway process: its CPU, RSS and loop thread are what this table reports.
+        with procs.start(
+            "gateway", "gateway", gw_env, profile_dir=hook_dir, hooks=hooks, args=("--workers", "1")
+        ) as gw:
             mesh = [stt, llm, tts, gw]
             arrivals = (
                 "synchronized: all turns at once"

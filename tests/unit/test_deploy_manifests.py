@@ -692,3 +692,16 @@ def test_livekit_overlay_scrapes_the_worker_and_uses_the_registry_image() -> Non
     assert {c["image"] for d in docs for c in containers(d)} == {
         "registry.example.com/voiceai/voiceai-mesh:0.1.0"
     }
+
+
+def test_gateway_runs_one_worker_per_requested_core_with_a_writable_metrics_dir() -> None:
+    """``VOICEAI_WORKERS`` gateway workers = the CPU request, and the supervisor's multiprocess
+    metrics directory (tempfile, under /tmp) is writable under a read-only root filesystem."""
+    deployment = of_kind(rendered("base"), "Deployment")["gateway"]
+    spec = template(deployment)
+    (c,) = spec["containers"]
+    workers = int(env_value(c, "VOICEAI_WORKERS") or 0)
+    assert workers == int(c["resources"]["requests"]["cpu"]) <= int(c["resources"]["limits"]["cpu"])
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    tmp = next(m for m in c["volumeMounts"] if m["mountPath"] == "/tmp")
+    assert "emptyDir" in next(v for v in spec["volumes"] if v["name"] == tmp["name"])

@@ -1,0 +1,124 @@
+"""``python -m gateway --workers 2`` as real processes: calls spread over the workers, SIGTERM
+drains every worker without cutting a call, and a worker that dies is replaced while only its
+own calls end (UNAVAILABLE for their callers, a log line naming the worker)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc.aio
+import psutil
+import pytest
+
+from common.gen.voiceai.gateway.v1 import gateway_pb2
+from tests.bench import procs
+from tests.bench.callers import speech_services
+from tests.caller import ConverseCaller
+from tests.doubles.mesh_services import tone
+from tests.integration.gateway_harness import inline_config
+from tests.integration.test_failover_processes import ENV
+
+pytestmark = pytest.mark.slow  # six Python processes and real-time calls
+
+CALLS = 12  # both workers get some: all on one would take 2 in 2**12 connection hashes
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+
+
+@contextlib.contextmanager
+def _mesh(log: Path) -> Iterator[procs.Proc]:
+    with speech_services(ENV) as (_services, services_env):
+        gw_env = {**services_env, "VOICEAI_GRACE_PERIOD_S": "60", "VOICEAI_LOG_LEVEL": "INFO"}
+        args = ("--workers", "2")
+        with procs.start("gateway", "gateway", gw_env, log_path=str(log), args=args) as gw:
+            yield gw
+
+
+def _workers(gw: procs.Proc) -> list[psutil.Process]:
+    return gw.ps.children()
+
+
+def _calls_on(worker: psutil.Process, port: int) -> int:
+    """Callers' connections this worker accepted."""
+    return sum(
+        1
+        for c in worker.net_connections(kind="tcp")
+        if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port
+    )
+
+
+@contextlib.asynccontextmanager
+async def _callers(address: str, n: int) -> AsyncIterator[list[ConverseCaller]]:
+    """``n`` calls, each on its own connection (as independent callers), all started."""
+    async with contextlib.AsyncExitStack() as stack:
+        callers = []
+        for _ in range(n):
+            ch = await stack.enter_async_context(grpc.aio.insecure_channel(address, options=OWN_CONNECTION))
+            caller = ConverseCaller(ch, inline_config(end_of_turn_silence_ms=500))
+            callers.append(await stack.enter_async_context(caller))
+        await asyncio.gather(*(c.wait_for(lambda c: c.of("call_started"), timeout=20) for c in callers))
+        yield callers
+
+
+async def _one_turn_and_hangup(caller: ConverseCaller, speak: bool = False) -> gateway_pb2.CallEnded:
+    if speak:
+        await caller.send_pcm(tone(900))
+    await caller.wait_for(caller.turn_done(1), timeout=30)
+    return await caller.hangup(timeout=10)
+
+
+async def test_calls_spread_over_workers_and_sigterm_drains_them_all(tmp_path: Path) -> None:
+    with _mesh(tmp_path / "gateway.log") as gw:
+        port = int(gw.address.rsplit(":", 1)[1])
+        workers = _workers(gw)
+        assert len(workers) == 2
+        async with _callers(gw.address, CALLS) as callers:
+            per_worker = [_calls_on(w, port) for w in workers]
+            assert sum(per_worker) == CALLS and all(per_worker), per_worker
+            await asyncio.gather(*(c.send_pcm(tone(900)) for c in callers))
+            gw.popen.send_signal(signal.SIGTERM)  # mid-turn on every call
+            ended = await asyncio.gather(*(_one_turn_and_hangup(c) for c in callers))
+        code = await asyncio.to_thread(gw.popen.wait, 30)
+    assert [e.reason for e in ended] == [gateway_pb2.END_REASON_CALLER_HANGUP] * CALLS
+    assert all(e.turns == 1 for e in ended)
+    assert code == 0
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    log = (tmp_path / "gateway.log").read_text()
+    assert log.count("draining: NOT_SERVING") == 2 and "all workers stopped" in log
+
+
+async def test_a_killed_worker_is_replaced_and_only_its_calls_end(tmp_path: Path) -> None:
+    with _mesh(tmp_path / "gateway.log") as gw:
+        port = int(gw.address.rsplit(":", 1)[1])
+        victim, survivor = _workers(gw)
+        async with _callers(gw.address, CALLS) as callers:
+            on_victim = _calls_on(victim, port)
+            assert 0 < on_victim < CALLS
+            victim.kill()
+            outcomes = await asyncio.gather(
+                *(_one_turn_and_hangup(c, speak=True) for c in callers), return_exceptions=True
+            )
+            cut = [c for c, o in zip(callers, outcomes, strict=True) if isinstance(o, BaseException)]
+            kept = [o for o in outcomes if isinstance(o, gateway_pb2.CallEnded)]
+        assert len(cut) == on_victim and len(kept) == CALLS - on_victim
+        assert all(c.error is not None and c.error.code() == grpc.StatusCode.UNAVAILABLE for c in cut)
+        assert all(e.reason == gateway_pb2.END_REASON_CALLER_HANGUP and e.turns == 1 for e in kept)
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            pids = {w.pid for w in _workers(gw)}
+            if len(pids) == 2 and victim.pid not in pids:
+                break
+            await asyncio.sleep(0.2)
+        assert survivor.pid in pids and len(pids) == 2, pids
+        async with _callers(gw.address, 4) as callers:  # the group serves new calls again
+            ended = await asyncio.gather(*(_one_turn_and_hangup(c, speak=True) for c in callers))
+        assert [e.reason for e in ended] == [gateway_pb2.END_REASON_CALLER_HANGUP] * 4
+    log = (tmp_path / "gateway.log").read_text()
+    assert f"gateway worker 0 (pid {victim.pid}) died (signal SIGKILL)" in log or (
+        f"gateway worker 1 (pid {victim.pid}) died (signal SIGKILL)" in log
+    )
