@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -30,12 +32,24 @@ OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 
 
 @contextlib.contextmanager
-def _mesh(log: Path) -> Iterator[procs.Proc]:
+def _mesh(log: Path, metrics_port: int = -1) -> Iterator[procs.Proc]:
     with speech_services(ENV) as (_services, services_env):
-        gw_env = {**services_env, "VOICEAI_GRACE_PERIOD_S": "60", "VOICEAI_LOG_LEVEL": "INFO"}
+        gw_env = {
+            **services_env,
+            "VOICEAI_GRACE_PERIOD_S": "60",
+            "VOICEAI_LOG_LEVEL": "INFO",
+            "VOICEAI_METRICS_PORT": str(metrics_port),
+        }
         args = ("--workers", "2")
         with procs.start("gateway", "gateway", gw_env, log_path=str(log), args=args) as gw:
             yield gw
+
+
+def _active_calls(metrics_port: int) -> dict[str, float]:
+    """The group's /metrics: calls in progress per worker pid."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    found = re.findall(r'^voiceai_gateway_active_calls\{pid="(\d+)"\} (\S+)$', text, re.M)
+    return {pid: float(v) for pid, v in found}
 
 
 def _workers(gw: procs.Proc) -> list[psutil.Process]:
@@ -72,13 +86,17 @@ async def _one_turn_and_hangup(caller: ConverseCaller, speak: bool = False) -> g
 
 
 async def test_calls_spread_over_workers_and_sigterm_drains_them_all(tmp_path: Path) -> None:
-    with _mesh(tmp_path / "gateway.log") as gw:
+    metrics_port = procs.free_port()
+    with _mesh(tmp_path / "gateway.log", metrics_port) as gw:
         port = int(gw.address.rsplit(":", 1)[1])
         workers = _workers(gw)
         assert len(workers) == 2
         async with _callers(gw.address, CALLS) as callers:
             per_worker = [_calls_on(w, port) for w in workers]
             assert sum(per_worker) == CALLS and all(per_worker), per_worker
+            # One endpoint for the group: each worker's gauge, labelled with its pid.
+            active = await asyncio.to_thread(_active_calls, metrics_port)
+            assert active == {str(w.pid): float(n) for w, n in zip(workers, per_worker, strict=True)}
             await asyncio.gather(*(c.send_pcm(tone(900)) for c in callers))
             gw.popen.send_signal(signal.SIGTERM)  # mid-turn on every call
             ended = await asyncio.gather(*(_one_turn_and_hangup(c) for c in callers))
