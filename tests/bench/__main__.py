@@ -3,7 +3,8 @@
 Sections: services (per-service overhead with zero-cost engines; local engine speed), then
 echo (the transport floor: a bare grpc.aio echo at the caller edge's message rate), then
 gateway (N concurrent calls through the whole mesh), then callers (the same shaped like real
-callers: one connection each, ~3.8 s replies, the idle mesh), then state (config cache and quotas on
+callers: one connection each, ~3.8 s replies, the idle mesh; one gateway process, then one worker
+per core; and the LiveKit room path's audio CPU beside it), then state (config cache and quotas on
 an embedded Redis), then tenancy (tenant_svc Get/List over gRPC + PostgreSQL with RLS and auth),
 then discovery (Consul: time for a critical instance to stop getting streams; balancing spread), then failover
 (extra latency of a turn whose STT/LLM instance died, words lost), then providers (each cloud
@@ -17,7 +18,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tests.bench import callers, discovery, echo, failover, gateway, providers, services, state, tenancy
+from gateway.workers import default_workers
+from tests.bench import (
+    callers,
+    discovery,
+    echo,
+    failover,
+    gateway,
+    livekit_audio,
+    providers,
+    services,
+    state,
+    tenancy,
+)
 
 SECTIONS = (
     "services",
@@ -52,7 +65,10 @@ def main() -> None:
     if wanted("gateway"):
         gateway.main(rest)
     if wanted("callers"):
-        callers.main([])
+        # Before and after in one run: one gateway process, then one worker per usable core.
+        counts = sorted({1, default_workers()})
+        callers.main(["--workers", ",".join(map(str, counts))])
+        livekit_audio.main([])
     if wanted("state"):
         state.main([])
     if wanted("tenancy"):

@@ -19,6 +19,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -103,6 +107,33 @@ def measure_idle(mesh: list[procs.Proc], seconds: float) -> str:
     return f"idle mesh over {wall:.0f} s, % of one core: {cells} total={sum(shares.values()):.2f}%"
 
 
+@contextlib.contextmanager
+def sampled(gw: procs.Proc, directory: str | None, name: str) -> Iterator[None]:
+    """With ``directory``: py-spy samples the gateway group meanwhile (every worker; only threads
+    holding the GIL, so an idle loop is not counted), collapsed stacks into ``directory/name.txt``
+    (flame-graph input; ``python -m tests.bench.stacks`` sums them)."""
+    if directory is None:
+        yield
+        return
+    os.makedirs(directory, exist_ok=True)
+    out = os.path.join(directory, f"{name}.txt")
+    spy = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--pid", str(gw.popen.pid)]
+        + ["--subprocesses", "--nonblocking", "--gil", "--rate", "97", "--format", "raw", "--output", out],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its output when interrupted
+        try:
+            spy.wait(30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the idle measurement and the caller-shaped load at each worker count and call level."""
     parser = argparse.ArgumentParser(
@@ -119,6 +150,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stagger", type=float, default=3.0, help="seconds over which calls dial")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--calls-per-process", type=int, default=50, help="callers per load process")
+    parser.add_argument(
+        "--py-spy", metavar="DIR", help="sample the gateway with py-spy during each level, stacks into DIR"
+    )
     args = parser.parse_args(argv)
     env = {
         **gateway.fake_env(),
@@ -144,7 +178,10 @@ def main(argv: list[str] | None = None) -> None:
                     plans = gateway.plans_for(
                         n, args.turns, sync=False, stagger_s=args.stagger, seed=args.seed
                     )
-                    result = gateway.run_load(gw, mesh, plans, args.calls_per_process, channel_per_call=True)
+                    with sampled(gw, args.py_spy, f"gateway-w{workers}-c{n}"):
+                        result = gateway.run_load(
+                            gw, mesh, plans, args.calls_per_process, channel_per_call=True
+                        )
                     print(gateway._row(result), flush=True)
     print(
         "  (added = end to end minus the configured latencies, over turns that started while all calls"
