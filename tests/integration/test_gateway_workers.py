@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -140,3 +143,14 @@ async def test_a_killed_worker_is_replaced_and_only_its_calls_end(tmp_path: Path
     assert f"gateway worker 0 (pid {victim.pid}) died (signal SIGKILL)" in log or (
         f"gateway worker 1 (pid {victim.pid}) died (signal SIGKILL)" in log
     )
+
+
+def test_a_worker_that_cannot_start_stops_the_group_with_the_reason() -> None:
+    env = {**os.environ, "PYTHONPATH": procs.ROOT, "VOICEAI_AUTH_MODE": "jwt"}  # jwt without a key
+    argv = [sys.executable, "-m", "gateway", "--port", "0", "--workers", "2"]
+    done = subprocess.run(
+        argv, check=False, env=env, cwd=procs.ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert "jwt mode needs exactly one of" in done.stderr  # the worker's own error
+    assert re.search(r"gateway worker \d \(pid \d+\) failed to start \(exit code 1\)", done.stderr)
