@@ -25,6 +25,7 @@ from tests.bench import procs
 from tests.bench.callers import speech_services
 from tests.caller import ConverseCaller
 from tests.doubles.mesh_services import tone
+from tests.integration.consul_harness import TOKEN, consul_double
 from tests.integration.gateway_harness import inline_config
 from tests.integration.test_failover_processes import ENV
 
@@ -154,3 +155,39 @@ def test_a_worker_that_cannot_start_stops_the_group_with_the_reason() -> None:
     assert done.returncode == 1
     assert "jwt mode needs exactly one of" in done.stderr  # the worker's own error
     assert re.search(r"gateway worker \d \(pid \d+\) failed to start \(exit code 1\)", done.stderr)
+
+
+def test_the_group_registers_once_in_consul_and_deregisters_before_draining() -> None:
+    with consul_double() as api:
+        env = {
+            **os.environ,
+            "PYTHONPATH": procs.ROOT,
+            "CONSUL_HTTP_ADDR": f"http://{api.address}",
+            "CONSUL_HTTP_TOKEN": TOKEN,
+            "VOICEAI_CONSUL_CHECK_INTERVAL": "1s",
+        }
+        port = procs.free_port()
+        argv = [sys.executable, "-m", "gateway", "--port", str(port), "--workers", "2"]
+        proc = subprocess.Popen(argv, env=env, cwd=procs.ROOT, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while (
+                not api.instances("voiceai-gateway") and time.monotonic() < deadline and proc.poll() is None
+            ):
+                time.sleep(0.05)
+            time.sleep(0.5)  # a second registration (one per worker) would have come by now
+            [svc] = api.instances("voiceai-gateway")
+            assert svc["Port"] == port and len(psutil.Process(proc.pid).children()) == 2
+            api.check_now()  # the agent's gRPC health check reaches a worker on the shared port
+            assert api.checks[f"service:{svc['ID']}"]["Status"] == "passing"
+            proc.send_signal(signal.SIGTERM)
+            _out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 0, err
+    assert [e[1:] for e in api.events if e[1] in ("register", "deregister")] == [
+        ("register", svc["ID"]),
+        ("deregister", svc["ID"]),
+    ]
