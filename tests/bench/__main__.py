@@ -10,7 +10,7 @@ then discovery (Consul: time for a critical instance to stop getting streams; ba
 (extra latency of a turn whose STT/LLM instance died, words lost), then providers (each cloud
 provider adapter against its protocol double: adapter overhead, fallback switch time).
 ``--only SECTION`` runs one section; every other option goes to the gateway section (see
-``python -m tests.bench.gateway --help``).
+``python -m tests.bench.gateway --help``), or with ``--only callers`` to that one.
 """
 
 from __future__ import annotations
@@ -66,8 +66,10 @@ def main() -> None:
         gateway.main(rest)
     if wanted("callers"):
         # Before and after in one run: one gateway process, then one worker per usable core.
+        # With --only callers, the other options go to it (python -m tests.bench.callers --help).
         counts = sorted({1, default_workers()})
-        callers.main(["--workers", ",".join(map(str, counts))])
+        own = rest if args.only == "callers" else []
+        callers.main(["--workers", ",".join(map(str, counts)), *own])
         livekit_audio.main([])
     if wanted("state"):
         state.main([])
