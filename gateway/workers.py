@@ -284,10 +284,15 @@ class Supervisor:
             await asyncio.gather(*late, return_exceptions=True)
 
     def _forget(self, pid: int) -> None:
+        """A dead worker's gauges leave /metrics (its counters and histograms stay in the sums)."""
         from prometheus_client import multiprocess
 
         with contextlib.suppress(OSError):
-            multiprocess.mark_process_dead(pid, self._metrics_dir)
+            multiprocess.mark_process_dead(pid, self._metrics_dir)  # the live* gauge modes
+        # Gauges in the default "all" mode (calls in progress) keep a file per pid: without this
+        # a dead worker's last value would count toward the pod's calls for the HPA forever.
+        for path in Path(self._metrics_dir).glob(f"gauge_*_{pid}.db"):
+            path.unlink(missing_ok=True)
 
     def _start_metrics(self) -> WSGIServer | None:
         if self.settings.metrics_port < 0:

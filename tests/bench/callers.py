@@ -72,11 +72,34 @@ class GroupProc(procs.Proc):
         return total / 2**20
 
 
+def listening_workers(gw: procs.Proc) -> list[psutil.Process]:
+    """The group's processes that accept connections on its port (SERVING as soon as one does)."""
+    port = int(gw.address.rsplit(":", 1)[1])
+    found = []
+    for p in [gw.ps, *gw.ps.children()]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            conns = p.net_connections(kind="tcp")
+            if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in conns):
+                found.append(p)
+    return found
+
+
+def wait_listening(gw: procs.Proc, workers: int, timeout_s: float = 60.0) -> None:
+    """Until every worker listens: the port answers once the first does, and callers connecting
+    before the others would all land on it."""
+    deadline = time.monotonic() + timeout_s
+    while len(listening_workers(gw)) < workers:
+        if time.monotonic() > deadline or gw.popen.poll() is not None:
+            raise RuntimeError(f"{len(listening_workers(gw))} of {workers} gateway workers listening")
+        time.sleep(0.05)
+
+
 @contextlib.contextmanager
 def start_gateway(env: dict[str, str], workers: int) -> Iterator[GroupProc]:
     """The gateway under test; ``workers`` > 1 runs it as a supervisor with that many workers."""
     args = ("--workers", str(workers))
     with procs.start("gateway", "gateway", env, args=args) as p:
+        wait_listening(p, workers)
         yield GroupProc(p.name, p.popen, p.address)
 
 

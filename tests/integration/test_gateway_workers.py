@@ -22,7 +22,7 @@ import pytest
 
 from common.gen.voiceai.gateway.v1 import gateway_pb2
 from tests.bench import procs
-from tests.bench.callers import speech_services
+from tests.bench.callers import listening_workers, speech_services, wait_listening
 from tests.caller import ConverseCaller
 from tests.doubles.mesh_services import tone
 from tests.integration.consul_harness import TOKEN, consul_double
@@ -46,6 +46,7 @@ def _mesh(log: Path, metrics_port: int = -1) -> Iterator[procs.Proc]:
         }
         args = ("--workers", "2")
         with procs.start("gateway", "gateway", gw_env, log_path=str(log), args=args) as gw:
+            wait_listening(gw, 2)  # SERVING as soon as the first one is
             yield gw
 
 
@@ -114,7 +115,8 @@ async def test_calls_spread_over_workers_and_sigterm_drains_them_all(tmp_path: P
 
 
 async def test_a_killed_worker_is_replaced_and_only_its_calls_end(tmp_path: Path) -> None:
-    with _mesh(tmp_path / "gateway.log") as gw:
+    metrics_port = procs.free_port()
+    with _mesh(tmp_path / "gateway.log", metrics_port) as gw:
         port = int(gw.address.rsplit(":", 1)[1])
         victim, survivor = _workers(gw)
         async with _callers(gw.address, CALLS) as callers:
@@ -124,19 +126,28 @@ async def test_a_killed_worker_is_replaced_and_only_its_calls_end(tmp_path: Path
             outcomes = await asyncio.gather(
                 *(_one_turn_and_hangup(c, speak=True) for c in callers), return_exceptions=True
             )
-            cut = [c for c, o in zip(callers, outcomes, strict=True) if isinstance(o, BaseException)]
+            # The RPC's own status: UNAVAILABLE (the connection is gone), or INTERNAL when the
+            # caller's write races the reset (grpc.aio's client, grpc/grpc#36066).
+            cut = [
+                await asyncio.wait_for(c.call.code(), 10)
+                for c, o in zip(callers, outcomes, strict=True)
+                if isinstance(o, BaseException)
+            ]
             kept = [o for o in outcomes if isinstance(o, gateway_pb2.CallEnded)]
         assert len(cut) == on_victim and len(kept) == CALLS - on_victim
-        assert all(c.error is not None and c.error.code() == grpc.StatusCode.UNAVAILABLE for c in cut)
+        assert set(cut) <= {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL}, cut
         assert all(e.reason == gateway_pb2.END_REASON_CALLER_HANGUP and e.turns == 1 for e in kept)
 
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            pids = {w.pid for w in _workers(gw)}
+            pids = {w.pid for w in listening_workers(gw)}  # the replacement is up once it listens
             if len(pids) == 2 and victim.pid not in pids:
                 break
             await asyncio.sleep(0.2)
         assert survivor.pid in pids and len(pids) == 2, pids
+        # The dead worker's calls no longer count on /metrics (the HPA's signal); the new one's do.
+        active = await asyncio.to_thread(_active_calls, metrics_port)
+        assert set(active) == {str(p) for p in pids}, active
         async with _callers(gw.address, 4) as callers:  # the group serves new calls again
             ended = await asyncio.gather(*(_one_turn_and_hangup(c, speak=True) for c in callers))
         assert [e.reason for e in ended] == [gateway_pb2.END_REASON_CALLER_HANGUP] * 4
