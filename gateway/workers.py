@@ -184,6 +184,9 @@ class Supervisor:
                 await registration.deregister()
             await self._stop_workers()
         finally:
+            # Also on an error (a refused Consul registration): no worker outlives the group.
+            self._stopping.set()
+            await self._stop_workers()
             for task in keepers:
                 task.cancel()
             await asyncio.gather(*keepers, return_exceptions=True)
