@@ -19,6 +19,8 @@ class ServiceSettings(BaseSettings):
     port: int = 0
     # Prometheus /metrics on this port; 0 picks a free port, -1 disables it.
     metrics_port: int = -1
+    # SO_REUSEPORT on the gRPC port: several processes of one service share it (gateway --workers).
+    reuse_port: bool = False
     # How long open streams may run after SIGTERM before they are cancelled.
     grace_period_s: float = 30.0
     # On drain, report NOT_SERVING this long before refusing new RPCs, so load balancers and

@@ -38,6 +38,8 @@ class Settings(ServiceSettings):
     # collections find little garbage; at 200 calls each one stops the loop for ~20 ms (make
     # bench --probe). 100 instead of 10 makes them ten times rarer.
     gc_full_collection_every: int = 100
+    # Gateway processes sharing the port (gateway.workers); 0 = the cores this process may use.
+    workers: int = 0
 
 
 class GatewayApp:

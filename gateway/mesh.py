@@ -146,6 +146,7 @@ class Mesh:
         self.state.start()
         env = {
             **self.state.env,
+            "VOICEAI_WORKERS": "1",  # one gateway process under the launcher unless told otherwise
             **os.environ,
             "PYTHONUNBUFFERED": "1",
             "VOICEAI_HOST": self.host,

@@ -1,8 +1,15 @@
-"""Audio between a LiveKit room (48 kHz ``rtc.AudioFrame``s) and the pipeline (20 ms LINEAR16).
+"""Audio between a LiveKit room (``rtc.AudioFrame``s) and the pipeline (20 ms LINEAR16).
 
-Both directions use LiveKit's own sox resampler (``rtc.AudioResampler``), which keeps its filter
-state across pushes, so frame boundaries leave no clicks. It hands back audio in the chunks its
-filter releases, not per input frame; ``FrameSlicer`` cuts those into exact 20 ms frames.
+A room call asks LiveKit for the pipeline's rate both ways (``room.py``): ``rtc.AudioStream``
+resamples the caller's 48 kHz track natively and hands over 20 ms frames at 16 kHz, and
+``rtc.AudioSource`` takes the agent's 16 kHz frames and resamples them natively for the track.
+Then ``room_rate == pipeline_rate`` here and no resampling happens in this process's Python
+side at all: caller frames pass through (checked and sliced), agent frames are wrapped.
+
+At any other room rate (48 kHz frames handed in, as tests and older callers do) both directions
+use LiveKit's own sox resampler (``rtc.AudioResampler``), which keeps its filter state across
+pushes, so frame boundaries leave no clicks. It hands back audio in the chunks its filter
+releases, not per input frame; ``FrameSlicer`` cuts those into exact 20 ms frames.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ class CallerAudioIn:
         self._slicer = FrameSlicer(frame_bytes(pipeline_rate))
 
     def push(self, frame: rtc.AudioFrame) -> list[bytes]:
+        """One room frame (any length) -> the whole 20 ms pipeline frames it completes."""
         if frame.num_channels != 1:
             raise ValueError(f"caller audio must be mono; got {frame.num_channels} channels")
         if self._resampler is None:
@@ -63,10 +71,15 @@ class AgentAudioOut:
         self._resampler = self._new_resampler()
         self._slicer = FrameSlicer(frame_bytes(room_rate))
 
-    def _new_resampler(self) -> rtc.AudioResampler:
+    def _new_resampler(self) -> rtc.AudioResampler | None:
+        if self._in_rate == self._out_rate:
+            return None  # LiveKit's AudioSource resamples natively
         return rtc.AudioResampler(self._in_rate, self._out_rate, num_channels=1, quality=_QUALITY)
 
     def push(self, pcm: bytes) -> list[rtc.AudioFrame]:
+        """Pipeline audio -> the whole 20 ms room frames it completes."""
+        if self._resampler is None:
+            return [self._frame(data) for data in self._slicer.push(pcm)]
         out: list[rtc.AudioFrame] = []
         for chunk in self._resampler.push(bytearray(pcm)):
             for data in self._slicer.push(_pcm(chunk)):
@@ -75,9 +88,8 @@ class AgentAudioOut:
 
     def flush(self) -> list[rtc.AudioFrame]:
         """What the filter still holds, the last frame padded with silence (end of speech)."""
-        out = [
-            self._frame(data) for chunk in self._resampler.flush() for data in self._slicer.push(_pcm(chunk))
-        ]
+        held = self._resampler.flush() if self._resampler is not None else []
+        out = [self._frame(data) for chunk in held for data in self._slicer.push(_pcm(chunk))]
         last = self._slicer.flush()
         if last is not None:
             out.append(self._frame(last))

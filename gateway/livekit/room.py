@@ -16,7 +16,7 @@ from livekit import api, rtc
 from livekit.api.access_token import Claims
 
 from common.tasks import cancel_and_wait
-from gateway.livekit.audio import FRAME_MS, ROOM_RATE
+from gateway.livekit.audio import FRAME_MS, PIPELINE_RATE
 from gateway.livekit.calls import CallControls, RoomCalls
 from gateway.livekit.routing import Caller
 from gateway.livekit.settings import LiveKitCredentials, LiveKitSettings
@@ -34,6 +34,8 @@ CALLER_KINDS = frozenset(
         rtc.ParticipantKind.PARTICIPANT_KIND_CONNECTOR,
     }
 )
+# LiveKit's AudioStream/AudioSource convert between the track's 48 kHz and this natively.
+NATIVE_RATE = PIPELINE_RATE
 CALLER_FRAMES_BUFFERED = 50  # 1 s of the caller's 20 ms frames; the oldest go first beyond it
 
 
@@ -84,10 +86,15 @@ async def wait_for_caller(room: rtc.Room, timeout_s: float) -> rtc.RemotePartici
 
 
 async def read_track(track: rtc.Track, transport: RoomTransport) -> None:
-    """Feed the caller's audio track into ``transport`` in 20 ms frames until it ends."""
-    # 20 ms frames from the FFI, not its default 10 ms: half the per-frame work on this loop.
+    """Feed the caller's track into the transport until it ends."""
+    # 20 ms frames from the FFI, not its default 10 ms: half the per-frame work on this loop;
+    # at the transport's rate, resampled natively (no resampler in Python).
     stream = rtc.AudioStream(
-        track, sample_rate=ROOM_RATE, num_channels=1, frame_size_ms=FRAME_MS, capacity=CALLER_FRAMES_BUFFERED
+        track,
+        sample_rate=transport.room_rate,
+        num_channels=1,
+        frame_size_ms=FRAME_MS,
+        capacity=CALLER_FRAMES_BUFFERED,
     )
     try:
         async for event in stream:
@@ -107,7 +114,8 @@ async def run_room_call(
     """Join the job's room, run its call, leave; returns why it ended."""
     room = rtc.Room()
     await room.connect(creds.url, room_token(creds, ticket.claims), rtc.RoomOptions(auto_subscribe=True))
-    source = rtc.AudioSource(ROOM_RATE, 1, queue_size_ms=settings.playout_buffer_ms)
+    # The agent's audio at the pipeline's rate: LiveKit resamples it natively for the track.
+    source = rtc.AudioSource(NATIVE_RATE, 1, queue_size_ms=settings.playout_buffer_ms)
     readers: list[asyncio.Task[None]] = []
     try:
         try:
@@ -122,7 +130,7 @@ async def run_room_call(
             metadata=participant.metadata,
             room_metadata=room.metadata,
         )
-        transport = RoomTransport(source)
+        transport = RoomTransport(source, room_rate=NATIVE_RATE)
         controls = CallControls(transport, sip, ticket.room, caller, settings)
 
         def listen(track: rtc.Track, _pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant) -> None:

@@ -2,8 +2,10 @@
 
 The room side (``room.RoomCall``) feeds it the caller's frames, DTMF digits and departure; the
 session reads them through ``inbound()`` exactly as it reads a Converse stream. Agent frames the
-pacer sends are resampled to 48 kHz and captured into the room's ``AudioSource`` by one playback
-task, so ``send_audio`` never waits on the room.
+pacer sends are captured into the room's ``AudioSource`` by one playback task, so ``send_audio``
+never waits on the room. ``room_rate`` is the rate LiveKit hands caller frames over and takes
+agent frames at: a room call asks for the pipeline's rate (LiveKit resamples natively, see
+``audio.py``); at another rate (48 kHz) this side resamples with ``rtc.AudioResampler``.
 
 Queue policy: caller events wait in a bounded queue (10 s of frames); if the session ever falls
 that far behind, the newest caller audio is dropped and counted. A departure is never dropped
@@ -11,7 +13,7 @@ that far behind, the newest caller audio is dropped and counted. A departure is 
 refusal message queued at once fits); beyond it the oldest frames go. ``ClearAudio`` (barge-in)
 empties both the deque and the room source's own buffer.
 
-End of speech: the 16 -> 48 kHz resampler keeps the last ~18 ms of what it was given (its
+End of speech (when this side resamples): the 16 -> 48 kHz resampler keeps the last ~18 ms of what it was given (its
 filter's delay) and the slicer up to one partial 20 ms frame, until more audio pushes them out.
 The session does not tell the transport where an utterance ends, so the playback task does:
 when no agent audio came for ``TAIL_FLUSH_MS`` (the pacer sends a frame every 20 ms while the
@@ -72,6 +74,7 @@ class RoomTransport:
         outbound_limit_ms: int = 30_000,
         tail_flush_ms: int = TAIL_FLUSH_MS,
     ) -> None:
+        self.room_rate = room_rate
         self._fmt = Format(LINEAR16, pipeline_rate)
         self._in = CallerAudioIn(room_rate, pipeline_rate)
         self._out = AgentAudioOut(pipeline_rate, room_rate)
@@ -92,7 +95,7 @@ class RoomTransport:
 
     # ------------------------------------------------------------------ caller -> session
     def caller_frame(self, frame: rtc.AudioFrame) -> None:
-        """One frame of the caller's track (any size; 48 kHz mono as the room delivers it)."""
+        """One frame of the caller's track (any size; mono at ``room_rate``)."""
         if self.left:
             return
         for pcm in self._in.push(frame):

@@ -2,14 +2,16 @@
 
 Sections: services (per-service overhead with zero-cost engines; local engine speed), then
 echo (the transport floor: a bare grpc.aio echo at the caller edge's message rate), then
-gateway (N concurrent calls through the whole mesh), then state (config cache and quotas on
+gateway (N concurrent calls through the whole mesh), then callers (the same shaped like real
+callers: one connection each, ~3.8 s replies, the idle mesh; one gateway process, then one worker
+per core; and the LiveKit room path's audio CPU beside it), then state (config cache and quotas on
 an embedded Redis), then tenancy (tenant_svc Get/List over gRPC + PostgreSQL with RLS and auth),
 then discovery (Consul: time for a critical instance to stop getting streams; balancing spread), then failover
 (extra latency of a turn whose STT/LLM instance died, words lost), then providers (each cloud
 provider adapter against its protocol double: adapter overhead, fallback switch time), then rest
 (the REST front's overhead over direct gRPC; the portal's calls page at 10k calls).
 ``--only SECTION`` runs one section; every other option goes to the gateway section (see
-``python -m tests.bench.gateway --help``).
+``python -m tests.bench.gateway --help``), or with ``--only callers`` to that one.
 """
 
 from __future__ import annotations
@@ -17,14 +19,35 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tests.bench import discovery, echo, failover, gateway, providers, services, state, tenancy
+from gateway.workers import default_workers
+from tests.bench import (
+    callers,
+    discovery,
+    echo,
+    encryption,
+    failover,
+    gateway,
+    livekit_audio,
+    providers,
+    services,
+    state,
+    tenancy,
+)
 from tests.bench import rest as rest_front
 
-from tests.bench import encryption  # isort: skip  # data protection (#14)
-
-SECTIONS = ("services", "echo", "gateway", "state", "tenancy", "discovery", "failover", "providers")
-SECTIONS += ("encryption",)
-SECTIONS += ("rest",)
+SECTIONS = (
+    "services",
+    "echo",
+    "gateway",
+    "callers",
+    "state",
+    "tenancy",
+    "discovery",
+    "failover",
+    "providers",
+    "encryption",
+    "rest",
+)
 
 
 def main() -> None:
@@ -46,6 +69,13 @@ def main() -> None:
         echo.main(["--streams", "10,50,100,200"])
     if wanted("gateway"):
         gateway.main(rest)
+    if wanted("callers"):
+        # Before and after in one run: one gateway process, then one worker per usable core.
+        # With --only callers, the other options go to it (python -m tests.bench.callers --help).
+        counts = sorted({1, default_workers()})
+        own = rest if args.only == "callers" else []
+        callers.main(["--workers", ",".join(map(str, counts)), *own])
+        livekit_audio.main([])
     if wanted("state"):
         state.main([])
     if wanted("tenancy"):

@@ -73,13 +73,17 @@ def _pct(values: list[float] | np.ndarray, p: float) -> float:
 
 
 def spawn_loadgen(
-    address: str, start_at: float, plans: list[CallPlan], tls_env: dict[str, str]
+    address: str,
+    start_at: float,
+    plans: list[CallPlan],
+    tls_env: dict[str, str] | None = None,
+    channel_per_call: bool = False,
 ) -> subprocess.Popen[bytes]:
     popen = subprocess.Popen(
         [sys.executable, "-m", "tests.bench.loadgen"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": procs.ROOT, **tls_env},
+        env={**os.environ, "PYTHONPATH": procs.ROOT, **(tls_env or {})},
         cwd=procs.ROOT,
     )
     spec = {
@@ -87,6 +91,7 @@ def spawn_loadgen(
         "start_at": start_at,
         "end_of_turn_silence_ms": END_OF_TURN_SILENCE_MS,
         "plans": [asdict(p) for p in plans],
+        "channel_per_call": channel_per_call,
     }
     assert popen.stdin is not None
     popen.stdin.write(json.dumps(spec).encode())
@@ -100,6 +105,7 @@ def run_load(
     plans: list[CallPlan],
     per_process: int,
     tls_env: dict[str, str] | None = None,
+    channel_per_call: bool = False,
 ) -> dict[str, object]:
     n = len(plans)
     rss0 = gw.rss_mb()
@@ -107,7 +113,7 @@ def run_load(
     start_at = time.monotonic() + 2.0  # the callers' processes start meanwhile
     gen_cpu0 = _children_cpu()  # the callers are reaped children: their CPU lands here
     gens = [
-        spawn_loadgen(gw.address, start_at, plans[i : i + per_process], tls_env or {})
+        spawn_loadgen(gw.address, start_at, plans[i : i + per_process], tls_env, channel_per_call)
         for i in range(0, n, per_process)
     ]
     outputs: list[bytes] = [b""] * len(gens)
@@ -255,6 +261,16 @@ def _row(r: dict[str, object]) -> str:
     return line
 
 
+def print_header() -> None:
+    """The column titles of the load table (one row per call level: ``_row``)."""
+    print(
+        f"{'calls':>6} {'turns':>9} {'err':>4} {'added p50':>10} {'p95':>7} {'p99':>7}"
+        f" {'CPU s/call-min':>14} {'RSS MB/call':>11} {'jitter p99':>11} {'caller lag':>11}"
+        "   gateway stages p50|p99 (ms after speech end): stt_final / end_of_turn /"
+        " llm_first_token / tts_first_audio / first_audio_out"
+    )
+
+
 def _settings_fields(env: dict[str, str]) -> dict[str, str]:
     names = {"VOICEAI_TLS": "mode"}
     return {names.get(k, k.removeprefix("VOICEAI_TLS_").lower()): v for k, v in env.items()}
@@ -293,7 +309,10 @@ def bench_mesh(
             "VOICEAI_LLM_ADDRESSES": llm.address,
             "VOICEAI_TTS_ADDRESSES": tts.address,
         }
-        with start("gateway", "gateway", gw_env) as gw:
+        # One gateway process: its CPU, RSS and loop thread are what this table reports.
+        with procs.start(
+            "gateway", "gateway", gw_env, profile_dir=hook_dir, hooks=hooks, args=("--workers", "1")
+        ) as gw:
             mesh = [stt, llm, tts, gw]
             arrivals = (
                 "synchronized: all turns at once"
@@ -306,12 +325,7 @@ def bench_mesh(
                 f" STT final {STT_FINAL_MS} ms, LLM first token {LLM_FIRST_TOKEN_MS} ms,"
                 f" TTS first audio {TTS_FIRST_AUDIO_MS} ms; {args.turns} turns per call; {arrivals})"
             )
-            print(
-                f"{'calls':>6} {'turns':>9} {'err':>4} {'added p50':>10} {'p95':>7} {'p99':>7}"
-                f" {'CPU s/call-min':>14} {'RSS MB/call':>11} {'jitter p99':>11} {'caller lag':>11}"
-                "   gateway stages p50|p99 (ms after speech end): stt_final / end_of_turn /"
-                " llm_first_token / tts_first_audio / first_audio_out"
-            )
+            print_header()
             for n in (int(x) for x in args.calls.split(",")):
                 plans = plans_for(n, args.turns, sync=args.sync, stagger_s=args.stagger, seed=args.seed)
                 t0 = time.monotonic()

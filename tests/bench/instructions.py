@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
             "VOICEAI_LLM_ADDRESSES": llm.address,
             "VOICEAI_TTS_ADDRESSES": tts.address,
         }
-        argv_gw = [sys.executable, "-m", "gateway", "--port", str(port)]
+        argv_gw = [sys.executable, "-m", "gateway", "--port", str(port), "--workers", "1"]
         gw = subprocess.Popen(
             ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *argv_gw],
             env=gw_env,

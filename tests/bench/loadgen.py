@@ -28,7 +28,7 @@ import numpy as np
 
 from common.gen.voiceai.common.v1 import audio_pb2
 from common.gen.voiceai.gateway.v1 import gateway_pb2
-from common.tls import edge_channel, edge_client_tls
+from common.tls import TlsConfig, edge_channel, edge_client_tls
 
 RATE = 16000
 FRAME_S = 0.02
@@ -175,12 +175,28 @@ class _Call:
             call.cancel()
 
 
-async def run_calls(address: str, start_at: float, plans: list[CallPlan], config: bytes) -> list[CallResult]:
+async def run_calls(
+    address: str, start_at: float, plans: list[CallPlan], config: bytes, channel_per_call: bool = False
+) -> list[CallResult]:
     calls = [_Call(p) for p in plans]
-    # TLS as the environment says (gateway --tls: the bench's dev CA), plaintext otherwise.
-    async with edge_channel(address, edge_client_tls()) as channel:
+    tls = edge_client_tls()  # TLS as the environment says (gateway --tls: the bench's dev CA)
+    if channel_per_call:
+        await asyncio.gather(*(_own_channel(c, address, config, start_at, tls) for c in calls))
+        return [c.result for c in calls]
+    async with edge_channel(address, tls) as channel:
         await asyncio.gather(*(c.run(channel, config, start_at) for c in calls))
     return [c.result for c in calls]
+
+
+# Its own subchannel pool, so each caller really has its own TCP connection (as independent SIP
+# edges or clients would) instead of sharing the process-wide one for the same target.
+_OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+
+
+async def _own_channel(call: _Call, address: str, config: bytes, start_at: float, tls: TlsConfig) -> None:
+    await asyncio.sleep(max(0.0, start_at + call.plan.start_s - time.monotonic() - 0.5))
+    async with edge_channel(address, tls, options=_OWN_CONNECTION) as channel:
+        await call.run(channel, config, start_at)
 
 
 def main() -> None:
@@ -189,7 +205,9 @@ def main() -> None:
     spec = json.load(sys.stdin)
     plans = [CallPlan(**p) for p in spec["plans"]]
     config = config_request(spec["end_of_turn_silence_ms"])
-    results = uvloop.run(run_calls(spec["address"], spec["start_at"], plans, config))
+    results = uvloop.run(
+        run_calls(spec["address"], spec["start_at"], plans, config, spec.get("channel_per_call", False))
+    )
     json.dump([asdict(r) for r in results], sys.stdout)
 
 

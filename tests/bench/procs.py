@@ -7,7 +7,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import psutil
@@ -58,17 +58,18 @@ def start(
     profile_dir: str | None = None,
     hooks: str = "profile",
     tls: TlsConfig | None = None,
+    args: Sequence[str] = (),
 ) -> Iterator[Proc]:
     """Start ``python -m module`` on a free port; with ``profile_dir``, under the measurement
     ``hooks`` of tests/bench/profiled.py (output in ``profile_dir/<name>.*`` once it drained)."""
     port = free_port()
     full_env = {**os.environ, "VOICEAI_LOG_LEVEL": "WARNING", "PYTHONPATH": ROOT, **env}
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    argv = [sys.executable, "-m", module, "--port", str(port)]
+    argv = [sys.executable, "-m", module, "--port", str(port), *args]
     if profile_dir:
         os.makedirs(profile_dir, exist_ok=True)
         out_prefix = os.path.join(profile_dir, name)
-        argv = [sys.executable, "-m", "tests.bench.profiled", out_prefix, module, "--port", str(port)]
+        argv = [sys.executable, "-m", "tests.bench.profiled", out_prefix, module, "--port", str(port), *args]
         full_env["VOICEAI_BENCH_HOOKS"] = hooks
     popen = subprocess.Popen(argv, env=full_env, cwd=ROOT, stdout=out, stderr=out)
     proc = Proc(name, popen, f"127.0.0.1:{port}")

@@ -1,4 +1,7 @@
-"""Zero-cost ChatModel for benchmarks: a fixed first-token latency, then a fixed short reply."""
+"""Zero-cost ChatModel for benchmarks: a fixed first-token latency, then a fixed reply.
+
+The reply is ``REPLY`` unless ``VOICEAI_FAKE_LLM_REPLY`` sets another text (streamed one word per
+token, as a model's deltas arrive)."""
 
 from __future__ import annotations
 
@@ -16,9 +19,11 @@ class ZeroCostChatModel:
 
     def __init__(self) -> None:
         self._first_token_s = int(os.environ.get("VOICEAI_FAKE_LLM_FIRST_TOKEN_MS", "100")) / 1000.0
+        text = os.environ.get("VOICEAI_FAKE_LLM_REPLY", "")
+        self._reply = tuple(w + " " for w in text.split()) if text.strip() else REPLY
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
         await asyncio.sleep(self._first_token_s)
-        for token in REPLY:
+        for token in self._reply:
             yield TokenDelta(token)
-        yield Completion("stop", len(request.messages), len(REPLY), self.name)
+        yield Completion("stop", len(request.messages), len(self._reply), self.name)

@@ -229,7 +229,7 @@ async def test_byok_keys_are_sealed_never_returned_audited_and_internal_only(
             pki.ResolveProviderKeyRequest(provider="openai"), metadata=api.md(a, "admin")
         )
     )
-    assert code == grpc.StatusCode.PERMISSION_DENIED and "internal credentials only" in details
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "internal" in details
     # The mesh's internal path: A's key for A, nothing for B.
     got = await internal.ResolveProviderKey(
         pki.ResolveProviderKeyRequest(provider="openai"), metadata=internal_md(api, a)

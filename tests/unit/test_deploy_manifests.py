@@ -742,3 +742,16 @@ def test_production_runs_mtls_with_a_cert_manager_certificate_per_service(target
 def test_the_base_alone_is_plaintext_only_by_saying_so() -> None:
     config = of_kind(rendered("base"), "ConfigMap")["voiceai-config"]["data"]
     assert config["VOICEAI_TLS"] == "off"
+
+
+def test_gateway_runs_one_worker_per_requested_core_with_a_writable_metrics_dir() -> None:
+    """``VOICEAI_WORKERS`` gateway workers = the CPU request, and the supervisor's multiprocess
+    metrics directory (tempfile, under /tmp) is writable under a read-only root filesystem."""
+    deployment = of_kind(rendered("base"), "Deployment")["gateway"]
+    spec = template(deployment)
+    (c,) = spec["containers"]
+    workers = int(env_value(c, "VOICEAI_WORKERS") or 0)
+    assert workers == int(c["resources"]["requests"]["cpu"]) <= int(c["resources"]["limits"]["cpu"])
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    tmp = next(m for m in c["volumeMounts"] if m["mountPath"] == "/tmp")
+    assert "emptyDir" in next(v for v in spec["volumes"] if v["name"] == tmp["name"])
