@@ -7,8 +7,9 @@ import logging
 from common.auth import AuthSettings, build_auth
 from common.config_cache import ConfigCache
 from common.gen.voiceai.telephony.v1 import telephony_service_pb2_grpc
-from common.gen.voiceai.tenant.v1 import tenant_service_pb2_grpc
+from common.gen.voiceai.tenant.v1 import tenant_service_pb2_grpc, usage_service_pb2_grpc
 from common.plans import PlanBook
+from common.pricing import PricingSettings, book_from_settings
 from common.quotas import QuotaSettings, TenantQuotas
 from common.redis_conn import RedisSettings, open_redis
 from common.server import ServiceBinding, ServiceHost
@@ -22,12 +23,14 @@ from tenant_svc.server import TenantServicer
 from tenant_svc.telephony.server import TelephonyServicer
 from tenant_svc.telephony.settings import LiveKitSettings
 from tenant_svc.telephony.wiring import Telephony, build_telephony
+from tenant_svc.usage_server import UsageServicer
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 50064
 SERVICE = "voiceai.tenant.v1.TenantService"
 TELEPHONY_SERVICE = "voiceai.telephony.v1.TelephonyService"
+USAGE_SERVICE = "voiceai.tenant.v1.UsageService"
 # Platform RPCs that name no tenant in their metadata (platform operators only, per RBAC).
 TENANTLESS = frozenset(
     f"/{SERVICE}/{m}" for m in ("CreateTenant", "ListTenants", "DeleteTenant", "LookupPhoneNumber")
@@ -56,7 +59,7 @@ async def build_host(
     auth_settings = auth_settings or AuthSettings()
     redis_settings = redis_settings or RedisSettings()
     pool = await open_pool(database or DatabaseSettings())
-    repo = Repository(pool)
+    repo = Repository(pool, book_from_settings(PricingSettings()))
     auth = build_auth(auth_settings, api_keys=PostgresApiKeys(repo))
     redis = open_redis(redis_settings) if redis_settings.url else None
     cache = ConfigCache(redis, prefix=redis_settings.key_prefix) if redis is not None else None
@@ -92,6 +95,12 @@ async def build_host(
             ServiceBinding(
                 SERVICE,
                 lambda server: tenant_service_pb2_grpc.add_TenantServiceServicer_to_server(servicer, server),
+            ),
+            ServiceBinding(
+                USAGE_SERVICE,
+                lambda server: usage_service_pb2_grpc.add_UsageServiceServicer_to_server(
+                    UsageServicer(repo, rate), server
+                ),
             ),
             ServiceBinding(
                 TELEPHONY_SERVICE,

@@ -145,8 +145,14 @@ TELEPHONY_SERVICE_RULES: dict[str, Rule] = {
     "/voiceai.telephony.v1.TelephonyService/CreateOutboundCall": _CALL,
 }
 
+# Usage ledger reads (issue 17): whoever may read a tenant's call records may read its usage.
+USAGE_SERVICE_RULES: dict[str, Rule] = {
+    f"/voiceai.tenant.v1.UsageService/{m}": _READ for m in ("GetUsage", "ListUsage", "ExportUsage")
+}
+
 # The mesh's policy. A service with other RPCs extends it, e.g.
 # DEFAULT_POLICY.extended(aip_rules("voiceai.tenant.v2.AgentService")).
 DEFAULT_POLICY = AccessPolicy(
     {**dict.fromkeys(CALL_METHODS, Permission.CALL), **TENANT_SERVICE_RULES, **TELEPHONY_SERVICE_RULES}
+    | USAGE_SERVICE_RULES
 )

@@ -11,10 +11,11 @@ from common.gen.voiceai.gateway.v1 import gateway_pb2
 from common.gen.voiceai.llm.v1 import llm_pb2
 from common.gen.voiceai.stt.v1 import stt_pb2
 from common.gen.voiceai.telephony.v1 import telephony_service_pb2
-from common.gen.voiceai.tenant.v1 import tenant_service_pb2
+from common.gen.voiceai.tenant.v1 import tenant_service_pb2, usage_service_pb2
 from common.gen.voiceai.tts.v1 import tts_pb2
 
 MODULES = (gateway_pb2, llm_pb2, stt_pb2, telephony_service_pb2, tenant_service_pb2, tts_pb2)
+MODULES += (usage_service_pb2,)
 
 
 def who(*roles: str) -> Principal:

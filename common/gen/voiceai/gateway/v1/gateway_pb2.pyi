@@ -19,6 +19,7 @@ class EndReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     END_REASON_MAX_DURATION: _ClassVar[EndReason]
     END_REASON_SHUTDOWN: _ClassVar[EndReason]
     END_REASON_TRANSFERRED: _ClassVar[EndReason]
+    END_REASON_QUOTA: _ClassVar[EndReason]
 END_REASON_UNSPECIFIED: EndReason
 END_REASON_CALLER_HANGUP: EndReason
 END_REASON_SERVICE_ERROR: EndReason
@@ -26,6 +27,7 @@ END_REASON_INVALID_INPUT: EndReason
 END_REASON_MAX_DURATION: EndReason
 END_REASON_SHUTDOWN: EndReason
 END_REASON_TRANSFERRED: EndReason
+END_REASON_QUOTA: EndReason
 
 class ConverseRequest(_message.Message):
     __slots__ = ("config", "audio", "dtmf", "hangup")
