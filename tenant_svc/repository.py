@@ -22,7 +22,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from common.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
-from common.pricing import DEFAULT_BOOK, PriceBook
+from common.pricing import DEFAULT_BOOK, Price, PriceBook
 from tenant_svc import usage_ledger
 
 AGENT_COLUMNS = (
@@ -400,6 +400,12 @@ class TenantScope:
 
     async def usage_totals(self, start: date, end: date) -> dict[str, int]:
         return await usage_ledger.usage_totals(self._conn, start, end)
+
+    async def contract_prices(self) -> tuple[list[Price], datetime | None]:
+        return await usage_ledger.contract_prices(self._conn)
+
+    async def replace_contract_prices(self, prices: Sequence[Price]) -> None:
+        await usage_ledger.replace_contract_prices(self._conn, self.tenant_id, prices)
 
     # -- audit ----------------------------------------------------------------------------
     async def audit(self, actor: str, action: str, resource: str, changed: Sequence[str] = ()) -> None:

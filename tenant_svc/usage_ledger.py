@@ -74,23 +74,37 @@ def derived_lines(call: pb.Call) -> list[usage_pb2.UsageLine]:
     return out
 
 
-async def _contract_prices(conn: psycopg.AsyncConnection[Any]) -> tuple[list[Price], str]:
+async def contract_prices(conn: psycopg.AsyncConnection[Any]) -> tuple[list[Price], datetime | None]:
+    """The bound tenant's contract prices and when they last changed."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             b"SELECT component, provider, model, unit, usd, per, update_time FROM contract_prices"
+            b" ORDER BY component, provider, model, unit"
         )
         rows = await cur.fetchall()
     prices = [
         Price(r["component"], r["provider"], r["model"], r["unit"], Decimal(r["usd"]), r["per"]) for r in rows
     ]
-    newest = max((r["update_time"] for r in rows), default=None)
-    return prices, newest.strftime("%Y%m%dT%H%M%S") if newest else ""
+    return prices, max((r["update_time"] for r in rows), default=None)
+
+
+async def replace_contract_prices(
+    conn: psycopg.AsyncConnection[Any], tenant_id: str, prices: Sequence[Price]
+) -> None:
+    """The bound tenant's whole contract becomes ``prices``."""
+    await conn.execute(b"DELETE FROM contract_prices")
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            b"INSERT INTO contract_prices (tenant_id, component, provider, model, unit, usd, per)"
+            b" VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            [(tenant_id, p.component, p.provider, p.model, p.unit, p.usd, p.per) for p in prices],
+        )
 
 
 async def book_for_tenant(conn: psycopg.AsyncConnection[Any], base: PriceBook) -> PriceBook:
     """The operator's book with the bound tenant's contract prices over it."""
-    prices, revision = await _contract_prices(conn)
-    return contract_book(base, prices, revision)
+    prices, changed = await contract_prices(conn)
+    return contract_book(base, prices, changed.strftime("%Y%m%dT%H%M%S") if changed else "")
 
 
 def _deltas(rows: Iterable[Any], sign: int, into: dict[_RollupKey, _Delta]) -> None:
@@ -258,6 +272,8 @@ __all__ = [
     "MAX_FUTURE_SKEW",
     "attribution_day",
     "book_for_tenant",
+    "contract_prices",
+    "replace_contract_prices",
     "derived_lines",
     "record_call_usage",
     "usage_rows",

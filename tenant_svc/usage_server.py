@@ -19,7 +19,9 @@ import grpc.aio
 from common.errors import InvalidArgument
 from common.gen.voiceai.tenant.v1 import usage_service_pb2 as us
 from common.gen.voiceai.tenant.v1 import usage_service_pb2_grpc as us_grpc
+from common.pricing import ANY_MODEL, Price, price_from_dict
 from tenant_svc import validation as v
+from tenant_svc.credentials import actor
 from tenant_svc.ratelimit import TenantRateLimit, rate_limited
 from tenant_svc.repository import Repository
 from tenant_svc.server import _scope
@@ -27,6 +29,7 @@ from tenant_svc.server import _scope
 Ctx: TypeAlias = grpc.aio.ServicerContext
 MAX_RANGE_DAYS = 3700
 MAX_EXPORT_ROWS = 100_000
+MAX_CONTRACT_PRICES = 500
 _GROUPS: dict[int, str] = {
     us.USAGE_GROUP_BY_AGENT: "agent",
     us.USAGE_GROUP_BY_PROVIDER: "provider",
@@ -151,6 +154,66 @@ class UsageServicer(us_grpc.UsageServiceServicer):
         writer.writeheader()
         writer.writerows(records)
         return us.ExportUsageResponse(content_type="text/csv", data=out.getvalue().encode())
+
+    @rate_limited
+    async def GetContractPrices(self, request: us.GetContractPricesRequest, _: Ctx) -> us.ContractPrices:
+        """The tenant's contract prices (empty: the operator's book alone)."""
+        tid = _scope(v.tenant_of(request.parent, "parent"))
+        async with self._repo.tenant(tid) as t:
+            prices, changed = await t.contract_prices()
+        return _contract(prices, changed)
+
+    @rate_limited
+    async def UpdateContractPrices(
+        self, request: us.UpdateContractPricesRequest, _: Ctx
+    ) -> us.ContractPrices:
+        """Replaces the tenant's contract prices; calls recorded from now on use them."""
+        tid = _scope(v.tenant_of(request.parent, "parent"))
+        if len(request.prices) > MAX_CONTRACT_PRICES:
+            raise InvalidArgument(f"at most {MAX_CONTRACT_PRICES} contract prices")
+        prices = [_price(i, p) for i, p in enumerate(request.prices)]
+        if len({p.key for p in prices}) != len(prices):
+            raise InvalidArgument("prices: each (component, provider, model, unit) may appear once")
+        async with self._repo.tenant(tid) as t:
+            await t.replace_contract_prices(prices)
+            await t.audit(actor(), "UpdateContractPrices", f"tenants/{tid}/contractPrices")
+            stored, changed = await t.contract_prices()
+        return _contract(stored, changed)
+
+
+def _price(index: int, p: us.ContractPrice) -> Price:
+    try:
+        return price_from_dict(
+            {
+                "component": p.component,
+                "provider": p.provider,
+                "model": p.model or ANY_MODEL,
+                "unit": p.unit,
+                "usd": p.usd,
+                "per": p.per or 1,
+            }
+        )
+    except InvalidArgument as e:
+        raise InvalidArgument(f"prices[{index}]: {e.message}") from e
+
+
+def _contract(prices: Sequence[Price], changed: datetime | None) -> us.ContractPrices:
+    out = us.ContractPrices(
+        prices=[
+            us.ContractPrice(
+                component=p.component,
+                provider=p.provider,
+                model=p.model,
+                unit=p.unit,
+                usd=str(p.usd),
+                per=p.per,
+            )
+            for p in prices
+        ]
+    )
+    if changed is not None:
+        out.update_time.FromDatetime(changed)
+    return out
 
 
 __all__ = ["UsageServicer", "day_range", "group_names"]

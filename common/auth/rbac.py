@@ -147,7 +147,12 @@ TELEPHONY_SERVICE_RULES: dict[str, Rule] = {
 
 # Usage ledger reads (issue 17): whoever may read a tenant's call records may read its usage.
 USAGE_SERVICE_RULES: dict[str, Rule] = {
-    f"/voiceai.tenant.v1.UsageService/{m}": _READ for m in ("GetUsage", "ListUsage", "ExportUsage")
+    **{
+        f"/voiceai.tenant.v1.UsageService/{m}": _READ
+        for m in ("GetUsage", "ListUsage", "ExportUsage", "GetContractPrices")
+    },
+    # A contract price is set by the platform's operators, never by the tenant itself.
+    "/voiceai.tenant.v1.UsageService/UpdateContractPrices": _MANAGE,
 }
 
 # The mesh's policy. A service with other RPCs extends it, e.g.

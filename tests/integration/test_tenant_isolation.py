@@ -104,6 +104,8 @@ def requests(victim: str, rid: str) -> dict[str, tuple[str, object]]:
         "GetUsage": ("GetUsage", us.GetUsageRequest(parent=base, group_by=[us.USAGE_GROUP_BY_AGENT])),
         "ListUsage": ("ListUsage", us.ListUsageRequest(parent=base)),
         "ExportUsage": ("ExportUsage", us.ExportUsageRequest(parent=base)),
+        "GetContractPrices": ("GetContractPrices", us.GetContractPricesRequest(parent=base)),
+        "UpdateContractPrices": ("UpdateContractPrices", us.UpdateContractPricesRequest(parent=base)),
         "ListCallsFiltered": (
             "ListCalls",
             svc.ListCallsRequest(parent=base, agent=f"{base}/agents/{rid}", order_by="start_time asc"),
@@ -111,7 +113,9 @@ def requests(victim: str, rid: str) -> dict[str, tuple[str, object]]:
     }
 
 
-USAGE_METHODS = frozenset({"GetUsage", "ListUsage", "ExportUsage"})
+USAGE_METHODS = frozenset(
+    {"GetUsage", "ListUsage", "ExportUsage", "GetContractPrices", "UpdateContractPrices"}
+)
 EXISTING = {"Agent": "shared-id", "PhoneNumber": "main", "Call": "c1"}
 
 

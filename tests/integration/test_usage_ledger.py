@@ -351,3 +351,47 @@ async def test_list_calls_filters_and_order(api: TenantApi) -> None:
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in (
             caught.value.details() or ""
         )
+
+
+async def test_contract_prices_are_set_by_operators_and_price_later_calls(api: TenantApi) -> None:
+    t = await api.new_tenant()
+    agent = (await api.new_agent(t)).name
+    stub = usage_stub(api)
+    deal = us.UpdateContractPricesRequest(
+        parent=f"tenants/{t}",
+        prices=[
+            us.ContractPrice(component="tts", provider="elevenlabs", unit="character", usd="0.05", per=1000)
+        ],
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # the tenant's own admin may not
+        await stub.UpdateContractPrices(deal, metadata=api.md(t, "admin"))
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    before = await record(
+        api, t, "before", a_call(agent, NOON, 10, [line("tts", "elevenlabs", "character", 1_000_000)])
+    )
+    stored = await stub.UpdateContractPrices(deal, metadata=api.md(None, "platform", header_tenant=t))
+    assert [(p.provider, p.model, p.usd, p.per) for p in stored.prices] == [
+        ("elevenlabs", "*", "0.0500000000", 1000)
+    ]
+    seen = await stub.GetContractPrices(
+        us.GetContractPricesRequest(parent=f"tenants/{t}"), metadata=api.md(t, "viewer")
+    )
+    assert seen == stored and seen.HasField("update_time")
+    after = await record(
+        api, t, "after", a_call(agent, NOON, 10, [line("tts", "elevenlabs", "character", 1_000_000)])
+    )
+    assert before.usage.cost_micros == 100_000 and before.usage.price_book_version == DEFAULT_BOOK.version
+    assert after.usage.cost_micros == 50_000 and "+contract-" in after.usage.price_book_version
+    # History is not re-priced: the earlier call keeps its price.
+    got = await api.stub.GetCall(
+        svc.GetCallRequest(name=f"tenants/{t}/calls/before"), metadata=api.md(t, "viewer")
+    )
+    assert got.usage.cost_micros == 100_000
+    bad = us.UpdateContractPricesRequest(
+        parent=f"tenants/{t}",
+        prices=[us.ContractPrice(component="tts", provider="x", unit="character", usd="-1")],
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.UpdateContractPrices(bad, metadata=api.md(None, "platform", header_tenant=t))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "prices[0]" in (caught.value.details() or "")

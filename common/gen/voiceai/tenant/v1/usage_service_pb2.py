@@ -29,13 +29,25 @@ from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%voiceai/tenant/v1/usage_service.proto\x12\x11voiceai.tenant.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb6\x01\n\x08UsageRow\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x11\n\tcomponent\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0c\n\x04unit\x18\x05 \x01(\t\x12\x14\n\x0cperiod_start\x18\x06 \x01(\t\x12\x16\n\x0equantity_milli\x18\x07 \x01(\x03\x12\x13\n\x0b\x63ost_micros\x18\x08 \x01(\x03\x12\x16\n\x0eunpriced_lines\x18\t \x01(\x03\"\xcf\x01\n\x0fGetUsageRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x08group_by\x18\x04 \x03(\x0e\x32\x1f.voiceai.tenant.v1.UsageGroupBy\"\x8f\x01\n\x10GetUsageResponse\x12\r\n\x05\x63\x61lls\x18\x01 \x01(\x03\x12\x14\n\x0c\x63\x61ll_seconds\x18\x02 \x01(\x01\x12\x13\n\x0b\x63ost_micros\x18\x03 \x01(\x03\x12\x16\n\x0eunpriced_lines\x18\x04 \x01(\x03\x12)\n\x04rows\x18\x05 \x03(\x0b\x32\x1b.voiceai.tenant.v1.UsageRow\"\xf7\x01\n\x10ListUsageRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x08group_by\x18\x04 \x03(\x0e\x32\x1f.voiceai.tenant.v1.UsageGroupBy\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"W\n\x11ListUsageResponse\x12)\n\x04rows\x18\x01 \x03(\x0b\x32\x1b.voiceai.tenant.v1.UsageRow\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x88\x02\n\x12\x45xportUsageRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x08group_by\x18\x04 \x03(\x0e\x32\x1f.voiceai.tenant.v1.UsageGroupBy\x12\x34\n\x06\x66ormat\x18\x05 \x01(\x0e\x32$.voiceai.tenant.v1.UsageExportFormat\"9\n\x13\x45xportUsageResponse\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c*\xcf\x01\n\x0cUsageGroupBy\x12\x1e\n\x1aUSAGE_GROUP_BY_UNSPECIFIED\x10\x00\x12\x18\n\x14USAGE_GROUP_BY_AGENT\x10\x01\x12\x1b\n\x17USAGE_GROUP_BY_PROVIDER\x10\x02\x12\x18\n\x14USAGE_GROUP_BY_MODEL\x10\x03\x12\x16\n\x12USAGE_GROUP_BY_DAY\x10\x04\x12\x18\n\x14USAGE_GROUP_BY_MONTH\x10\x05\x12\x1c\n\x18USAGE_GROUP_BY_COMPONENT\x10\x06*t\n\x11UsageExportFormat\x12#\n\x1fUSAGE_EXPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x1b\n\x17USAGE_EXPORT_FORMAT_CSV\x10\x01\x12\x1d\n\x19USAGE_EXPORT_FORMAT_JSONL\x10\x02\x32\xb5\x03\n\x0cUsageService\x12\x82\x01\n\x08GetUsage\x12\".voiceai.tenant.v1.GetUsageRequest\x1a#.voiceai.tenant.v1.GetUsageResponse\"-\xda\x41\x06parent\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/{parent=tenants/*}/usage\x12\x8a\x01\n\tListUsage\x12#.voiceai.tenant.v1.ListUsageRequest\x1a$.voiceai.tenant.v1.ListUsageResponse\"2\xda\x41\x06parent\x82\xd3\xe4\x93\x02#\x12!/v1/{parent=tenants/*}/usage:list\x12\x92\x01\n\x0b\x45xportUsage\x12%.voiceai.tenant.v1.ExportUsageRequest\x1a&.voiceai.tenant.v1.ExportUsageResponse\"4\xda\x41\x06parent\x82\xd3\xe4\x93\x02%\x12#/v1/{parent=tenants/*}/usage:exportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%voiceai/tenant/v1/usage_service.proto\x12\x11voiceai.tenant.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x01\n\rContractPrice\x12\x17\n\tcomponent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08provider\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\x04unit\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\x03usd\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0b\n\x03per\x18\x06 \x01(\x05\"s\n\x0e\x43ontractPrices\x12\x30\n\x06prices\x18\x01 \x03(\x0b\x32 .voiceai.tenant.v1.ContractPrice\x12/\n\x0bupdate_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x18GetContractPricesRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\"|\n\x1bUpdateContractPricesRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\x12\x30\n\x06prices\x18\x02 \x03(\x0b\x32 .voiceai.tenant.v1.ContractPrice\"\xb6\x01\n\x08UsageRow\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x11\n\tcomponent\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0c\n\x04unit\x18\x05 \x01(\t\x12\x14\n\x0cperiod_start\x18\x06 \x01(\t\x12\x16\n\x0equantity_milli\x18\x07 \x01(\x03\x12\x13\n\x0b\x63ost_micros\x18\x08 \x01(\x03\x12\x16\n\x0eunpriced_lines\x18\t \x01(\x03\"\xcf\x01\n\x0fGetUsageRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x08group_by\x18\x04 \x03(\x0e\x32\x1f.voiceai.tenant.v1.UsageGroupBy\"\x8f\x01\n\x10GetUsageResponse\x12\r\n\x05\x63\x61lls\x18\x01 \x01(\x03\x12\x14\n\x0c\x63\x61ll_seconds\x18\x02 \x01(\x01\x12\x13\n\x0b\x63ost_micros\x18\x03 \x01(\x03\x12\x16\n\x0eunpriced_lines\x18\x04 \x01(\x03\x12)\n\x04rows\x18\x05 \x03(\x0b\x32\x1b.voiceai.tenant.v1.UsageRow\"\xf7\x01\n\x10ListUsageRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x08group_by\x18\x04 \x03(\x0e\x32\x1f.voiceai.tenant.v1.UsageGroupBy\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"W\n\x11ListUsageResponse\x12)\n\x04rows\x18\x01 \x03(\x0b\x32\x1b.voiceai.tenant.v1.UsageRow\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x88\x02\n\x12\x45xportUsageRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x08group_by\x18\x04 \x03(\x0e\x32\x1f.voiceai.tenant.v1.UsageGroupBy\x12\x34\n\x06\x66ormat\x18\x05 \x01(\x0e\x32$.voiceai.tenant.v1.UsageExportFormat\"9\n\x13\x45xportUsageResponse\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c*\xcf\x01\n\x0cUsageGroupBy\x12\x1e\n\x1aUSAGE_GROUP_BY_UNSPECIFIED\x10\x00\x12\x18\n\x14USAGE_GROUP_BY_AGENT\x10\x01\x12\x1b\n\x17USAGE_GROUP_BY_PROVIDER\x10\x02\x12\x18\n\x14USAGE_GROUP_BY_MODEL\x10\x03\x12\x16\n\x12USAGE_GROUP_BY_DAY\x10\x04\x12\x18\n\x14USAGE_GROUP_BY_MONTH\x10\x05\x12\x1c\n\x18USAGE_GROUP_BY_COMPONENT\x10\x06*t\n\x11UsageExportFormat\x12#\n\x1fUSAGE_EXPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x1b\n\x17USAGE_EXPORT_FORMAT_CSV\x10\x01\x12\x1d\n\x19USAGE_EXPORT_FORMAT_JSONL\x10\x02\x32\x81\x06\n\x0cUsageService\x12\x82\x01\n\x08GetUsage\x12\".voiceai.tenant.v1.GetUsageRequest\x1a#.voiceai.tenant.v1.GetUsageResponse\"-\xda\x41\x06parent\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/{parent=tenants/*}/usage\x12\x8a\x01\n\tListUsage\x12#.voiceai.tenant.v1.ListUsageRequest\x1a$.voiceai.tenant.v1.ListUsageResponse\"2\xda\x41\x06parent\x82\xd3\xe4\x93\x02#\x12!/v1/{parent=tenants/*}/usage:list\x12\x92\x01\n\x0b\x45xportUsage\x12%.voiceai.tenant.v1.ExportUsageRequest\x1a&.voiceai.tenant.v1.ExportUsageResponse\"4\xda\x41\x06parent\x82\xd3\xe4\x93\x02%\x12#/v1/{parent=tenants/*}/usage:export\x12\x9b\x01\n\x11GetContractPrices\x12+.voiceai.tenant.v1.GetContractPricesRequest\x1a!.voiceai.tenant.v1.ContractPrices\"6\xda\x41\x06parent\x82\xd3\xe4\x93\x02\'\x12%/v1/{parent=tenants/*}/contractPrices\x12\xab\x01\n\x14UpdateContractPrices\x12..voiceai.tenant.v1.UpdateContractPricesRequest\x1a!.voiceai.tenant.v1.ContractPrices\"@\xda\x41\rparent,prices\x82\xd3\xe4\x93\x02*\x1a%/v1/{parent=tenants/*}/contractPrices:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'voiceai.tenant.v1.usage_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_CONTRACTPRICE'].fields_by_name['component']._loaded_options = None
+  _globals['_CONTRACTPRICE'].fields_by_name['component']._serialized_options = b'\342A\001\002'
+  _globals['_CONTRACTPRICE'].fields_by_name['provider']._loaded_options = None
+  _globals['_CONTRACTPRICE'].fields_by_name['provider']._serialized_options = b'\342A\001\002'
+  _globals['_CONTRACTPRICE'].fields_by_name['unit']._loaded_options = None
+  _globals['_CONTRACTPRICE'].fields_by_name['unit']._serialized_options = b'\342A\001\002'
+  _globals['_CONTRACTPRICE'].fields_by_name['usd']._loaded_options = None
+  _globals['_CONTRACTPRICE'].fields_by_name['usd']._serialized_options = b'\342A\001\002'
+  _globals['_GETCONTRACTPRICESREQUEST'].fields_by_name['parent']._loaded_options = None
+  _globals['_GETCONTRACTPRICESREQUEST'].fields_by_name['parent']._serialized_options = b'\342A\001\002\372A\024\n\022voiceai.dev/Tenant'
+  _globals['_UPDATECONTRACTPRICESREQUEST'].fields_by_name['parent']._loaded_options = None
+  _globals['_UPDATECONTRACTPRICESREQUEST'].fields_by_name['parent']._serialized_options = b'\342A\001\002\372A\024\n\022voiceai.dev/Tenant'
   _globals['_GETUSAGEREQUEST'].fields_by_name['parent']._loaded_options = None
   _globals['_GETUSAGEREQUEST'].fields_by_name['parent']._serialized_options = b'\342A\001\002\372A\024\n\022voiceai.dev/Tenant'
   _globals['_LISTUSAGEREQUEST'].fields_by_name['parent']._loaded_options = None
@@ -48,24 +60,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USAGESERVICE'].methods_by_name['ListUsage']._serialized_options = b'\332A\006parent\202\323\344\223\002#\022!/v1/{parent=tenants/*}/usage:list'
   _globals['_USAGESERVICE'].methods_by_name['ExportUsage']._loaded_options = None
   _globals['_USAGESERVICE'].methods_by_name['ExportUsage']._serialized_options = b'\332A\006parent\202\323\344\223\002%\022#/v1/{parent=tenants/*}/usage:export'
-  _globals['_USAGEGROUPBY']._serialized_start=1415
-  _globals['_USAGEGROUPBY']._serialized_end=1622
-  _globals['_USAGEEXPORTFORMAT']._serialized_start=1624
-  _globals['_USAGEEXPORTFORMAT']._serialized_end=1740
-  _globals['_USAGEROW']._serialized_start=209
-  _globals['_USAGEROW']._serialized_end=391
-  _globals['_GETUSAGEREQUEST']._serialized_start=394
-  _globals['_GETUSAGEREQUEST']._serialized_end=601
-  _globals['_GETUSAGERESPONSE']._serialized_start=604
-  _globals['_GETUSAGERESPONSE']._serialized_end=747
-  _globals['_LISTUSAGEREQUEST']._serialized_start=750
-  _globals['_LISTUSAGEREQUEST']._serialized_end=997
-  _globals['_LISTUSAGERESPONSE']._serialized_start=999
-  _globals['_LISTUSAGERESPONSE']._serialized_end=1086
-  _globals['_EXPORTUSAGEREQUEST']._serialized_start=1089
-  _globals['_EXPORTUSAGEREQUEST']._serialized_end=1353
-  _globals['_EXPORTUSAGERESPONSE']._serialized_start=1355
-  _globals['_EXPORTUSAGERESPONSE']._serialized_end=1412
-  _globals['_USAGESERVICE']._serialized_start=1743
-  _globals['_USAGESERVICE']._serialized_end=2180
+  _globals['_USAGESERVICE'].methods_by_name['GetContractPrices']._loaded_options = None
+  _globals['_USAGESERVICE'].methods_by_name['GetContractPrices']._serialized_options = b'\332A\006parent\202\323\344\223\002\'\022%/v1/{parent=tenants/*}/contractPrices'
+  _globals['_USAGESERVICE'].methods_by_name['UpdateContractPrices']._loaded_options = None
+  _globals['_USAGESERVICE'].methods_by_name['UpdateContractPrices']._serialized_options = b'\332A\rparent,prices\202\323\344\223\002*\032%/v1/{parent=tenants/*}/contractPrices:\001*'
+  _globals['_USAGEGROUPBY']._serialized_start=1865
+  _globals['_USAGEGROUPBY']._serialized_end=2072
+  _globals['_USAGEEXPORTFORMAT']._serialized_start=2074
+  _globals['_USAGEEXPORTFORMAT']._serialized_end=2190
+  _globals['_CONTRACTPRICE']._serialized_start=209
+  _globals['_CONTRACTPRICE']._serialized_end=340
+  _globals['_CONTRACTPRICES']._serialized_start=342
+  _globals['_CONTRACTPRICES']._serialized_end=457
+  _globals['_GETCONTRACTPRICESREQUEST']._serialized_start=459
+  _globals['_GETCONTRACTPRICESREQUEST']._serialized_end=530
+  _globals['_UPDATECONTRACTPRICESREQUEST']._serialized_start=532
+  _globals['_UPDATECONTRACTPRICESREQUEST']._serialized_end=656
+  _globals['_USAGEROW']._serialized_start=659
+  _globals['_USAGEROW']._serialized_end=841
+  _globals['_GETUSAGEREQUEST']._serialized_start=844
+  _globals['_GETUSAGEREQUEST']._serialized_end=1051
+  _globals['_GETUSAGERESPONSE']._serialized_start=1054
+  _globals['_GETUSAGERESPONSE']._serialized_end=1197
+  _globals['_LISTUSAGEREQUEST']._serialized_start=1200
+  _globals['_LISTUSAGEREQUEST']._serialized_end=1447
+  _globals['_LISTUSAGERESPONSE']._serialized_start=1449
+  _globals['_LISTUSAGERESPONSE']._serialized_end=1536
+  _globals['_EXPORTUSAGEREQUEST']._serialized_start=1539
+  _globals['_EXPORTUSAGEREQUEST']._serialized_end=1803
+  _globals['_EXPORTUSAGERESPONSE']._serialized_start=1805
+  _globals['_EXPORTUSAGERESPONSE']._serialized_end=1862
+  _globals['_USAGESERVICE']._serialized_start=2193
+  _globals['_USAGESERVICE']._serialized_end=2962
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,44 @@ USAGE_EXPORT_FORMAT_UNSPECIFIED: UsageExportFormat
 USAGE_EXPORT_FORMAT_CSV: UsageExportFormat
 USAGE_EXPORT_FORMAT_JSONL: UsageExportFormat
 
+class ContractPrice(_message.Message):
+    __slots__ = ("component", "provider", "model", "unit", "usd", "per")
+    COMPONENT_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    USD_FIELD_NUMBER: _ClassVar[int]
+    PER_FIELD_NUMBER: _ClassVar[int]
+    component: str
+    provider: str
+    model: str
+    unit: str
+    usd: str
+    per: int
+    def __init__(self, component: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., unit: _Optional[str] = ..., usd: _Optional[str] = ..., per: _Optional[int] = ...) -> None: ...
+
+class ContractPrices(_message.Message):
+    __slots__ = ("prices", "update_time")
+    PRICES_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    prices: _containers.RepeatedCompositeFieldContainer[ContractPrice]
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, prices: _Optional[_Iterable[_Union[ContractPrice, _Mapping]]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetContractPricesRequest(_message.Message):
+    __slots__ = ("parent",)
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    def __init__(self, parent: _Optional[str] = ...) -> None: ...
+
+class UpdateContractPricesRequest(_message.Message):
+    __slots__ = ("parent", "prices")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    PRICES_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    prices: _containers.RepeatedCompositeFieldContainer[ContractPrice]
+    def __init__(self, parent: _Optional[str] = ..., prices: _Optional[_Iterable[_Union[ContractPrice, _Mapping]]] = ...) -> None: ...
+
 class UsageRow(_message.Message):
     __slots__ = ("agent", "component", "provider", "model", "unit", "period_start", "quantity_milli", "cost_micros", "unpriced_lines")
     AGENT_FIELD_NUMBER: _ClassVar[int]

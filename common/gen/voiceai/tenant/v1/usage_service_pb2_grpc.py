@@ -51,6 +51,16 @@ class UsageServiceStub:
                 request_serializer=voiceai_dot_tenant_dot_v1_dot_usage__service__pb2.ExportUsageRequest.SerializeToString,
                 response_deserializer=voiceai_dot_tenant_dot_v1_dot_usage__service__pb2.ExportUsageResponse.FromString,
                 _registered_method=True)
+        self.GetContractPrices = channel.unary_unary(
+                '/voiceai.tenant.v1.UsageService/GetContractPrices',
+                request_serializer=voiceai_dot_tenant_dot_v1_dot_usage__service__pb2.GetContractPricesRequest.SerializeToString,
+                response_deserializer=voiceai_dot_tenant_dot_v1_dot_usage__service__pb2.ContractPrices.FromString,
+                _registered_method=True)
+        self.UpdateContractPrices = channel.unary_unary(
+                '/voiceai.tenant.v1.UsageService/UpdateContractPrices',
+                request_serializer=voiceai_dot_tenant_dot_v1_dot_usage__service__pb2.UpdateContractPricesRequest.SerializeToString,
+                response_deserializer=voiceai_dot_tenant_dot_v1_dot_usage__service__pb2.ContractPrices.FromString,
+                _registered_method=True)
 
 
 class UsageServiceServicer:
@@ -79,6 +89,22 @@ class UsageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetContractPrices(self, request, context):
+        """The tenant's contract prices (layered over the operator's price book when its calls are
+        priced).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateContractPrices(self, request, context):
+        """Replaces the tenant's contract prices (all of them; an empty list removes the contract).
+        Platform operators only. Applies to calls recorded from now on; history is never re-priced.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UsageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +122,16 @@ def add_UsageServiceServicer_to_server(servicer, server):
                     servicer.ExportUsage,
                     request_deserializer=voiceai_dot_tenant_dot_v1_dot_usage__service__pb2.ExportUsageRequest.FromString,
                     response_serializer=voiceai_dot_tenant_dot_v1_dot_usage__service__pb2.ExportUsageResponse.SerializeToString,
+            ),
+            'GetContractPrices': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetContractPrices,
+                    request_deserializer=voiceai_dot_tenant_dot_v1_dot_usage__service__pb2.GetContractPricesRequest.FromString,
+                    response_serializer=voiceai_dot_tenant_dot_v1_dot_usage__service__pb2.ContractPrices.SerializeToString,
+            ),
+            'UpdateContractPrices': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateContractPrices,
+                    request_deserializer=voiceai_dot_tenant_dot_v1_dot_usage__service__pb2.UpdateContractPricesRequest.FromString,
+                    response_serializer=voiceai_dot_tenant_dot_v1_dot_usage__service__pb2.ContractPrices.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -181,6 +217,60 @@ class UsageService:
             '/voiceai.tenant.v1.UsageService/ExportUsage',
             voiceai_dot_tenant_dot_v1_dot_usage__service__pb2.ExportUsageRequest.SerializeToString,
             voiceai_dot_tenant_dot_v1_dot_usage__service__pb2.ExportUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetContractPrices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voiceai.tenant.v1.UsageService/GetContractPrices',
+            voiceai_dot_tenant_dot_v1_dot_usage__service__pb2.GetContractPricesRequest.SerializeToString,
+            voiceai_dot_tenant_dot_v1_dot_usage__service__pb2.ContractPrices.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateContractPrices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voiceai.tenant.v1.UsageService/UpdateContractPrices',
+            voiceai_dot_tenant_dot_v1_dot_usage__service__pb2.UpdateContractPricesRequest.SerializeToString,
+            voiceai_dot_tenant_dot_v1_dot_usage__service__pb2.ContractPrices.FromString,
             options,
             channel_credentials,
             insecure,
