@@ -16,6 +16,7 @@ carry its own version; tenants with a contract get per-tenant prices layered on 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
@@ -38,6 +39,7 @@ UNITS = frozenset({"second", "minute", "character", "input_token", "cached_input
 COMPONENTS = frozenset({"stt", "llm", "tts", "telephony", "call"})
 ANY_MODEL = "*"
 _MICROS = Decimal(1_000_000)
+_DATED = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 _MILLI = Decimal(1000)
 
 
@@ -107,11 +109,11 @@ DEFAULT_PRICES: tuple[Price, ...] = (
     _p("telephony", "sip_inbound", ANY_MODEL, "minute", "0.0085"),
     _p("telephony", "sip_outbound", ANY_MODEL, "minute", "0.014"),
     # Local engines and the platform's own call-time line: zero-cost, but priced (not unknown).
-    _p("stt", "whisper", ANY_MODEL, "second", "0"),
+    _p("stt", "whisper-local", ANY_MODEL, "second", "0"),
     _p("tts", "piper", ANY_MODEL, "character", "0"),
-    _p("llm", "offline", ANY_MODEL, "input_token", "0"),
-    _p("llm", "offline", ANY_MODEL, "cached_input_token", "0"),
-    _p("llm", "offline", ANY_MODEL, "output_token", "0"),
+    _p("llm", "offline-responder", ANY_MODEL, "input_token", "0"),
+    _p("llm", "offline-responder", ANY_MODEL, "cached_input_token", "0"),
+    _p("llm", "offline-responder", ANY_MODEL, "output_token", "0"),
     _p("call", "voiceai", ANY_MODEL, "second", "0"),
 )
 
@@ -132,9 +134,11 @@ class PriceBook:
 
     def lookup(self, component: str, provider: str, model: str, unit: str) -> Price | None:
         """The model's own price, else the provider's any-model price, else None."""
-        found = self._prices.get((component, provider, model, unit)) or self._prices.get(
-            (component, provider, ANY_MODEL, unit)
-        )
+        found = self._prices.get((component, provider, model, unit))
+        if found is None and _DATED.search(model):  # "gpt-4o-mini-2024-07-18" is gpt-4o-mini's
+            found = self._prices.get((component, provider, _DATED.sub("", model), unit))
+        if found is None:
+            found = self._prices.get((component, provider, ANY_MODEL, unit))
         if found is None and self._under is not None:
             return self._under.lookup(component, provider, model, unit)
         return found

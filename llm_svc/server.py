@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Sequence
 import grpc.aio
 
 from common.errors import EngineError, InvalidArgument
-from common.gen.voiceai.common.v1 import usage_pb2
 from common.gen.voiceai.llm.v1 import llm_pb2, llm_pb2_grpc
 from common.providers import KNOWN_PROVIDERS
 from llm_svc.providers.base import (
@@ -31,6 +30,7 @@ from llm_svc.providers.base import (
     ToolCall,
     ToolCallDelta,
 )
+from llm_svc.usage_report import completion_usage
 
 log = logging.getLogger(__name__)
 
@@ -179,9 +179,7 @@ def _done(event: Completion) -> llm_pb2.StreamChatResponse:
             finish_reason=_FINISH[event.finish_reason],
             engine=event.engine,
             cached=event.cached,
-            usage=usage_pb2.Usage(
-                llm_prompt_tokens=event.prompt_tokens, llm_completion_tokens=event.completion_tokens
-            ),
+            usage=completion_usage(event),
         )
     )
 

@@ -84,7 +84,9 @@ async def _play_tts(
                 seg = playout.start_segment(chunk.text, turn)
                 spoken.segments.append(seg)
             playout.append(seg, chunk.audio)
-            usage.tts_seconds += fmt.ms_for_bytes(len(chunk.audio)) / 1000.0
+            seconds = fmt.ms_for_bytes(len(chunk.audio)) / 1000.0
+            usage.tts_seconds += seconds
+            usage.lines.tts_chunk(turn, chunk.text, chunk.provider, chunk.model, seconds)  # issue 17
         elif kind == "flush_done":
             return
 
@@ -185,6 +187,7 @@ async def _pipe_reply(
                 u = resp.done.usage
                 usage.llm_prompt_tokens += u.llm_prompt_tokens
                 usage.llm_completion_tokens += u.llm_completion_tokens
+                usage.lines.llm(turn, u)  # issue 17: per provider/model/key
         writer.end()
 
     async with asyncio.TaskGroup() as tg:
@@ -210,6 +213,11 @@ async def synthesize_text(
                 if resp.audio.text or not pieces:
                     pieces.append((resp.audio.text, bytearray()))
                 pieces[-1][1].extend(resp.audio.audio)
+                if usage is not None:  # issue 17: the phrase's synthesis, by provider
+                    a = resp.audio
+                    usage.lines.tts_chunk(
+                        0, a.text, a.provider, a.model, fmt.ms_for_bytes(len(a.audio)) / 1000.0
+                    )
             elif kind == "flush_done":
                 break
     if usage is not None:

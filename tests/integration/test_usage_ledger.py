@@ -165,7 +165,7 @@ def test_attribution_rule_end_day_and_skew() -> None:
 
 PROVIDERS = [
     ("stt", "deepgram", "nova-3", "second"),
-    ("stt", "whisper", "base.en", "second"),
+    ("stt", "whisper-local", "base.en", "second"),
     ("llm", "openai", "gpt-4o-mini", "input_token"),
     ("llm", "openai", "gpt-4o-mini", "cached_input_token"),
     ("llm", "openai", "gpt-4o", "output_token"),

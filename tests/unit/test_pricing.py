@@ -33,7 +33,7 @@ def test_seed_table_prices_in_micro_dollars() -> None:
             line("llm", "openai", "cached_input_token", 1_000_000_000, model="gpt-4o-mini"),  # $0.075
             line("llm", "openai", "output_token", 1_000_000_000, model="gpt-4o-mini"),  # $0.60
             line("telephony", "sip_inbound", "minute", 3_000),  # 3 min: $0.0255
-            line("stt", "whisper", "second", 90_000, model="base.en"),  # local: zero, but priced
+            line("stt", "whisper-local", "second", 90_000, model="base.en"),  # local: zero, but priced
         ]
     )
     DEFAULT_BOOK.price_usage(usage)
@@ -140,3 +140,9 @@ def test_contract_prices_layer_over_the_book_and_name_their_version() -> None:
     book.price_line(tts)
     assert tts.cost_micros == 30_000
     assert contract_book(DEFAULT_BOOK, [], "r3") is DEFAULT_BOOK
+
+
+def test_a_dated_model_snapshot_takes_its_models_price() -> None:
+    dated = line("llm", "openai", "output_token", 1_000_000_000, model="gpt-4o-mini-2024-07-18")
+    DEFAULT_BOOK.price_line(dated)
+    assert not dated.unpriced and dated.cost_micros == 600_000
