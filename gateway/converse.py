@@ -286,6 +286,7 @@ class CallGatewayServicer(gateway_pb2_grpc.CallGatewayServiceServicer):
         await self._clients.check_ready()
         tenant_id, call_id = context.tenant_id(), context.call_id()
         # Over the tenant's quota -> RESOURCE_EXHAUSTED with a retry hint, before any work starts.
+        budget = await self._ledger.usage_budget(tenant_id) if self._ledger else None  # issue 17
         lease = await self._ledger.admit(tenant_id, call_id) if self._ledger else None
         record = CallRecordBuilder(tenant_id, "" if source == "agent" else agent.agent_id)
         self._pacer.start()
@@ -302,6 +303,7 @@ class CallGatewayServicer(gateway_pb2_grpc.CallGatewayServiceServicer):
             phrases=self._phrases,
             settings=self._session_settings,
         )
+        session.usage_budget = budget  # issue 17: ended after the turn at a hard usage limit
         overflow = ResourceExhausted(
             f"the client read no agent audio for {self._outbox_limit * 20 / 1000:.0f} s; the call was"
             " ended to keep memory bounded (read the response stream continuously)"

@@ -46,6 +46,7 @@ from gateway.session.services import (
     describe_failure,
 )
 from gateway.session.timing import INTERRUPTIONS, TurnTimer
+from gateway.usage_quota import CallBudget, end_after_turn
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ class SessionSettings:
 
 class CallSession(NeverSilent):
     """One call: caller audio in, turn-taking, agent replies out (see module docstring)."""
+
+    usage_budget: CallBudget | None = None  # issue 17: monthly usage limits (gateway/usage_quota.py)
 
     def __init__(
         self,
@@ -328,6 +331,9 @@ class CallSession(NeverSilent):
         self._cancel_timer("stuck")
         text = active.spoken.text.strip() or " ".join(s.text for s in active.spoken.segments).strip()
         self._finish(active, text, interrupted=False)
+        if (over := end_after_turn(self.usage_budget, self.usage.lines)) is not None:  # issue 17
+            self._end(EndReason.QUOTA, over)
+            return
         if self._pending and not self._caller_speaking:
             self._on_speech_end(0, time.monotonic())
 
