@@ -70,6 +70,8 @@ def agent_from_tenant(agent: pb.Agent, agent_id: str) -> Agent:
         keyterms=tuple(agent.keyterms),
         turn_taking=profile,
         llm_model=agent.llm_model,
+        max_tokens=agent.max_tokens,
+        context_token_budget=agent.context_token_budget,
         stt_providers=tuple(agent.stt_providers),
         llm_providers=tuple(agent.llm_providers),
         tts_providers=tuple(agent.tts_providers),

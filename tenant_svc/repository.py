@@ -29,6 +29,7 @@ AGENT_COLUMNS = (
     "display_name", "system_prompt", "greeting", "voice", "language_code", "stt_providers",
     "stt_model", "llm_providers", "llm_model", "tts_providers", "tts_model", "keyterms",
     "transfer_number",
+    "max_tokens", "context_token_budget",  # issue 17: per-agent LLM limits (migration 0003)
 )  # fmt: skip
 _LIST_FIELDS = {"stt_providers", "llm_providers", "tts_providers", "keyterms"}
 # Advisory lock key for LiveKit SIP provisioning: changes in flight hold it shared, a

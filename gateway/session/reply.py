@@ -46,6 +46,7 @@ def chat_request(agent: Agent, history: Sequence[HistoryEntry]) -> llm_pb2.Strea
         messages=messages,
         model=agent.llm_model,
         max_tokens=agent.max_tokens,
+        context_token_budget=agent.context_token_budget,
         responder_rules=agent.responder_rules,
         providers=list(agent.llm_providers),
     )

@@ -24,6 +24,8 @@ from common.gen.voiceai.tenant.v1 import tenant_service_pb2 as svc
 from common.gen.voiceai.tenant.v1 import usage_service_pb2 as us
 from common.gen.voiceai.tenant.v1 import usage_service_pb2_grpc as us_grpc
 from common.pricing import DEFAULT_BOOK, line
+from gateway.session.reply import chat_request
+from gateway.tenancy import agent_from_tenant
 from tenant_svc import usage_ledger
 from tenant_svc.db.database import DatabaseSettings
 from tenant_svc.repository import Repository
@@ -395,3 +397,29 @@ async def test_contract_prices_are_set_by_operators_and_price_later_calls(api: T
         await stub.UpdateContractPrices(bad, metadata=api.md(None, "platform", header_tenant=t))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "prices[0]" in (caught.value.details() or "")
+
+
+async def test_agent_llm_limits_round_trip_validate_and_reach_the_llm_request(api: TenantApi) -> None:
+    t = await api.new_tenant()
+    created = await api.stub.CreateAgent(
+        svc.CreateAgentRequest(
+            parent=f"tenants/{t}",
+            agent=pb.Agent(system_prompt="Be brief.", max_tokens=120, context_token_budget=4000),
+            agent_id="budgeted",
+        ),
+        metadata=api.md(t, "admin"),
+    )
+    assert (created.max_tokens, created.context_token_budget) == (120, 4000)
+    request = chat_request(agent_from_tenant(created, "budgeted"), [])
+    assert (request.max_tokens, request.context_token_budget) == (120, 4000)
+    for agent, message in [
+        (pb.Agent(system_prompt="x", context_token_budget=10), "context_token_budget"),
+        (pb.Agent(system_prompt="x", max_tokens=100_000), "max_tokens"),
+    ]:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await api.stub.CreateAgent(
+                svc.CreateAgentRequest(parent=f"tenants/{t}", agent=agent), metadata=api.md(t, "admin")
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in (
+            caught.value.details() or ""
+        )

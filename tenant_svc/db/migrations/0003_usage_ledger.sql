@@ -50,6 +50,11 @@ CREATE TABLE contract_prices (
     PRIMARY KEY (tenant_id, component, provider, model, unit)
 );
 
+-- Per-agent LLM limits: reply length and the context (prompt) token budget; 0 = default/none.
+ALTER TABLE agents
+    ADD COLUMN max_tokens integer NOT NULL DEFAULT 0 CHECK (max_tokens >= 0),
+    ADD COLUMN context_token_budget integer NOT NULL DEFAULT 0 CHECK (context_token_budget >= 0);
+
 -- ListCalls filters: time range, agent, status; ordered by start time.
 CREATE INDEX calls_by_start ON calls (tenant_id, start_time DESC, id);
 
