@@ -16,10 +16,12 @@ from common.providers import KNOWN_PROVIDERS
 from common.server import ServiceHost, single_service_host, warm_up
 from common.settings import ServiceSettings
 from stt_svc.chain import ChainRecognizer
+from stt_svc.metering import MeteredRecognizer, provider_of
 from stt_svc.providers import REGISTRY
 from stt_svc.providers.base import Recognizer
 from stt_svc.providers.deepgram_nova import KEY_ENV, DeepgramConfig, DeepgramRecognizer, websocket_base
 from stt_svc.server import SpeechToTextServicer
+from stt_svc.vad_gate import GatedRecognizer, GateSettings
 
 DEFAULT_PORT = 50061
 
@@ -50,6 +52,9 @@ class Settings(ServiceSettings):
     stt_deepgram_consul_service: str = ""
     stt_deepgram_consul_scheme: Literal["http", "https", "ws", "wss"] = "http"
     stt_deepgram_model: str = "nova-3"
+    # Issue 17: cloud STT gets only voiced audio (+ pre-roll and hangover); KeepAlive while silent.
+    stt_vad_gate: bool = True
+    stt_vad_gate_threshold_dbfs: float = Field(default=-45.0, ge=-90.0, le=0.0)
     stt_deepgram_smart_format: bool = True
     stt_deepgram_utterance_end_ms: int = Field(default=1000, ge=1000, le=5000)
     stt_deepgram_max_streams: int = Field(default=50, ge=1)  # per key, per instance
@@ -100,6 +105,20 @@ def deepgram_resolver(settings: Settings, consul: ConsulSettings | None) -> Cons
     return ConsulResolver(consul)
 
 
+def metered_and_gated(engines: dict[str, Recognizer], settings: Settings) -> dict[str, Recognizer]:
+    """Issue 17: every provider metered (what it was sent); cloud ones behind the VAD gate."""
+    out: dict[str, Recognizer] = {}
+    for name, engine in engines.items():
+        model = settings.stt_deepgram_model if name == "deepgram" else ""
+        metered: Recognizer = MeteredRecognizer(engine, model)
+        if name != "local" and settings.stt_vad_gate:
+            metered = GatedRecognizer(
+                metered, GateSettings(threshold_dbfs=settings.stt_vad_gate_threshold_dbfs)
+            )
+        out[name] = metered
+    return out
+
+
 def make_chain(
     settings: Settings,
     local: Recognizer,
@@ -139,7 +158,7 @@ def make_chain(
             consul_scheme=settings.stt_deepgram_consul_scheme,
         )
         engines["deepgram"] = DeepgramRecognizer(config, environ, deepgram_resolver(settings, consul))
-    return ChainRecognizer(engines, default, settings.stt_replay_buffer_ms)
+    return ChainRecognizer(metered_and_gated(engines, settings), default, settings.stt_replay_buffer_ms)
 
 
 def build_host(settings: Settings, engine: Recognizer | None = None) -> ServiceHost:
@@ -156,7 +175,7 @@ def build_host(settings: Settings, engine: Recognizer | None = None) -> ServiceH
         servicer,
     )
     host.on_stop.append(chain.aclose)
-    deepgram = chain.engines.get("deepgram")
+    deepgram = provider_of(chain.engines.get("deepgram"))
     if isinstance(deepgram, DeepgramRecognizer):
         host.on_serving.append(deepgram.start_watching)
     return host

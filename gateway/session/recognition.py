@@ -21,13 +21,14 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import grpc.aio
 
 from common.audio import Format
 from common.discovery import ChannelPool
 from common.errors import Unavailable, VoiceAIError
+from common.gen.voiceai.common.v1 import usage_pb2
 from gateway.session.instances import FAILOVERS, is_instance_failure
 from gateway.session.services import (
     Final,
@@ -93,6 +94,9 @@ class ReplayRing:
 class Recognition:
     """The call's recognition stream with failover and replay (see module docstring)."""
 
+    # Issue 17: where stt_svc's usage reports go (the call's UsageFold.stt); set by CallerInput.
+    on_usage: Callable[[usage_pb2.Usage], None] | None = None
+
     def __init__(
         self,
         pool: ChannelPool,
@@ -128,6 +132,7 @@ class Recognition:
 
     async def _open_stream(self) -> SttStream:
         stt = SttStream(self._pool)
+        stt.on_usage = self.on_usage  # issue 17: stt_svc's usage reports, to the call's fold
         try:
             await stt.open(*self._config)
         except BaseException:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from common import context
 from common.audio import Format
 from common.discovery import ChannelPool, Resolver
 from common.errors import Unavailable
+from common.gen.voiceai.common.v1 import usage_pb2
 from common.gen.voiceai.llm.v1 import llm_pb2, llm_pb2_grpc
 from common.gen.voiceai.stt.v1 import stt_pb2, stt_pb2_grpc
 from common.gen.voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
@@ -105,6 +106,7 @@ class SttStream:
         self._ctx: Any = None
         self._call: grpc.aio.StreamStreamCall | None = None
         self.address = ""  # the instance it runs on, once open
+        self.on_usage: Callable[[usage_pb2.Usage], None] | None = None  # issue 17
 
     async def open(
         self,
@@ -158,6 +160,8 @@ class SttStream:
                 yield SpeechStarted(int(resp.speech_started.offset_ms))
             elif kind == "utterance_end":
                 yield UtteranceEnd(int(resp.utterance_end.last_word_end_ms))
+            elif kind == "usage" and self.on_usage is not None:  # issue 17: per provider/model
+                self.on_usage(resp.usage)
 
     async def close(self) -> None:
         if self._call is not None:

@@ -82,6 +82,10 @@ async def test_a_mid_call_tts_fallback_is_recorded_and_priced_per_provider(
         (2, "openai", "gpt-4o-mini", "default"),
     }
     assert all(ln.cost_micros > 0 and not ln.unpriced for ln in llm)
+    # STT: what Deepgram was sent (voiced audio only, behind stt_svc's gate), reported per utterance.
+    stt = [ln for ln in record.usage.lines if ln.component == "stt"]
+    assert {(ln.provider, ln.model) for ln in stt} == {("deepgram", "nova-3")}
+    assert 0 < sum(ln.quantity_milli for ln in stt) < record.usage.stt_seconds * 1000
     assert record.usage.price_book_version == DEFAULT_BOOK.version
     assert record.usage.cost_micros == sum(ln.cost_micros for ln in record.usage.lines)
     # The tenant's usage, by provider, is the record's.
