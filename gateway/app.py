@@ -69,7 +69,7 @@ class GatewayApp:
             store=store if store is not None else self.tenancy.store or InMemoryConversationStore(),
             ledger=self.tenancy.ledger,
             pacer=self.pacer,
-            phrases=PhraseCache(),
+            phrases=PhraseCache(shared=self.tenancy.phrases),  # issue 17: shared across pods
             session_settings=SessionSettings(
                 stt_chunk_ms=settings.stt_chunk_ms, max_call_s=settings.max_call_s
             ),

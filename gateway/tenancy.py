@@ -36,6 +36,7 @@ from common.redis_conn import RedisSettings, open_redis
 from common.settings import DiscoverySettings
 from common.usage_limits import UsageLimitBook, UsageLimitSettings
 from gateway.agents import DEMO_AGENT, Agent, AgentCatalog, TurnTakingProfile
+from gateway.phrase_store import RedisPhraseStore
 from gateway.session.history import ConversationStore
 from gateway.session.redis_history import RedisConversationStore
 from gateway.usage_quota import CallBudget, UsageGuard
@@ -229,6 +230,7 @@ class Tenancy:
         self.ledger = ledger
         self.store = store
         self._closers = closers or []
+        self.phrases: RedisPhraseStore | None = None  # issue 17: phrase audio shared across pods
 
     @classmethod
     def build(
@@ -236,12 +238,14 @@ class Tenancy:
     ) -> Tenancy:
         redis = open_redis(redis_settings) if redis_settings.url else None
         cache = quotas = store = None
+        phrases: RedisPhraseStore | None = None
         closers: list[Callable[[], Awaitable[None]]] = []
         if redis is not None:
             prefix = redis_settings.key_prefix
             cache = ConfigCache(redis, prefix=prefix)
             quotas = TenantQuotas(redis, PlanBook(), QuotaSettings(), prefix=prefix)
             store = RedisConversationStore(redis, prefix=prefix)
+            phrases = RedisPhraseStore(redis, prefix)
             closers.append(redis.aclose)
         # Tenancy is on when tenant_svc can be found: static addresses, or any dynamic resolver
         # (Consul), which finds `voiceai-tenant` itself.
@@ -249,16 +253,20 @@ class Tenancy:
             ledger = CallLedger(None, quotas) if quotas else None
             if ledger is not None:
                 closers.insert(0, ledger.close)
-            return cls(store=store, ledger=ledger, closers=closers)
+            built = cls(store=store, ledger=ledger, closers=closers)
+            built.phrases = phrases
+            return built
         pool = ChannelPool("tenant", resolver)
         ledger = CallLedger(pool, quotas, usage_guard(pool, quotas))
         closers[:0] = [ledger.close, pool.close]
-        return cls(
+        built = cls(
             catalog=TenantServiceCatalog(pool, cache, quotas),
             ledger=ledger,
             store=store,
             closers=closers,
         )
+        built.phrases = phrases
+        return built
 
     async def close(self) -> None:
         for close in self._closers:

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 
 import grpc.aio
 
+from common import context
 from common.audio import Format
 from common.gen.voiceai.llm.v1 import llm_pb2
 from common.gen.voiceai.tts.v1 import tts_pb2
 from gateway.agents import Agent
+from gateway.phrase_store import RedisPhraseStore, phrase_key
 from gateway.session.events import Usage
 from gateway.session.history import HistoryEntry
 from gateway.session.playout import Playout, Segment
@@ -234,13 +236,14 @@ class PhraseCache:
     Bounded; oldest entries go first.
     """
 
-    def __init__(self, max_entries: int = 256) -> None:
-        self._entries: dict[tuple[str, str, str], list[tuple[str, bytes]]] = {}
+    def __init__(self, max_entries: int = 256, shared: RedisPhraseStore | None = None) -> None:
+        self._entries: dict[str, list[tuple[str, bytes]]] = {}
         self._max = max_entries
+        self._shared = shared  # issue 17: phrase audio shared by all pods (gateway/phrase_store.py)
 
     @staticmethod
-    def _key(agent: Agent, fmt: Format, text: str) -> tuple[str, str, str]:
-        return (agent.voice, fmt.describe(), text)
+    def _key(agent: Agent, fmt: Format, text: str) -> str:
+        return phrase_key(context.tenant_id(), agent, fmt, text)
 
     def get(self, agent: Agent, fmt: Format, text: str) -> list[tuple[str, bytes]] | None:
         return self._entries.get(self._key(agent, fmt, text))
@@ -252,7 +255,10 @@ class PhraseCache:
         cached = self._entries.get(key)
         if cached is not None:
             return cached
-        pieces = await synthesize_text(clients, agent, fmt, text)
+        if self._shared is not None:
+            pieces = await self._shared.fetch_or_make(key, lambda: synthesize_text(clients, agent, fmt, text))
+        else:
+            pieces = await synthesize_text(clients, agent, fmt, text)
         if len(self._entries) >= self._max:
             self._entries.pop(next(iter(self._entries)))
         self._entries[key] = pieces
