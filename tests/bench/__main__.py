@@ -16,9 +16,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tests.bench import discovery, echo, failover, gateway, providers, services, state, tenancy
+from tests.bench import (
+    discovery,
+    echo,
+    failover,
+    gateway,
+    providers,
+    services,
+    state,
+    tenancy,
+    usage,  # issue 17: cost per call-minute, ledger writes, usage reads
+)
 
 SECTIONS = ("services", "echo", "gateway", "state", "tenancy", "discovery", "failover", "providers")
+SECTIONS += ("usage",)
 
 
 def main() -> None:
@@ -50,6 +61,8 @@ def main() -> None:
         failover.main([])
     if wanted("providers"):
         providers.main([])
+    if wanted("usage"):
+        usage.main([])
 
 
 if __name__ == "__main__":
