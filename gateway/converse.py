@@ -149,6 +149,7 @@ def event_to_proto(event: OutboundEvent) -> gateway_pb2.ConverseResponse:
                     llm_completion_tokens=u.llm_completion_tokens,
                     tts_characters=u.tts_characters,
                     tts_seconds=u.tts_seconds,
+                    lines=u.lines.lines(),  # issue 17: by provider/model/key, priced by tenant_svc
                 ),
             )
         )
