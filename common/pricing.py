@@ -111,6 +111,9 @@ DEFAULT_PRICES: tuple[Price, ...] = (
     # Local engines and the platform's own call-time line: zero-cost, but priced (not unknown).
     _p("stt", "whisper-local", ANY_MODEL, "second", "0"),
     _p("tts", "piper", ANY_MODEL, "character", "0"),
+    _p("tts", "local", ANY_MODEL, "character", "0"),  # tts_svc's in-process link
+    # TTS audio seconds are recorded but billed by character: zero-priced, not unknown.
+    *(_p("tts", p, ANY_MODEL, "second", "0") for p in ("deepgram", "elevenlabs", "piper", "local")),
     _p("llm", "offline-responder", ANY_MODEL, "input_token", "0"),
     _p("llm", "offline-responder", ANY_MODEL, "cached_input_token", "0"),
     _p("llm", "offline-responder", ANY_MODEL, "output_token", "0"),
