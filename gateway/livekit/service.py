@@ -37,7 +37,7 @@ def call_services(
         clients=app.clients,
         pacer=app.pacer,
         store=app.tenancy.store or InMemoryConversationStore(),
-        phrases=PhraseCache(),
+        phrases=PhraseCache(shared=app.tenancy.phrases),  # issue 17: shared across pods
         session_settings=SessionSettings(
             stt_chunk_ms=app.settings.stt_chunk_ms, max_call_s=app.settings.max_call_s
         ),
