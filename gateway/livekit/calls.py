@@ -37,6 +37,7 @@ from gateway.session.playout import Pacer
 from gateway.session.reply import PhraseCache
 from gateway.session.services import MeshClients, describe_rpc_error
 from gateway.tenancy import CallLedger
+from gateway.usage_quota import CallBudget
 
 log = logging.getLogger(__name__)
 
@@ -177,14 +178,14 @@ class RoomCalls:
         try:
             try:
                 route = await self._services.router.route(caller, call_id)
-                lease = await self._admit(route, call_id)
+                lease, budget = await self._admit(route, call_id)
             except Refused as refused:
                 log.info("refusing the caller in room %s: %s", room, refused.message)
                 reason = f"refused_{refused.reason}"
                 await self._say_refusal(transport, call_id)
                 return reason
             controls.agent = route.agent
-            reason = await self._converse(route, transport, controls, call_id, lease)
+            reason = await self._converse(route, transport, controls, call_id, lease, budget)
             return reason
         finally:
             self.active -= 1
@@ -194,12 +195,13 @@ class RoomCalls:
             # A hangup, max duration or failure: close the room, so a SIP caller's line drops.
             await self._services.sip.hang_up(room)
 
-    async def _admit(self, route: Route, call_id: str) -> Lease | None:
+    async def _admit(self, route: Route, call_id: str) -> tuple[Lease | None, CallBudget | None]:
         ledger = self._services.ledger
         if ledger is None:
-            return None
+            return None, None
         try:
-            return await ledger.admit(route.tenant_id, call_id)
+            budget = await ledger.usage_budget(route.tenant_id)  # issue 17: monthly usage quotas
+            return await ledger.admit(route.tenant_id, call_id), budget
         except ResourceExhausted as e:
             REFUSED.labels("over_quota").inc()
             raise Refused("over_quota", e.message) from None
@@ -211,6 +213,7 @@ class RoomCalls:
         controls: CallControls,
         call_id: str,
         lease: Lease | None,
+        budget: CallBudget | None = None,
     ) -> str:
         s = self._services
         direction = pb.CALL_DIRECTION_OUTBOUND if route.outbound else pb.CALL_DIRECTION_INBOUND
@@ -227,6 +230,7 @@ class RoomCalls:
             phrases=s.phrases,
             settings=s.session_settings,
         )
+        session.usage_budget = budget  # issue 17: ended after the turn at a hard usage limit
         controls.attach(session)
         ended: CallEnded | None = None
         try:

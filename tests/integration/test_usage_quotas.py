@@ -24,7 +24,9 @@ from tests.caller import ConverseCaller, linear16
 from tests.credentials import KEY_DIR, bearer
 from tests.doubles.mesh_services import ScriptedStt, tone
 from tests.integration.gateway_harness import scripted_mesh
+from tests.integration.livekit_harness import RoomLine, room_calls, start_call
 from tests.integration.tenant_harness import TenantApi, tenant_api
+from tests.integration.test_livekit_calls import phone, refused, tenant_with_number
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +120,28 @@ async def test_minute_cap_ends_a_call_after_its_turn_then_refuses_with_the_reset
     info = error_details_pb2.RetryInfo()
     retry[0].Unpack(info)
     assert 0 < info.retry_delay.seconds <= 31 * 24 * 3600
+
+
+async def test_a_phone_caller_of_a_tenant_at_its_cap_hears_the_refusal(
+    api: TenantApi, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant, _agent, number = await tenant_with_number(api)
+    monkeypatch.setenv("VOICEAI_USAGE_LIMIT_OVERRIDES", json.dumps({tenant: {"monthly_call_minutes": 1}}))
+    used = pb.Call(status=pb.CALL_STATUS_COMPLETED)
+    now = datetime.now(UTC)
+    used.start_time.FromDatetime(now - timedelta(seconds=61))
+    used.end_time.FromDatetime(now)
+    await api.stub.CreateCall(
+        svc.CreateCallRequest(parent=f"tenants/{tenant}", call=used, call_id="used-up"),
+        metadata=api.md(tenant, "agent"),
+    )
+    before = refused("over_quota")
+    async with (
+        scripted_mesh(ScriptedStt([]), tenant_address=api.address, redis_url=redis_url) as mesh,
+        room_calls(mesh.app) as (calls, sip),
+    ):
+        room = RoomLine(phone(number))
+        call, _ = start_call(calls, room, sip)
+        reason = await asyncio.wait_for(call, 10)
+    assert reason == "refused_over_quota" and refused("over_quota") == before + 1
+    assert sip.hung_up[-1] == room.name
