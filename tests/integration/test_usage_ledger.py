@@ -191,6 +191,18 @@ a_random_call = st.tuples(
 )
 
 
+def row_key(r: us.UsageRow) -> tuple[str, str, str, str, str, str]:
+    """(day, agent id, component, provider, model, unit) of a ledger row."""
+    return (
+        r.period_start,
+        r.agent.rsplit("/", 1)[-1] if r.agent else "",
+        r.component,
+        r.provider,
+        r.model,
+        r.unit,
+    )
+
+
 @settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
 @given(calls=st.lists(a_random_call, min_size=50, max_size=50))
 async def test_rollups_equal_the_sum_of_the_call_records(api: TenantApi, calls: list[tuple]) -> None:  # type: ignore[type-arg]
@@ -229,28 +241,8 @@ async def test_rollups_equal_the_sum_of_the_call_records(api: TenantApi, calls: 
         token = page.next_page_token
         if not token:
             break
-    got_q = {
-        (
-            r.period_start,
-            r.agent.rsplit("/", 1)[-1] if r.agent else "",
-            r.component,
-            r.provider,
-            r.model,
-            r.unit,
-        ): r.quantity_milli
-        for r in rows
-    }
-    got_c = {
-        (
-            r.period_start,
-            r.agent.rsplit("/", 1)[-1] if r.agent else "",
-            r.component,
-            r.provider,
-            r.model,
-            r.unit,
-        ): r.cost_micros
-        for r in rows
-    }
+    got_q = {row_key(r): r.quantity_milli for r in rows}
+    got_c = {row_key(r): r.cost_micros for r in rows}
     assert got_q == dict(expected)
     assert got_c == dict(cost)
     totals = await usage_stub(api).GetUsage(

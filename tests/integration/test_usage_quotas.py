@@ -40,6 +40,18 @@ def soft_events() -> float:
     return REGISTRY.get_sample_value("voiceai_usage_soft_limit_reached_total", labels) or 0.0
 
 
+async def used_this_month(api: TenantApi, tenant: str, seconds: float) -> None:
+    """A recorded call of ``seconds`` that ended now (this month's ledger)."""
+    call = pb.Call(status=pb.CALL_STATUS_COMPLETED)
+    now = datetime.now(UTC)
+    call.start_time.FromDatetime(now - timedelta(seconds=seconds))
+    call.end_time.FromDatetime(now)
+    await api.stub.CreateCall(
+        svc.CreateCallRequest(parent=f"tenants/{tenant}", call=call, call_id="earlier"),
+        metadata=api.md(tenant, "agent"),
+    )
+
+
 async def talk_until_ended(caller: ConverseCaller, timeout_s: float = 15.0) -> None:
     """Quiet audio, as a line carries, until the gateway ends the call (it may end between writes)."""
     async with asyncio.timeout(timeout_s):
@@ -65,15 +77,7 @@ async def test_minute_cap_ends_a_call_after_its_turn_then_refuses_with_the_reset
     tenant = await api.new_tenant(pb.PLAN_TIER_FREE)
     await api.new_agent(tenant, "reception")
     monkeypatch.setenv("VOICEAI_USAGE_LIMIT_OVERRIDES", json.dumps({tenant: {"monthly_call_minutes": 1}}))
-    # 58 of its 60 seconds are already used this month.
-    earlier = pb.Call(status=pb.CALL_STATUS_COMPLETED)
-    now = datetime.now(UTC)
-    earlier.start_time.FromDatetime(now - timedelta(seconds=58))
-    earlier.end_time.FromDatetime(now)
-    await api.stub.CreateCall(
-        svc.CreateCallRequest(parent=f"tenants/{tenant}", call=earlier, call_id="earlier"),
-        metadata=api.md(tenant, "agent"),
-    )
+    await used_this_month(api, tenant, 58)  # 58 of its 60 seconds
     md = (("x-tenant-id", tenant), bearer(tenant))
     cfg = gateway_pb2.CallConfig(agent_id="reception", caller_audio_format=linear16(16000))
     soft_before = soft_events()
@@ -127,14 +131,7 @@ async def test_a_phone_caller_of_a_tenant_at_its_cap_hears_the_refusal(
 ) -> None:
     tenant, _agent, number = await tenant_with_number(api)
     monkeypatch.setenv("VOICEAI_USAGE_LIMIT_OVERRIDES", json.dumps({tenant: {"monthly_call_minutes": 1}}))
-    used = pb.Call(status=pb.CALL_STATUS_COMPLETED)
-    now = datetime.now(UTC)
-    used.start_time.FromDatetime(now - timedelta(seconds=61))
-    used.end_time.FromDatetime(now)
-    await api.stub.CreateCall(
-        svc.CreateCallRequest(parent=f"tenants/{tenant}", call=used, call_id="used-up"),
-        metadata=api.md(tenant, "agent"),
-    )
+    await used_this_month(api, tenant, 61)
     before = refused("over_quota")
     async with (
         scripted_mesh(ScriptedStt([]), tenant_address=api.address, redis_url=redis_url) as mesh,
