@@ -243,7 +243,9 @@ class RoomCalls:
             raise
         finally:
             if s.ledger is not None:
-                s.ledger.finish(lease, route.tenant_id, call_id, record.build(ended))
+                call = record.build(ended)
+                call.from_number, call.to_number = route.from_number, route.to_number  # issue 17
+                s.ledger.finish(lease, route.tenant_id, call_id, call)
         log.info(
             "call ended: %s (%s), %d turns",
             ended.reason.name if ended else "ERROR",
