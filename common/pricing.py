@@ -247,7 +247,7 @@ def line(
     quantity_milli: int,
     *,
     model: str = "",
-    key_label: str = "platform",
+    key_label: str = "",
     turn: int = 0,
 ) -> usage_pb2.UsageLine:
     """A usage line (unpriced until a book prices it)."""

@@ -31,12 +31,12 @@ class StreamUsage:
     __slots__ = ("_bytes", "_reported")
 
     def __init__(self) -> None:
-        self._bytes: dict[tuple[str, str], int] = {}
-        self._reported: dict[tuple[str, str], int] = {}
+        self._bytes: dict[tuple[str, str, str], int] = {}
+        self._reported: dict[tuple[str, str, str], int] = {}
 
-    def add(self, provider: str, model: str, nbytes: int) -> None:
-        """``nbytes`` of PCM16 16 kHz went to ``provider``."""
-        key = (provider, model)
+    def add(self, provider: str, model: str, nbytes: int, key_label: str = "") -> None:
+        """``nbytes`` of PCM16 16 kHz went to ``provider`` (paid with the ``key_label`` key)."""
+        key = (provider, model, key_label)
         self._bytes[key] = self._bytes.get(key, 0) + nbytes
 
     def take(self) -> usage_pb2.Usage | None:
@@ -48,7 +48,7 @@ class StreamUsage:
             if ms <= 0:
                 continue
             self._reported[key] = self._reported.get(key, 0) + ms * _BYTES_PER_MS
-            lines.append(line("stt", key[0], "second", ms, model=key[1]))
+            lines.append(line("stt", key[0], "second", ms, model=key[1], key_label=key[2]))
         if not lines:
             return None
         return usage_pb2.Usage(stt_seconds=sum(ln.quantity_milli for ln in lines) / 1000.0, lines=lines)
@@ -63,7 +63,7 @@ class MeteredStream:
         self._who = (provider, model)
 
     async def push_audio(self, pcm16: bytes) -> None:
-        self._usage.add(*self._who, len(pcm16))
+        self._usage.add(*self._who, len(pcm16), getattr(self._inner, "key_label", ""))
         await self._inner.push_audio(pcm16)
 
     async def finalize(self) -> None:

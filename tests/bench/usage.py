@@ -179,7 +179,7 @@ async def _fill(db: DatabaseSettings, tenant: str, calls: int) -> float:
                 b" provider, model, key_label, unit, quantity_milli, cost_micros, unpriced, price_book_version)"
                 b" SELECT %s, 'fill-' || c, l, current_date - (c %% 90), 'agent-' || (c %% 5), 0,"
                 b" (ARRAY['stt','llm','llm','tts','call'])[l], (ARRAY['deepgram','openai','openai','deepgram','voiceai'])[l],"
-                b" (ARRAY['nova-3','gpt-4o-mini','gpt-4o-mini','aura-2',''])[l], 'platform',"
+                b" (ARRAY['nova-3','gpt-4o-mini','gpt-4o-mini','aura-2',''])[l], 'default',"
                 b" (ARRAY['second','input_token','output_token','character','second'])[l],"
                 b" 60000 + c %% 997, 500 + c %% 13, false, %s"
                 b" FROM generate_series(1, %s) c, generate_series(1, 5) l",

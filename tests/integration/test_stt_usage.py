@@ -80,7 +80,9 @@ async def test_silence_is_not_sent_and_the_words_are_unchanged() -> None:
     assert "KeepAlive" in gated.control  # the stream stayed open through the silences
     # What stt_svc reports is what the provider was sent, by provider and model.
     lines = usage_lines(gated_responses)
-    assert {(ln.provider, ln.model, ln.unit) for ln in lines} == {("deepgram", "nova-3", "second")}
+    assert {(ln.provider, ln.model, ln.key_label, ln.unit) for ln in lines} == {
+        ("deepgram", "nova-3", "default", "second")
+    }
     assert sum(ln.quantity_milli for ln in lines) == gated.audio_bytes // 32
     assert sum(ln.quantity_milli for ln in usage_lines(open_responses)) == len(AUDIO) // 32
     # Reported at each utterance's end (not only at the stream's end, which a hangup may cut).

@@ -35,6 +35,6 @@ def test_llm_and_stt_reports_are_summed_and_zero_lines_dropped() -> None:
     fold.stt(usage_pb2.Usage(lines=[line("stt", "deepgram", "second", 1_500, model="nova-3", turn=7)]))
     lines = fold.lines()
     assert [(ln.turn, ln.component, ln.key_label, ln.quantity_milli) for ln in lines] == [
-        (0, "stt", "platform", 1_500),  # call-level (turn 0), whatever the report said
+        (0, "stt", "", 1_500),  # call-level (turn 0), whatever the report said
         (1, "llm", "tenant", 10_000),
     ]
