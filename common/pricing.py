@@ -150,6 +150,12 @@ class PriceBook:
         """A new book: these prices over this book's (same key = replaced)."""
         return PriceBook(version, [*self._prices.values(), *prices])
 
+    def cost_of(self, line: usage_pb2.UsageLine) -> int | None:
+        """The line's cost in micro-dollars, None without a price; changes and counts nothing
+        (for estimates such as a call's running total against its spend cap)."""
+        price = self.lookup(line.component, line.provider, line.model, line.unit)
+        return price.cost_micros(line.quantity_milli) if price is not None else None
+
     def price_line(self, line: usage_pb2.UsageLine) -> None:
         """Sets the line's cost, version and unpriced marker in place."""
         price = self.lookup(line.component, line.provider, line.model, line.unit)

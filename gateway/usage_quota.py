@@ -78,10 +78,7 @@ class CallBudget:
     def crossed(self, usage: UsageFold, now: float | None = None) -> Crossing | None:
         """The hard limit this call has taken the tenant to, if any (call at a turn's end)."""
         elapsed = (now if now is not None else time.monotonic()) - self._started
-        cost = 0
-        for line in usage.lines():
-            self._book.price_line(line)
-            cost += line.cost_micros
+        cost = sum(self._book.cost_of(line) or 0 for line in usage.lines())
         total = crossings(
             self.limits,
             self.month_to_date.call_seconds + elapsed,
