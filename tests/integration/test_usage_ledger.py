@@ -415,3 +415,22 @@ async def test_agent_llm_limits_round_trip_validate_and_reach_the_llm_request(ap
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in (
             caught.value.details() or ""
         )
+
+
+async def test_ledger_tables_are_under_forced_rls_and_show_nothing_without_a_tenant(
+    api: TenantApi, pg_pool: AsyncConnectionPool
+) -> None:
+    t = await api.new_tenant()
+    await record(api, t, "rls", a_call("", NOON, 60, [line("tts", "piper", "character", 1_000)]))
+    async with pg_pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public' AND c.relkind = 'r' AND EXISTS (SELECT 1 FROM pg_attribute a"
+            "   WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)"
+            " AND NOT (c.relrowsecurity AND c.relforcerowsecurity)"
+        )
+        assert await cur.fetchall() == []  # every table with a tenant_id, this included
+        for table in ("usage_lines", "usage_rollups", "contract_prices"):
+            cur = await conn.execute(f"SELECT count(*) FROM {table}")  # type: ignore[arg-type]
+            assert await cur.fetchone() == (0,), table
+        await conn.rollback()
