@@ -16,17 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tests.bench import (
-    discovery,
-    echo,
-    failover,
-    gateway,
-    providers,
-    services,
-    state,
-    tenancy,
-    usage,  # issue 17: cost per call-minute, ledger writes, usage reads
-)
+from tests.bench import discovery, echo, failover, gateway, providers, services, state, tenancy
+from tests.bench import usage as usage_bench  # issue 17: cost per call-minute, ledger, usage reads
 
 SECTIONS = ("services", "echo", "gateway", "state", "tenancy", "discovery", "failover", "providers")
 SECTIONS += ("usage",)
@@ -62,7 +53,7 @@ def main() -> None:
     if wanted("providers"):
         providers.main([])
     if wanted("usage"):
-        usage.main([])
+        usage_bench.main([])
 
 
 if __name__ == "__main__":
