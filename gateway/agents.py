@@ -50,6 +50,7 @@ class Agent:
     turn_taking: TurnTakingProfile = field(default_factory=TurnTakingProfile)
     llm_model: str = ""
     max_tokens: int = 0
+    context_token_budget: int = 0  # prompt tokens per turn; 0 = no budget (issue 17)
     # Ordered provider chains (empty = each service's default) and provider-specific models.
     stt_providers: tuple[str, ...] = ()
     llm_providers: tuple[str, ...] = ()
@@ -170,6 +171,8 @@ def agent_from_proto(cfg: gateway_pb2.AgentConfig, agent_id: str = "inline") -> 
         raise InvalidArgument("config.agent.keyterms: at most 100 terms of at most 100 characters")
     if cfg.max_tokens < 0 or cfg.max_tokens > 4096:
         raise InvalidArgument("config.agent.max_tokens must be 0..4096")
+    if cfg.context_token_budget and not 256 <= cfg.context_token_budget <= 1_000_000:
+        raise InvalidArgument("config.agent.context_token_budget must be 0 (none) or 256..1000000")
     rules = llm_pb2.ResponderRules()
     rules.CopyFrom(cfg.responder_rules)
     return Agent(
@@ -183,6 +186,7 @@ def agent_from_proto(cfg: gateway_pb2.AgentConfig, agent_id: str = "inline") -> 
         turn_taking=turn_taking_from_proto(cfg.turn_taking),
         llm_model=cfg.llm_model,
         max_tokens=cfg.max_tokens,
+        context_token_budget=cfg.context_token_budget,
         stt_providers=_chain("stt", cfg.stt_providers),
         llm_providers=_chain("llm", cfg.llm_providers),
         tts_providers=_chain("tts", cfg.tts_providers),

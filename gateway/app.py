@@ -71,7 +71,7 @@ class GatewayApp:
             clients=self.clients,
             pacer=self.pacer,
             store=store if store is not None else self.tenancy.store or InMemoryConversationStore(),
-            phrases=PhraseCache(),
+            phrases=PhraseCache(shared=self.tenancy.phrases),  # issue 17: shared across pods
             session_settings=SessionSettings(
                 stt_chunk_ms=settings.stt_chunk_ms, max_call_s=settings.max_call_s
             ),

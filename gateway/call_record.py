@@ -97,6 +97,7 @@ class CallRecordBuilder:
             call.usage.llm_completion_tokens = u.llm_completion_tokens
             call.usage.tts_characters = u.tts_characters
             call.usage.tts_seconds = u.tts_seconds
+            call.usage.lines.extend(u.lines.lines())  # issue 17: priced by tenant_svc
         return call
 
 

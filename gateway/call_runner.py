@@ -25,6 +25,7 @@ from gateway.session.playout import Pacer
 from gateway.session.reply import PhraseCache
 from gateway.session.services import MeshClients
 from gateway.tenancy import CallLedger
+from gateway.usage_quota import CallBudget
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,12 @@ class CallRunner:
         ledger = self.core.ledger
         return await ledger.admit(tenant_id, call_id) if ledger is not None else None
 
+    async def usage_budget(self, tenant_id: str) -> CallBudget | None:
+        """What the tenant's monthly usage limits leave for this call (None: no limits known);
+        raises ResourceExhausted naming the limit and its reset when one is already reached."""
+        ledger = self.core.ledger
+        return await ledger.usage_budget(tenant_id) if ledger is not None else None
+
     @contextlib.asynccontextmanager
     async def call(
         self,
@@ -69,6 +76,8 @@ class CallRunner:
         lease: Lease | None,
         record_agent_id: str,
         direction: pb.CallDirection = pb.CALL_DIRECTION_INBOUND,
+        usage_budget: CallBudget | None = None,
+        numbers: tuple[str, str] = ("", ""),
     ) -> AsyncIterator[RunningCall]:
         """The call's session, recorded; its record is written (and the lease released) on exit."""
         core = self.core
@@ -85,9 +94,13 @@ class CallRunner:
             phrases=core.phrases,
             settings=core.session_settings,
         )
+        session.usage_budget = usage_budget  # ended after the turn at a hard usage limit
         running = RunningCall(session)
         try:
             yield running
         finally:
             if core.ledger is not None:
-                core.ledger.finish(lease, tenant_id, call_id, record.build(running.ended))
+                call = record.build(running.ended)
+                # A phone call's (from, to) numbers: its telephony minutes are priced from them.
+                call.from_number, call.to_number = numbers
+                core.ledger.finish(lease, tenant_id, call_id, call)

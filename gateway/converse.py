@@ -144,6 +144,7 @@ def event_to_proto(event: OutboundEvent) -> gateway_pb2.ConverseResponse:
                     llm_completion_tokens=u.llm_completion_tokens,
                     tts_characters=u.tts_characters,
                     tts_seconds=u.tts_seconds,
+                    lines=u.lines.lines(),  # issue 17: by provider/model/key, priced by tenant_svc
                 ),
             )
         )
@@ -273,6 +274,7 @@ class CallGatewayServicer(gateway_pb2_grpc.CallGatewayServiceServicer):
         await self._clients.check_ready()
         tenant_id, call_id = context.tenant_id(), context.call_id()
         # Over the tenant's quota -> RESOURCE_EXHAUSTED with a retry hint, before any work starts.
+        budget = await self._runner.usage_budget(tenant_id)
         lease = await self._runner.admit(tenant_id, call_id)
         transport = ConverseTransport(requests, fmt, self._outbox_limit, context_.read)
         async with self._runner.call(
@@ -282,6 +284,7 @@ class CallGatewayServicer(gateway_pb2_grpc.CallGatewayServiceServicer):
             transport=transport,
             lease=lease,
             record_agent_id="" if source == "agent" else agent.agent_id,
+            usage_budget=budget,
         ) as running:
             # aclosing: a handler closed mid-call closes the inner generator now, not at GC.
             async with contextlib.aclosing(self._converse(running, transport)) as responses:

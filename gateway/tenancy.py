@@ -30,13 +30,17 @@ from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
 from common.gen.voiceai.tenant.v1 import tenant_service_pb2 as svc
 from common.gen.voiceai.tenant.v1 import tenant_service_pb2_grpc as svc_grpc
 from common.plans import PlanBook, tier_name
+from common.pricing import PricingSettings, book_from_settings
 from common.quotas import Lease, QuotaSettings, TenantQuotas
 from common.redis_conn import RedisSettings, open_redis
 from common.settings import DiscoverySettings
+from common.usage_limits import UsageLimitBook, UsageLimitSettings
 from gateway.agents import DEMO_AGENT, Agent, AgentCatalog, TurnTakingProfile
 from gateway.history_crypto import HistorySealer
+from gateway.phrase_store import RedisPhraseStore
 from gateway.session.history import ConversationStore
 from gateway.session.redis_history import RedisConversationStore
+from gateway.usage_quota import CallBudget, UsageGuard
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +72,8 @@ def agent_from_tenant(agent: pb.Agent, agent_id: str) -> Agent:
         keyterms=tuple(agent.keyterms),
         turn_taking=profile,
         llm_model=agent.llm_model,
+        max_tokens=agent.max_tokens,
+        context_token_budget=agent.context_token_budget,
         stt_providers=tuple(agent.stt_providers),
         llm_providers=tuple(agent.llm_providers),
         tts_providers=tuple(agent.tts_providers),
@@ -143,10 +149,17 @@ class CallLedger:
     """Admits a call under its tenant's quotas; when it ends, releases the slot and writes the
     call's record to tenant_svc in the background (the caller never waits for bookkeeping)."""
 
-    def __init__(self, pool: ChannelPool | None, quotas: TenantQuotas | None) -> None:
+    def __init__(
+        self, pool: ChannelPool | None, quotas: TenantQuotas | None, usage: UsageGuard | None = None
+    ) -> None:
         self._pool = pool
         self._quotas = quotas
+        self._usage = usage  # monthly usage quotas (issue 17)
         self._pending: set[asyncio.Task[None]] = set()
+
+    async def usage_budget(self, tenant_id: str) -> CallBudget | None:
+        """Before ``admit``: RESOURCE_EXHAUSTED at a monthly usage limit, else the call's budget."""
+        return await self._usage.admit(tenant_id) if self._usage is not None else None
 
     async def admit(self, tenant_id: str, call_id: str) -> Lease | None:
         if self._quotas is None:
@@ -193,6 +206,16 @@ class CallLedger:
                 task.cancel()
 
 
+def usage_guard(pool: ChannelPool, quotas: TenantQuotas | None) -> UsageGuard:
+    """Monthly usage limits by the tenant's plan tier (known once its agent was loaded)."""
+
+    def tier_of(tenant_id: str) -> str:
+        return quotas.plans.plan_for(tenant_id).tier if quotas is not None else "free"
+
+    limits = UsageLimitBook.from_settings(UsageLimitSettings())
+    return UsageGuard(pool, limits, book_from_settings(PricingSettings()), tier_of)
+
+
 class Tenancy:
     """What the gateway uses when tenant_svc and Redis are configured (any part may be absent:
     then the gateway serves built-in or inline agents, in-memory history, no quotas)."""
@@ -209,6 +232,7 @@ class Tenancy:
         self.ledger = ledger
         self.store = store
         self._closers = closers or []
+        self.phrases: RedisPhraseStore | None = None  # issue 17: phrase audio shared across pods
 
     @classmethod
     def build(
@@ -216,12 +240,14 @@ class Tenancy:
     ) -> Tenancy:
         redis = open_redis(redis_settings) if redis_settings.url else None
         cache = quotas = store = None
+        phrases: RedisPhraseStore | None = None
         closers: list[Callable[[], Awaitable[None]]] = []
         if redis is not None:
             prefix = redis_settings.key_prefix
             cache = ConfigCache(redis, prefix=prefix)
             quotas = TenantQuotas(redis, PlanBook(), QuotaSettings(), prefix=prefix)
             store = RedisConversationStore(redis, prefix=prefix)
+            phrases = RedisPhraseStore(redis, prefix)
             closers.append(redis.aclose)
         # Tenancy is on when tenant_svc can be found: static addresses, or any dynamic resolver
         # (Consul), which finds `voiceai-tenant` itself.
@@ -229,18 +255,22 @@ class Tenancy:
             ledger = CallLedger(None, quotas) if quotas else None
             if ledger is not None:
                 closers.insert(0, ledger.close)
-            return cls(store=store, ledger=ledger, closers=closers)
+            built = cls(store=store, ledger=ledger, closers=closers)
+            built.phrases = phrases
+            return built
         pool = ChannelPool("tenant", resolver)
         if store is not None:  # data protection: history sealed with the tenant's keys
             store.codec = HistorySealer(pool)
-        ledger = CallLedger(pool, quotas)
+        ledger = CallLedger(pool, quotas, usage_guard(pool, quotas))
         closers[:0] = [ledger.close, pool.close]
-        return cls(
+        built = cls(
             catalog=TenantServiceCatalog(pool, cache, quotas),
             ledger=ledger,
             store=store,
             closers=closers,
         )
+        built.phrases = phrases
+        return built
 
     async def close(self) -> None:
         for close in self._closers:

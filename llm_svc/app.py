@@ -17,6 +17,7 @@ from common.redis_conn import RedisSettings, open_redis
 from common.server import ServiceHost, single_service_host
 from common.settings import ServiceSettings
 from llm_svc.chain import ProviderChain
+from llm_svc.context_budget import ContextBudgets
 from llm_svc.providers import CLOUD, REGISTRY
 from llm_svc.providers.base import ChatModel
 from llm_svc.providers.offline_responder import DEFAULT_GREETING, DEFAULT_REPLY, OfflineResponder
@@ -158,7 +159,8 @@ def build_host(
         )
         served = CachingChatModel(chain, cache)
         closers.append(cache.aclose)
-    servicer = LanguageModelServicer(served, settings.llm_max_tokens)
+    budgets = ContextBudgets()  # loads the default vocabulary in a thread from now (issue 17)
+    servicer = LanguageModelServicer(served, settings.llm_max_tokens, budgets, settings.llm_openai_model)
     host = single_service_host(
         settings,
         "voiceai.llm.v1.LanguageModelService",

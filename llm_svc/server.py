@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator, Sequence
 import grpc.aio
 
 from common.errors import EngineError, InvalidArgument
-from common.gen.voiceai.common.v1 import usage_pb2
 from common.gen.voiceai.llm.v1 import llm_pb2, llm_pb2_grpc
 from common.providers import KNOWN_PROVIDERS
+from llm_svc.context_budget import ContextBudgets
 from llm_svc.providers.base import (
     ChatModel,
     ChatRequest,
@@ -31,7 +31,9 @@ from llm_svc.providers.base import (
     ToolCall,
     ToolCallDelta,
 )
+from llm_svc.usage_report import completion_usage
 
+MAX_CONTEXT_BUDGET = 1_000_000
 log = logging.getLogger(__name__)
 
 MAX_MESSAGES = 512
@@ -179,9 +181,7 @@ def _done(event: Completion) -> llm_pb2.StreamChatResponse:
             finish_reason=_FINISH[event.finish_reason],
             engine=event.engine,
             cached=event.cached,
-            usage=usage_pb2.Usage(
-                llm_prompt_tokens=event.prompt_tokens, llm_completion_tokens=event.completion_tokens
-            ),
+            usage=completion_usage(event),
         )
     )
 
@@ -189,14 +189,29 @@ def _done(event: Completion) -> llm_pb2.StreamChatResponse:
 class LanguageModelServicer(llm_pb2_grpc.LanguageModelServiceServicer):
     """StreamChat over one ChatModel engine."""
 
-    def __init__(self, engine: ChatModel, default_max_tokens: int = 1024) -> None:
+    def __init__(
+        self,
+        engine: ChatModel,
+        default_max_tokens: int = 1024,
+        budgets: ContextBudgets | None = None,
+        default_model: str = "",
+    ) -> None:
         self._engine = engine
         self._default_max_tokens = default_max_tokens
+        self._budgets = budgets  # issue 17: per-agent context budgets (llm_svc/context_budget.py)
+        self._default_model = default_model
 
     async def StreamChat(  # noqa: N802 - gRPC method name
         self, request: llm_pb2.StreamChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[llm_pb2.StreamChatResponse]:
         chat = to_request(request, self._default_max_tokens)
+        if not 0 <= request.context_token_budget <= MAX_CONTEXT_BUDGET:
+            raise InvalidArgument(f"context_token_budget must be 0..{MAX_CONTEXT_BUDGET} (0 = no budget)")
+        if request.context_token_budget and self._budgets is not None:
+            fitted = await self._budgets.apply(
+                chat, request.context_token_budget, chat.model or self._default_model
+            )
+            chat = fitted.request
         started = time.perf_counter()
         events = self._engine.stream(chat)
         try:

@@ -15,10 +15,12 @@ from common.providers import KNOWN_PROVIDERS, EnvKeySource, KeySource, load_spec
 from common.server import ServiceHost, single_service_host, warm_up
 from common.settings import ServiceSettings
 from stt_svc.chain import ChainRecognizer
+from stt_svc.metering import MeteredRecognizer, provider_of
 from stt_svc.providers import CLOUD, REGISTRY
 from stt_svc.providers.base import Recognizer
 from stt_svc.providers.deepgram_nova import DeepgramRecognizer
 from stt_svc.server import SpeechToTextServicer
+from stt_svc.vad_gate import GatedRecognizer, GateSettings
 
 DEFAULT_PORT = 50061
 
@@ -49,6 +51,9 @@ class Settings(ServiceSettings):
     stt_deepgram_consul_service: str = ""
     stt_deepgram_consul_scheme: Literal["http", "https", "ws", "wss"] = "http"
     stt_deepgram_model: str = "nova-3"
+    # Issue 17: cloud STT gets only voiced audio (+ pre-roll and hangover); KeepAlive while silent.
+    stt_vad_gate: bool = True
+    stt_vad_gate_threshold_dbfs: float = Field(default=-45.0, ge=-90.0, le=0.0)
     stt_deepgram_smart_format: bool = True
     stt_deepgram_utterance_end_ms: int = Field(default=1000, ge=1000, le=5000)
     stt_deepgram_max_streams: int = Field(default=50, ge=1)  # per key, per instance
@@ -78,6 +83,20 @@ def make_engine(settings: Settings) -> Recognizer:
     return cls()
 
 
+def metered_and_gated(engines: dict[str, Recognizer], settings: Settings) -> dict[str, Recognizer]:
+    """Issue 17: every provider metered (what it was sent); cloud ones behind the VAD gate."""
+    out: dict[str, Recognizer] = {}
+    for name, engine in engines.items():
+        model = settings.stt_deepgram_model if name == "deepgram" else ""
+        metered: Recognizer = MeteredRecognizer(engine, model)
+        if name != "local" and settings.stt_vad_gate:
+            metered = GatedRecognizer(
+                metered, GateSettings(threshold_dbfs=settings.stt_vad_gate_threshold_dbfs)
+            )
+        out[name] = metered
+    return out
+
+
 def make_chain(
     settings: Settings,
     local: Recognizer,
@@ -100,7 +119,7 @@ def make_chain(
     for spec in load_specs(CLOUD):
         if spec.configured(settings, env):
             engines[spec.name] = spec.build(settings, keys or env, consul=consul)
-    return ChainRecognizer(engines, default, settings.stt_replay_buffer_ms)
+    return ChainRecognizer(metered_and_gated(engines, settings), default, settings.stt_replay_buffer_ms)
 
 
 def build_host(settings: Settings, engine: Recognizer | None = None) -> ServiceHost:
@@ -117,7 +136,7 @@ def build_host(settings: Settings, engine: Recognizer | None = None) -> ServiceH
         servicer,
     )
     host.on_stop.append(chain.aclose)
-    deepgram = chain.engines.get("deepgram")
+    deepgram = provider_of(chain.engines.get("deepgram"))
     if isinstance(deepgram, DeepgramRecognizer):
         host.on_serving.append(deepgram.start_watching)
     return host

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import grpc.aio
 
@@ -11,6 +12,7 @@ from common.audio import LINEAR16, MULAW, Decoder, validate_format
 from common.errors import InvalidArgument, VoiceAIError
 from common.gen.voiceai.stt.v1 import stt_pb2, stt_pb2_grpc
 from common.streams import RequestPump, first_config, refuse
+from stt_svc.metering import StreamUsage
 from stt_svc.providers.base import (
     ENGINE_RATE,
     Final,
@@ -100,7 +102,8 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServiceServicer):
         try:
             first, requests = await first_config(request_iterator)
             fmt = validate_format(first.config.audio_format, field="config.audio_format", rates=INPUT_RATES)
-            options = self._options(first.config)
+            meter = StreamUsage()  # issue 17: what each provider was sent (stt_svc/metering.py)
+            options = replace(self._options(first.config), usage=meter)
             stream = await self._engine.open(options)
         except VoiceAIError as e:
             await refuse(aiter(request_iterator), e, name="stt-refuse")
@@ -142,6 +145,10 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServiceServicer):
                 async for event in stream.events():
                     finals += isinstance(event, Final)
                     yield to_proto(event)
+                    if isinstance(event, UtteranceEnd) and (used := meter.take()) is not None:
+                        yield stt_pb2.StreamingRecognizeResponse(usage=used)
+                if (used := meter.take()) is not None:  # the stream's tail
+                    yield stt_pb2.StreamingRecognizeResponse(usage=used)
             except Exception as e:  # the engine failed: same way out as bad input
                 await pump.fail(e)
             if pump.failure is not None:

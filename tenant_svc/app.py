@@ -14,8 +14,10 @@ from common.gen.voiceai.tenant.v1 import (
     data_protection_service_pb2_grpc,
     provider_key_internal_service_pb2_grpc,
     tenant_service_pb2_grpc,
+    usage_service_pb2_grpc,
 )
 from common.plans import PlanBook
+from common.pricing import PricingSettings, book_from_settings
 from common.quotas import QuotaSettings, TenantQuotas
 from common.redis_conn import RedisSettings, open_redis
 from common.server import ServiceBinding, ServiceHost
@@ -38,6 +40,7 @@ from tenant_svc.server import TenantServicer
 from tenant_svc.telephony.server import TelephonyServicer
 from tenant_svc.telephony.settings import LiveKitSettings
 from tenant_svc.telephony.wiring import Telephony, build_telephony
+from tenant_svc.usage_server import UsageServicer
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ TELEPHONY_SERVICE = "voiceai.telephony.v1.TelephonyService"
 DATA_PROTECTION_SERVICE = "voiceai.tenant.v1.DataProtectionService"
 PROVIDER_KEY_INTERNAL_SERVICE = "voiceai.tenant.v1.ProviderKeyInternalService"
 DATA_KEY_INTERNAL_SERVICE = "voiceai.tenant.v1.DataKeyInternalService"
+USAGE_SERVICE = "voiceai.tenant.v1.UsageService"
 # Platform RPCs that name no tenant in their metadata (platform operators only, per RBAC).
 TENANTLESS = frozenset(
     f"/{SERVICE}/{m}" for m in ("CreateTenant", "ListTenants", "DeleteTenant", "LookupPhoneNumber")
@@ -81,7 +85,7 @@ async def build_host(
     key_provider = await build_key_provider(kek_settings or KekSettings())
     protection = DataProtection(TenantKeyring(key_provider))
     pool = await open_pool(database or DatabaseSettings())
-    repo = Repository(pool, protection)
+    repo = Repository(pool, protection, book_from_settings(PricingSettings()))
     auth = build_auth(auth_settings, api_keys=PostgresApiKeys(repo))
     redis = open_redis(redis_settings) if redis_settings.url else None
     cache = ConfigCache(redis, prefix=redis_settings.key_prefix) if redis is not None else None
@@ -144,6 +148,12 @@ async def build_host(
                     data_key_internal_service_pb2_grpc.add_DataKeyInternalServiceServicer_to_server(
                         DataKeyInternalServicer(repo, protection), server
                     )
+                ),
+            ),
+            ServiceBinding(
+                USAGE_SERVICE,
+                lambda server: usage_service_pb2_grpc.add_UsageServiceServicer_to_server(
+                    UsageServicer(repo, rate), server
                 ),
             ),
             ServiceBinding(

@@ -11,7 +11,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -22,6 +22,8 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from common.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
+from common.pricing import DEFAULT_BOOK, Price, PriceBook
+from tenant_svc import usage_ledger
 
 if TYPE_CHECKING:
     from tenant_svc.protection import DataProtection
@@ -31,6 +33,7 @@ AGENT_COLUMNS = (
     "stt_model", "llm_providers", "llm_model", "tts_providers", "tts_model", "keyterms",
     "transfer_number",
     "redact_pii",  # data protection (0002)
+    "max_tokens", "context_token_budget",  # issue 17: per-agent LLM limits (migration 0003)
 )  # fmt: skip
 _LIST_FIELDS = {"stt_providers", "llm_providers", "tts_providers", "keyterms"}
 # Advisory lock key for LiveKit SIP provisioning: changes in flight hold it shared, a
@@ -48,6 +51,17 @@ class ApiKeyRow:
     secret_hash: str
     revoke_time: datetime | None
     expire_time: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallQuery:
+    """ListCalls filters: start-time range, agent, status, and the order."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    agent_id: str = ""
+    status: int = 0
+    ascending: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,11 +200,16 @@ class TenantScope:
     """One transaction bound to one tenant; row-level security confines every statement to it."""
 
     def __init__(
-        self, conn: psycopg.AsyncConnection[Any], tenant_id: str, protection: DataProtection | None = None
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        tenant_id: str,
+        protection: DataProtection | None = None,
+        book: PriceBook = DEFAULT_BOOK,
     ) -> None:
         self._conn = conn
         self.tenant_id = tenant_id
         self.protection = protection  # seals transcripts (tenant_svc.protection); None: plaintext
+        self.book = book
 
     async def rows(self, query: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Run one statement in this tenant's transaction (for tenant_svc's own data modules)."""
@@ -327,6 +346,10 @@ class TenantScope:
 
     # -- calls ----------------------------------------------------------------------------
     async def insert_call(self, call_id: str, agent_id: str, call: pb.Call) -> pb.Call:
+        priced = pb.Call()
+        priced.CopyFrom(call)  # the request stays as the caller sent it
+        call = priced
+        await usage_ledger.record_call_usage(self._conn, self.tenant_id, call_id, agent_id, call, self.book)
         turns = [json_format.MessageToDict(t, preserving_proto_field_name=True) for t in call.turns]
         usage = json_format.MessageToDict(call.usage, preserving_proto_field_name=True)
         sealed: bytes | None = None
@@ -358,6 +381,51 @@ class TenantScope:
             "SELECT * FROM calls WHERE seq < %s ORDER BY seq DESC LIMIT %s", (before_seq, limit)
         )
         return [(r["seq"], _call(r, with_turns=False)) for r in rows]
+
+    async def list_calls_filtered(
+        self, query: CallQuery, after: tuple[datetime, int] | None, limit: int
+    ) -> list[tuple[datetime, int, pb.Call]]:
+        """Calls matching ``query``, ordered by start time (then seq), continuing after ``after``."""
+        where: list[str] = ["TRUE"]
+        params: list[Any] = []
+        sort = "coalesce(start_time, 'epoch'::timestamptz)"
+        if query.start is not None:
+            where.append("start_time >= %s")
+            params.append(query.start)
+        if query.end is not None:
+            where.append("start_time < %s")
+            params.append(query.end)
+        if query.agent_id:
+            where.append("agent_id = %s")
+            params.append(query.agent_id)
+        if query.status:
+            where.append("status = %s")
+            params.append(query.status)
+        op, order = (">", "ASC") if query.ascending else ("<", "DESC")
+        if after is not None:
+            where.append(f"({sort}, seq) {op} (%s, %s)")
+            params.extend(after)
+        rows = await self._rows(
+            f"SELECT *, {sort} AS sort_time FROM calls WHERE {' AND '.join(where)}"
+            f" ORDER BY {sort} {order}, seq {order} LIMIT %s",
+            (*params, limit),
+        )
+        return [(r["sort_time"], r["seq"], _call(r, with_turns=False)) for r in rows]
+
+    # -- usage ledger (tenant_svc.usage_ledger owns the SQL) -------------------------------
+    async def usage_rows(
+        self, start: date, end: date, group_by: Sequence[str], offset: int, limit: int
+    ) -> list[dict[str, Any]]:
+        return await usage_ledger.usage_rows(self._conn, start, end, group_by, offset, limit)
+
+    async def usage_totals(self, start: date, end: date) -> dict[str, int]:
+        return await usage_ledger.usage_totals(self._conn, start, end)
+
+    async def contract_prices(self) -> tuple[list[Price], datetime | None]:
+        return await usage_ledger.contract_prices(self._conn)
+
+    async def replace_contract_prices(self, prices: Sequence[Price]) -> None:
+        await usage_ledger.replace_contract_prices(self._conn, self.tenant_id, prices)
 
     # -- audit ----------------------------------------------------------------------------
     async def audit(self, actor: str, action: str, resource: str, changed: Sequence[str] = ()) -> None:
@@ -407,15 +475,21 @@ class PlatformScope:
 class Repository:
     """Hands out tenant-bound transactions over the app role's pool."""
 
-    def __init__(self, pool: AsyncConnectionPool, protection: DataProtection | None = None) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        protection: DataProtection | None = None,
+        book: PriceBook = DEFAULT_BOOK,
+    ) -> None:
         self._pool = pool
         self.protection = protection
+        self.book = book  # the operator's price book; tenants' contract prices layer over it
 
     @asynccontextmanager
     async def tenant(self, tenant_id: str) -> AsyncIterator[TenantScope]:
         async with _translated(), self._pool.connection() as conn, conn.transaction():
             await conn.execute(b"SELECT set_config('voiceai.tenant_id', %s, true)", (tenant_id,))
-            yield TenantScope(conn, tenant_id, self.protection)
+            yield TenantScope(conn, tenant_id, self.protection, self.book)
 
     @asynccontextmanager
     async def platform(self) -> AsyncIterator[PlatformScope]:
@@ -460,4 +534,4 @@ class Repository:
         return PhoneRoute(*row) if row else None
 
 
-__all__ = ["ApiKeyRow", "PhoneRoute", "PlatformScope", "Repository", "TenantScope"]
+__all__ = ["ApiKeyRow", "CallQuery", "PhoneRoute", "PlatformScope", "Repository", "TenantScope"]

@@ -21,6 +21,7 @@ from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
 from common.gen.voiceai.tenant.v1 import tenant_service_pb2 as svc
 from common.gen.voiceai.tenant.v1 import tenant_service_pb2_grpc as svc_grpc
 from tenant_svc import validation as v
+from tenant_svc.call_filters import call_query, list_calls_filtered
 from tenant_svc.changes import ChangeListener
 from tenant_svc.credentials import ApiKeyIssuer, actor, is_platform
 from tenant_svc.ratelimit import TenantRateLimit, rate_limited
@@ -317,6 +318,9 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
     async def ListCalls(self, request: svc.ListCallsRequest, _: Ctx) -> svc.ListCallsResponse:
         tid = _scope(v.tenant_of(request.parent, "parent"))
         size = v.page_size(request.page_size)
+        query = call_query(tid, request)
+        if query is not None:  # filters or an order (issue 17): start-time keyset paging
+            return await list_calls_filtered(self._repo, tid, request, query, size)
         before = int(v.decode_page(request.page_token, tid, "ListCalls", 2**62))
         async with self._repo.tenant(tid) as t:
             rows = await t.list_calls(before, size + 1)

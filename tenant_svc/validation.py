@@ -130,6 +130,10 @@ def agent(a: pb.Agent) -> pb.Agent:
             raise InvalidArgument("agent.keyterms: each term must be 1-100 characters")
     if a.transfer_number:
         e164(a.transfer_number, "agent.transfer_number")
+    if not 0 <= a.max_tokens <= 8192:
+        raise InvalidArgument("agent.max_tokens must be 0..8192 (0 = the LLM service's default)")
+    if a.context_token_budget and not 256 <= a.context_token_budget <= 1_000_000:
+        raise InvalidArgument("agent.context_token_budget must be 0 (no budget) or 256..1000000 tokens")
     if a.max_call_duration.seconds < 0 or a.max_call_duration.seconds > 24 * 3600:
         raise InvalidArgument("agent.max_call_duration must be between 0 and 24 hours")
     return a

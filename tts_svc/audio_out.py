@@ -35,19 +35,24 @@ class AudioOut:
             return pcm16_to_alaw(pcm)
         return pcm
 
-    def segment(self, pcm: bytes, text: str, rate: int = 0) -> list[tts_pb2.AudioChunk]:
-        """Chunks for one segment: at most ``max_chunk_ms`` each; only the first carries ``text``.
+    def segment(
+        self, pcm: bytes, text: str, rate: int = 0, provider: str = "", model: str = ""
+    ) -> list[tts_pb2.AudioChunk]:
+        """Chunks for one segment: at most ``max_chunk_ms`` each; only the first carries ``text``
+        (and the provider/model that spoke it).
 
         Always at least one chunk, so a segment that yields no audio still reports its text.
         """
         audio = self.encode(pcm, rate)
         step = self._max_bytes
-        if len(audio) <= step:
-            return [tts_pb2.AudioChunk(audio=audio, text=text, duration_ms=self._ms(audio))]
-        return [
-            tts_pb2.AudioChunk(audio=chunk, text=text if i == 0 else "", duration_ms=self._ms(chunk))
-            for i, chunk in enumerate(audio[j : j + step] for j in range(0, len(audio), step))
-        ]
+        pieces = [audio[j : j + step] for j in range(0, len(audio), step)] or [audio]
+        chunks = [tts_pb2.AudioChunk(audio=piece, duration_ms=self._ms(piece)) for piece in pieces]
+        if text:
+            first = chunks[0]
+            first.text = text
+            first.provider = provider
+            first.model = model
+        return chunks
 
     def _ms(self, audio: bytes) -> int:
         return round(self.fmt.ms_for_bytes(len(audio)))

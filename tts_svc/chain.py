@@ -180,6 +180,11 @@ class ChainSession:
         return self._links[self._index].name
 
     @property
+    def model(self) -> str:
+        """The model the serving link is asked for (empty: its default)."""
+        return self._chain.link_options(self._links[self._index], self._options, not self._index).model
+
+    @property
     def sample_rate(self) -> int:
         return self._current().sample_rate
 

@@ -99,7 +99,9 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
             try:
                 async for event in stream:
                     if isinstance(event, AudioSegment):
-                        for chunk in out.segment(event.pcm, event.text, event.rate):
+                        for chunk in out.segment(
+                            event.pcm, event.text, event.rate, event.provider, event.model
+                        ):
                             yield R(audio=chunk)
                     else:
                         yield R(flush_done=tts_pb2.FlushDone(characters=event.characters))

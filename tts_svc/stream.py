@@ -42,6 +42,9 @@ class AudioSegment:
     pcm: bytes
     text: str
     rate: int = 0
+    # With ``text``: which provider (and model) synthesized the piece, for usage by provider.
+    provider: str = ""
+    model: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +167,8 @@ class SynthesisStream:
                 if open_session is None:
                     pcm = await self._engine.synthesize(item.text, self._options)
                     self._queued_chars -= len(item.text)
-                    await self._events.put(AudioSegment(pcm, item.text))
+                    name = getattr(self._engine, "name", "")
+                    await self._events.put(AudioSegment(pcm, item.text, 0, name, self._options.model))
                     continue
                 if session is None:
                     session = open_session(self._options)
@@ -187,11 +191,18 @@ class SynthesisStream:
                 now = getattr(session, "piece_restarts", 0)
                 if now != restarts:
                     tag, restarts = text, now
-                await self._events.put(AudioSegment(pcm, tag, session.sample_rate))
+                await self._events.put(self._segment(session, pcm, tag))
                 tag = ""
         self._queued_chars -= len(text)
         if tag:  # no audio at all: still report the text, as the whole-piece path does
-            await self._events.put(AudioSegment(b"", tag, session.sample_rate))
+            await self._events.put(self._segment(session, b"", tag))
+
+    def _segment(self, session: SynthesisSession, pcm: bytes, tag: str) -> AudioSegment:
+        if not tag:
+            return AudioSegment(pcm, tag, session.sample_rate)
+        provider = getattr(session, "provider", "") or getattr(self._engine, "name", "")
+        model = getattr(session, "model", self._options.model)
+        return AudioSegment(pcm, tag, session.sample_rate, provider, model)
 
     # ------------------------------------------------------------------ output
 

@@ -172,6 +172,16 @@ DATA_PROTECTION_RULES: dict[str, Rule] = {
     "/voiceai.tenant.v1.DataKeyInternalService/GetHistoryKeys": _CALL,
 }
 
+# Usage ledger reads (issue 17): whoever may read a tenant's call records may read its usage.
+USAGE_SERVICE_RULES: dict[str, Rule] = {
+    **{
+        f"/voiceai.tenant.v1.UsageService/{m}": _READ
+        for m in ("GetUsage", "ListUsage", "ExportUsage", "GetContractPrices")
+    },
+    # A contract price is set by the platform's operators, never by the tenant itself.
+    "/voiceai.tenant.v1.UsageService/UpdateContractPrices": _MANAGE,
+}
+
 # The mesh's policy. A service with other RPCs extends it, e.g.
 # DEFAULT_POLICY.extended(aip_rules("voiceai.tenant.v2.AgentService")).
 DEFAULT_POLICY = AccessPolicy(
@@ -182,4 +192,5 @@ DEFAULT_POLICY = AccessPolicy(
         **INTERNAL_SERVICE_RULES,
     }
     | DATA_PROTECTION_RULES
+    | USAGE_SERVICE_RULES
 )

@@ -24,6 +24,7 @@ from common.gen.voiceai.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from common.tasks import cancel_and_wait
 from common.tls import TlsConfig, edge_channel, edge_client_tls
 from gateway.cli.clock import FRAME_MS, FrameClock
+from gateway.cli.cost import estimate_cost
 from gateway.cli.report import CallReport, TranscriptEntry, TurnTiming
 
 DEFAULT_GATEWAY = "127.0.0.1:50060"
@@ -339,3 +340,4 @@ class _Caller:
             "tts_characters": e.usage.tts_characters,
             "tts_seconds": round(e.usage.tts_seconds, 2),
         }
+        self.report.cost = estimate_cost(e.usage)  # issue 17: at the price book's list prices

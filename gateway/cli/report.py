@@ -65,6 +65,7 @@ class CallReport:
     end_reason: str = ""  # EndReason name from call_ended, e.g. END_REASON_CALLER_HANGUP
     end_message: str = ""
     usage: dict[str, float] = field(default_factory=dict)
+    cost: str = ""  # issue 17: the call's usage priced at the price book's list prices
     status: str = ""  # the gRPC status code the call ended with ("OK"); "" if it never arrived
     error: str = ""  # "CODE: details" of a failed call, or what went wrong on the caller's side
     notes: list[str] = field(default_factory=list)  # waits that timed out; the call went on
@@ -131,4 +132,6 @@ def format_report(report: CallReport) -> str:
             f" {u['llm_completion_tokens']:.0f} completion tokens, tts {u['tts_characters']:.0f} chars"
             f" / {u['tts_seconds']:.1f} s"
         )
+    if report.cost:
+        lines.append(f"  cost: {report.cost}")
     return "\n".join(lines)

@@ -34,6 +34,7 @@ from gateway.livekit.transport import RoomTransport
 from gateway.session.call import CallSession
 from gateway.session.events import CallEnded, EndReason
 from gateway.session.services import describe_rpc_error
+from gateway.usage_quota import CallBudget
 
 log = logging.getLogger(__name__)
 
@@ -170,14 +171,14 @@ class RoomCalls:
         try:
             try:
                 route = await self._services.router.route(caller, call_id)
-                lease = await self._admit(route, call_id)
+                lease, budget = await self._admit(route, call_id)
             except Refused as refused:
                 log.info("refusing the caller in room %s: %s", room, refused.message)
                 reason = f"refused_{refused.reason}"
                 await self._say_refusal(transport, call_id)
                 return reason
             controls.agent = route.agent
-            reason = await self._converse(route, transport, controls, call_id, lease)
+            reason = await self._converse(route, transport, controls, call_id, lease, budget)
             return reason
         finally:
             self.active -= 1
@@ -187,9 +188,10 @@ class RoomCalls:
             # A hangup, max duration or failure: close the room, so a SIP caller's line drops.
             await self._services.sip.hang_up(room)
 
-    async def _admit(self, route: Route, call_id: str) -> Lease | None:
+    async def _admit(self, route: Route, call_id: str) -> tuple[Lease | None, CallBudget | None]:
         try:
-            return await self._runner.admit(route.tenant_id, call_id)
+            budget = await self._runner.usage_budget(route.tenant_id)  # monthly usage quotas
+            return await self._runner.admit(route.tenant_id, call_id), budget
         except ResourceExhausted as e:
             REFUSED.labels("over_quota").inc()
             raise Refused("over_quota", e.message) from None
@@ -201,6 +203,7 @@ class RoomCalls:
         controls: CallControls,
         call_id: str,
         lease: Lease | None,
+        budget: CallBudget | None = None,
     ) -> str:
         direction = pb.CALL_DIRECTION_OUTBOUND if route.outbound else pb.CALL_DIRECTION_INBOUND
         async with self._runner.call(
@@ -211,6 +214,8 @@ class RoomCalls:
             lease=lease,
             record_agent_id=route.agent.agent_id,
             direction=direction,
+            usage_budget=budget,
+            numbers=(route.from_number, route.to_number),
         ) as running:
             session = running.session
             controls.attach(session)

@@ -83,6 +83,10 @@ class Route:
     agent: Agent
     principal: Principal
     outbound: bool = False
+    # A phone call's numbers (E.164 as LiveKit SIP reports them), for the record's telephony
+    # minutes (issue 17); empty for WebRTC callers.
+    from_number: str = ""
+    to_number: str = ""
 
 
 class Refused(Exception):
@@ -135,7 +139,11 @@ class CallRouter:
         agent_id = caller.attributes.get(AGENT_ATTRIBUTE, "") or agent_id
         principal = Principal(f"livekit-sip:{number}", tenant_id, frozenset({AGENT}), "internal")
         agent = await self.load_agent(principal, agent_id, call_id)
-        return Route(tenant_id, agent, principal, outbound=caller.outbound)
+        theirs = caller.attributes.get(CALLER_NUMBER, "")
+        ends = (number, theirs) if caller.outbound else (theirs, number)  # (from, to)
+        return Route(
+            tenant_id, agent, principal, outbound=caller.outbound, from_number=ends[0], to_number=ends[1]
+        )
 
     async def lookup(self, number: str) -> tuple[str, str]:
         """(tenant, agent id) answering ``number``, asked as the platform."""

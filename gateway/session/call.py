@@ -45,6 +45,7 @@ from gateway.session.services import MeshClients, describe_failure
 from gateway.session.streams import Final, Interim, SpeechStarted, SttEvent, UtteranceEnd
 from gateway.session.timing import TurnTimer
 from gateway.session.turn_taking import TurnTaking
+from gateway.usage_quota import CallBudget, end_after_turn
 
 __all__ = ["CallSession", "SessionSettings", "heard_text"]
 
@@ -63,6 +64,8 @@ class SessionSettings:
 
 class CallSession:
     """One call: caller audio in, turn-taking, agent replies out (see module docstring)."""
+
+    usage_budget: CallBudget | None = None  # issue 17: monthly usage limits (gateway/usage_quota.py)
 
     def __init__(
         self,
@@ -286,6 +289,10 @@ class CallSession:
         self.never_silent.stand_down()
         text = active.spoken.text.strip() or " ".join(s.text for s in active.spoken.segments).strip()
         self._finish(active, text, interrupted=False)
+        # A hard monthly usage limit crossed: the call ends here, after the turn, never mid-word.
+        if (over := end_after_turn(self.usage_budget, self.usage.lines)) is not None:
+            self.runtime.end(EndReason.QUOTA, over)
+            return
         if self.turns.waiting and not self.turns.caller.speaking:
             self._on_speech_end(0, time.monotonic())
 

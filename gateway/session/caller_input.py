@@ -73,6 +73,7 @@ class CallerInput:
             model=self._agent.stt_model,
             reopen_attempts=self._reopen_attempts,
         )
+        stt.on_usage = self._usage.lines.stt  # issue 17: audio each STT provider was sent
         await stt.open()
         self._stt = stt
 

@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Protocol
 
 from common.audio import Format
+from gateway.usage_fold import UsageFold
 
 
 # ---------------------------------------------------------------- inbound (caller -> agent)
@@ -50,6 +51,7 @@ class EndReason(Enum):
     MAX_DURATION = 4
     SHUTDOWN = 5
     TRANSFERRED = 6  # the caller went to a human (a room call's transfer)
+    QUOTA = 60  # a hard usage quota or spend cap was reached; ended after the turn (issue 17)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +109,8 @@ class Usage:
     llm_completion_tokens: int = 0
     tts_characters: int = 0
     tts_seconds: float = 0.0
+    # Per provider/model/key lines the services reported (issue 17 hook: gateway/usage_fold.py).
+    lines: UsageFold = field(default_factory=UsageFold)
 
 
 @dataclass(frozen=True, slots=True)

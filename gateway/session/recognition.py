@@ -20,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc.aio
 
 from common.audio import Format
 from common.discovery import ChannelPool
 from common.errors import Unavailable, VoiceAIError
+from common.gen.voiceai.common.v1 import usage_pb2
 from common.replay import ReplayBuffer
 from gateway.session.instances import FAILOVERS, is_instance_failure
 from gateway.session.services import describe_rpc_error
@@ -39,6 +40,9 @@ REPLAY_MESSAGE_MS = 500  # replayed audio goes out in messages of up to this muc
 
 class Recognition:
     """The call's recognition stream with failover and replay (see module docstring)."""
+
+    # Issue 17: where stt_svc's usage reports go (the call's UsageFold.stt); set by CallerInput.
+    on_usage: Callable[[usage_pb2.Usage], None] | None = None
 
     def __init__(
         self,
@@ -75,6 +79,7 @@ class Recognition:
 
     async def _open_stream(self) -> SttStream:
         stt = SttStream(self._pool)
+        stt.on_usage = self.on_usage  # issue 17: stt_svc's usage reports, to the call's fold
         try:
             await stt.open(*self._config)
         except BaseException:

@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from common import context
 from common.audio import Format
 from gateway.agents import Agent
+from gateway.phrase_store import RedisPhraseStore, phrase_key
 from gateway.session.events import Usage
 from gateway.session.history import HistoryEntry
 from gateway.session.playout import Playout, Segment
@@ -145,6 +147,8 @@ async def _pipe_reply(reply: ReplyTurn, llm: LlmStream, tts: TtsStream) -> None:
             elif isinstance(event, ReplyDone):
                 usage.llm_prompt_tokens += event.prompt_tokens
                 usage.llm_completion_tokens += event.completion_tokens
+                if event.usage is not None:  # per provider/model/key, priced by tenant_svc
+                    usage.lines.llm(reply.turn, event.usage)
         writer.end()
 
     async with asyncio.TaskGroup() as tg:
@@ -174,7 +178,9 @@ async def _play_tts(reply: ReplyTurn, tts: TtsStream) -> None:
             seg = playout.start_segment(event.text, turn)
             spoken.segments.append(seg)
         playout.append(seg, event.audio)
-        usage.tts_seconds += fmt.ms_for_bytes(len(event.audio)) / 1000.0
+        seconds = fmt.ms_for_bytes(len(event.audio)) / 1000.0
+        usage.tts_seconds += seconds
+        usage.lines.tts_chunk(turn, event.text, event.provider, event.model, seconds)
 
 
 async def synthesize_text(
@@ -190,6 +196,9 @@ async def synthesize_text(
                 if event.text or not pieces:
                     pieces.append((event.text, bytearray()))
                 pieces[-1][1].extend(event.audio)
+                if usage is not None:  # the phrase's synthesis, by provider
+                    seconds = fmt.ms_for_bytes(len(event.audio)) / 1000.0
+                    usage.lines.tts_chunk(0, event.text, event.provider, event.model, seconds)
     if usage is not None:
         usage.tts_characters += len(text)
         usage.tts_seconds += sum(fmt.ms_for_bytes(len(a)) for _, a in pieces) / 1000.0
@@ -203,13 +212,14 @@ class PhraseCache:
     Bounded; oldest entries go first.
     """
 
-    def __init__(self, max_entries: int = 256) -> None:
-        self._entries: dict[tuple[str, str, str], list[tuple[str, bytes]]] = {}
+    def __init__(self, max_entries: int = 256, shared: RedisPhraseStore | None = None) -> None:
+        self._entries: dict[str, list[tuple[str, bytes]]] = {}
         self._max = max_entries
+        self._shared = shared  # issue 17: phrase audio shared by all pods (gateway/phrase_store.py)
 
     @staticmethod
-    def _key(agent: Agent, fmt: Format, text: str) -> tuple[str, str, str]:
-        return (agent.voice, fmt.describe(), text)
+    def _key(agent: Agent, fmt: Format, text: str) -> str:
+        return phrase_key(context.tenant_id(), agent, fmt, text)
 
     def get(self, agent: Agent, fmt: Format, text: str) -> list[tuple[str, bytes]] | None:
         """The cached pieces of ``text`` in ``agent``'s voice and ``fmt``, if synthesized."""
@@ -223,7 +233,10 @@ class PhraseCache:
         cached = self._entries.get(key)
         if cached is not None:
             return cached
-        pieces = await synthesize_text(clients, agent, fmt, text)
+        if self._shared is not None:
+            pieces = await self._shared.fetch_or_make(key, lambda: synthesize_text(clients, agent, fmt, text))
+        else:
+            pieces = await synthesize_text(clients, agent, fmt, text)
         if len(self._entries) >= self._max:
             self._entries.pop(next(iter(self._entries)))
         self._entries[key] = pieces

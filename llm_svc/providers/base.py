@@ -108,6 +108,10 @@ class Completion:
     engine: str
     cached: bool = False
     fell_back: bool = False
+    # Of prompt_tokens, how many the provider served from its prompt cache (billed lower).
+    cached_prompt_tokens: int = 0
+    # Which key paid: "default" (the platform's), "tenant" (its own), "" (none needed).
+    key_label: str = ""
 
 
 ChatEvent = TokenDelta | ToolCallDelta | Completion

@@ -137,7 +137,7 @@ def classify(error: BaseException, model: str, started: bool) -> ProviderError:
 class _Reply:
     """Turns chunks into events and keeps what the Completion needs."""
 
-    __slots__ = ("completion_tokens", "finish", "pieces", "prompt_tokens", "usage_seen")
+    __slots__ = ("cached_tokens", "completion_tokens", "finish", "pieces", "prompt_tokens", "usage_seen")
 
     def __init__(self) -> None:
         self.finish: str | None = None
@@ -145,6 +145,7 @@ class _Reply:
         self.completion_tokens = 0
         self.usage_seen = False
         self.pieces = 0
+        self.cached_tokens = 0
 
     def events(self, chunk: Any) -> list[ChatEvent]:
         out: list[ChatEvent] = []
@@ -152,6 +153,8 @@ class _Reply:
             self.usage_seen = True
             self.prompt_tokens = chunk.usage.prompt_tokens or 0
             self.completion_tokens = chunk.usage.completion_tokens or 0
+            details = getattr(chunk.usage, "prompt_tokens_details", None)
+            self.cached_tokens = (getattr(details, "cached_tokens", 0) or 0) if details else 0
         for choice in chunk.choices:
             if choice.index != 0:
                 continue  # n is never set, so only choice 0 exists; ignore anything else
@@ -173,10 +176,14 @@ class _Reply:
         self.pieces += len(out)
         return out
 
-    def completion(self, engine: str) -> Completion:
+    def completion(self, engine: str, key_label: str = "") -> Completion:
         # A compatible server may ignore include_usage: count pieces rather than report nothing.
         tokens = self.completion_tokens if self.usage_seen else self.pieces
-        return Completion(_FINISH.get(self.finish or "stop", "stop"), self.prompt_tokens, tokens, engine)
+        finish = _FINISH.get(self.finish or "stop", "stop")
+        cached = min(self.cached_tokens, self.prompt_tokens)
+        return Completion(
+            finish, self.prompt_tokens, tokens, engine, cached_prompt_tokens=cached, key_label=key_label
+        )
 
 
 async def _close_client(client: openai.AsyncOpenAI) -> None:
@@ -287,7 +294,7 @@ class OpenAIChat:
                         yield event
                 if reply.finish is None:
                     raise ProviderError("openai's stream ended without a finish reason", kind="disconnect")
-                yield reply.completion(engine)
+                yield reply.completion(engine, key.label if key is not None else "")
             finally:
                 await chunks.close()  # prompt on cancel too: the HTTP response goes at once
 

@@ -20,8 +20,11 @@ yields no ``Final`` (an utterance of noise may still show ``SpeechStarted`` .. `
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from stt_svc.metering import StreamUsage
 
 ENGINE_RATE = 16000
 
@@ -37,6 +40,8 @@ class RecognitionOptions:
     model: str = ""  # engine-specific; "" = the engine's default
     providers: tuple[str, ...] = ()  # the chain to run on, in order; () = the service default
     redact_pii: bool = False  # ask the engine to redact PII where it can (Deepgram: `redact`)
+    # What the stream's providers were sent (stt_svc/metering.py, issue 17); None: not metered.
+    usage: StreamUsage | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

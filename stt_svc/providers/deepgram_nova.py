@@ -222,7 +222,9 @@ class DeepgramRecognizer:
             timings = StreamTimings(
                 self.config.first_result_timeout_s, self.config.inactivity_timeout_s, self.config.keepalive_s
             )
-            return DeepgramStream(socket, stack, options, timings, lambda: self.endpoints.mark_failed(url))
+            stream = DeepgramStream(socket, stack, options, timings, lambda: self.endpoints.mark_failed(url))
+            stream.key_label = key.label if key else ""  # issue 17: which key pays, for usage
+            return stream
         except BaseException:
             await stack.aclose()
             raise

@@ -81,6 +81,7 @@ class DeepgramStream:
         self._in_utterance = False
         self._last_word_end_ms = 0
         self._ended = False
+        self.key_label = ""  # "default" or "tenant": which key this stream bills (set by its opener)
         self._reader = self._loop.create_task(self._read(), name="stt-deepgram-read")
         self._keepalive = self._loop.create_task(self._keep_alive(), name="stt-deepgram-keepalive")
 

@@ -34,6 +34,7 @@ from tests.bench import (
     tenancy,
 )
 from tests.bench import rest as rest_front
+from tests.bench import usage as usage_bench  # issue 17: cost per call-minute, ledger, usage reads
 
 SECTIONS = (
     "services",
@@ -47,6 +48,7 @@ SECTIONS = (
     "providers",
     "encryption",
     "rest",
+    "usage",
 )
 
 
@@ -90,6 +92,8 @@ def main() -> None:
         encryption.main([])
     if wanted("rest"):  # REST front overhead vs gRPC; portal page load at 10k calls
         rest_front.main([])
+    if wanted("usage"):
+        usage_bench.main([])
 
 
 if __name__ == "__main__":

@@ -103,6 +103,10 @@ class OpenAIDouble:
     handled: int = 0  # requests answered (recorded or not)
     dropped: int = 0  # streams whose client went away before the end
     port: int = 0
+    # Prompt caching as OpenAI does it: a prompt whose leading messages repeat an earlier
+    # request's (a stable prefix) reports those tokens as cached, once they reach this many.
+    cache_min_tokens: int = 1024
+    _prefixes: set[str] = field(default_factory=set)
     _runner: web.AppRunner | None = None
 
     @property
@@ -112,6 +116,17 @@ class OpenAIDouble:
     @property
     def azure_endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def _cached(self, messages: list[dict[str, Any]]) -> int:
+        """Tokens of the longest leading run of whole messages an earlier request also began with."""
+        cached = 0
+        for n in range(1, len(messages) + 1):
+            key = json.dumps(messages[:n], sort_keys=True)
+            if key in self._prefixes:
+                cached = _prompt_tokens(messages[:n])
+            if len(self._prefixes) < 100_000:
+                self._prefixes.add(key)
+        return cached if cached >= self.cache_min_tokens else 0
 
     def fail_next(self, *faults: Fault) -> None:
         self.faults.extend(faults)
@@ -231,6 +246,7 @@ class OpenAIDouble:
                 "prompt_tokens": prompt,
                 "completion_tokens": len(words),
                 "total_tokens": prompt + len(words),
+                "prompt_tokens_details": {"cached_tokens": self._cached(messages)},
             }
             chunk = {"id": "chatcmpl-double", "object": "chat.completion.chunk", "created": int(time.time()),
                      "model": body.get("model", ""), "choices": [], "usage": usage}  # fmt: skip

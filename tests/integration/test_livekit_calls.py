@@ -117,6 +117,11 @@ async def test_a_phone_call_runs_the_tenants_agent_and_is_recorded(api: TenantAp
     by_turn = {t.index: t for t in record.turns}
     assert by_turn[1].caller_text == "what are your hours?" and by_turn[2].caller_text == "thanks, bye."
     assert record.usage.stt_seconds > 1
+    # The phone line's minutes are a priced telephony line of the record (issue 17).
+    assert (record.from_number, record.to_number) == ("+14155550100", number)
+    (telephony,) = [ln for ln in record.usage.lines if ln.component == "telephony"]
+    assert (telephony.provider, telephony.unit, telephony.quantity_milli) == ("sip_inbound", "minute", 1000)
+    assert telephony.cost_micros == 8_500 and not telephony.unpriced
 
 
 async def test_unknown_and_missing_numbers_hear_the_refusal_and_are_hung_up_on(

@@ -347,3 +347,22 @@ async def test_a_tenant_without_a_key_falls_back_when_only_tenant_keys_exist() -
             assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
             assert "no OpenAI API key for this tenant: set OPENAI_API_KEY" in (info.value.details() or "")
         assert not api.requests
+
+
+async def test_usage_lines_name_the_model_key_and_cached_prompt_tokens() -> None:
+    """The reply's usage is reported by provider, model and key; a repeated stable prefix (the
+    system prompt and earlier turns) comes back as cached input tokens, billed lower."""
+    async with OpenAIDouble(cache_min_tokens=4) as api, llm(api) as stub:
+        system = (S, "you are a very brief and polite front desk agent")
+        _, _, first = await chat(stub, req(system, (U, "hello there")))
+        _, _, second = await chat(stub, req(system, (U, "hello there"), (A, "echo: hello there"), (U, "bye")))
+    lines = {ln.unit: ln for ln in first.usage.lines}
+    assert set(lines) == {"input_token", "output_token"}  # nothing cached the first time
+    assert lines["input_token"].quantity_milli == first.usage.llm_prompt_tokens * 1000
+    assert {(ln.provider, ln.model, ln.key_label) for ln in first.usage.lines} == {
+        ("openai", "gpt-test", "default")
+    }
+    units = {ln.unit: ln.quantity_milli // 1000 for ln in second.usage.lines}
+    assert units["cached_input_token"] == 12  # system (10 words) + the first user turn (2)
+    assert units["input_token"] + units["cached_input_token"] == second.usage.llm_prompt_tokens
+    assert units["output_token"] == second.usage.llm_completion_tokens

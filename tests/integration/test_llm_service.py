@@ -81,7 +81,15 @@ async def test_settings_configure_the_responder_and_the_default_max_tokens() -> 
             llm_pb2.ChatCompletion(
                 finish_reason=llm_pb2.FINISH_REASON_STOP,
                 engine="offline-responder",
-                usage={"llm_prompt_tokens": 2, "llm_completion_tokens": 3},
+                usage={
+                    "llm_prompt_tokens": 2,
+                    "llm_completion_tokens": 3,
+                    # The local engine's lines (priced at zero by the price book, issue 17).
+                    "lines": [
+                        {"component": "llm", "provider": "offline-responder", "unit": u, "quantity_milli": q}
+                        for u, q in (("input_token", 2000), ("output_token", 3000))
+                    ],
+                },
             ),
         )
         text, done = await _chat(stub, _req((U, "one two three")))  # max_tokens 0 = the service's 3

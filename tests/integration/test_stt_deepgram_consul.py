@@ -12,6 +12,7 @@ import pytest
 
 from common.consul import ConsulSettings, consul_client, off_loop
 from stt_svc.app import Settings, build_host, make_chain
+from stt_svc.metering import provider_of
 from tests.conftest import running
 from tests.doubles.consul_api import ConsulApiDouble
 from tests.doubles.deepgram_api import DeepgramListenDouble, ToneWordsRecognizer
@@ -45,7 +46,7 @@ async def test_streams_go_to_the_healthy_instances_consul_reports(api: ConsulApi
         await register(api, "dg-2", two.url)
         settings = Settings(stt_providers="deepgram,local", stt_deepgram_consul_service="deepgram")
         chain = make_chain(settings, ToneWordsRecognizer(), {}, consul_settings(api))
-        deepgram = chain.engines["deepgram"]
+        deepgram = provider_of(chain.engines["deepgram"])  # under its meter and VAD gate (issue 17)
         async with running(build_host(settings, chain)) as addr:
             # Two streams at once: least-in-flight puts one on each instance.
             first, second = await asyncio.gather(

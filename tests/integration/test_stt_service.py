@@ -66,11 +66,13 @@ async def recognize(
             if realtime:
                 await asyncio.sleep(max(0.0, t0 + (n + 1) * chunk_ms / 1000 - time.monotonic()))
         await call.done_writing()
-        return [r async for r in call]
+        # Recognition events only: usage reports (issue 17) are tested in test_stt_usage.py.
+        return [r async for r in call if r.WhichOneof("event") != "usage"]
 
 
 def kinds(responses: list[stt_pb2.StreamingRecognizeResponse]) -> list[str]:
-    return [r.WhichOneof("event") for r in responses]
+    """Recognition event kinds in order (usage reports, issue 17, are not recognition events)."""
+    return [k for r in responses if (k := r.WhichOneof("event")) != "usage"]
 
 
 def finals(responses: list[stt_pb2.StreamingRecognizeResponse]) -> list[stt_pb2.FinalResult]:

@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 
 from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
 from common.gen.voiceai.tenant.v1 import tenant_service_pb2 as svc
+from common.gen.voiceai.tenant.v1 import usage_service_pb2 as us
+from common.gen.voiceai.tenant.v1 import usage_service_pb2_grpc as us_grpc
 from tenant_svc.db.database import DatabaseSettings
 from tests.integration.tenant_harness import TenantApi, tenant_api
 
@@ -98,9 +100,22 @@ def requests(victim: str, rid: str) -> dict[str, tuple[str, object]]:
             ),
         ),
         "ListAuditLogEntries": ("ListAuditLogEntries", svc.ListAuditLogEntriesRequest(parent=base)),
+        # The usage ledger (issue 17) and ListCalls' filters.
+        "GetUsage": ("GetUsage", us.GetUsageRequest(parent=base, group_by=[us.USAGE_GROUP_BY_AGENT])),
+        "ListUsage": ("ListUsage", us.ListUsageRequest(parent=base)),
+        "ExportUsage": ("ExportUsage", us.ExportUsageRequest(parent=base)),
+        "GetContractPrices": ("GetContractPrices", us.GetContractPricesRequest(parent=base)),
+        "UpdateContractPrices": ("UpdateContractPrices", us.UpdateContractPricesRequest(parent=base)),
+        "ListCallsFiltered": (
+            "ListCalls",
+            svc.ListCallsRequest(parent=base, agent=f"{base}/agents/{rid}", order_by="start_time asc"),
+        ),
     }
 
 
+USAGE_METHODS = frozenset(
+    {"GetUsage", "ListUsage", "ExportUsage", "GetContractPrices", "UpdateContractPrices"}
+)
 EXISTING = {"Agent": "shared-id", "PhoneNumber": "main", "Call": "c1"}
 
 
@@ -111,8 +126,9 @@ def existing_id(op: str) -> str:
 async def attempt(
     api: TenantApi, method: str, request: object, metadata: tuple[tuple[str, str], ...]
 ) -> tuple[str, str]:
+    stub = us_grpc.UsageServiceStub(api.channel) if method in USAGE_METHODS else api.stub
     try:
-        reply = await getattr(api.stub, method)(request, metadata=metadata)
+        reply = await getattr(stub, method)(request, metadata=metadata)
     except grpc.aio.AioRpcError as e:
         return e.code().name, e.details() or ""
     return "OK", str(reply)
@@ -169,3 +185,8 @@ async def test_lists_show_only_own_rows(world: World) -> None:
         )
         names = [x.name for x in [*agents.agents, *phones.phone_numbers, *calls.calls]]
         assert len(names) == 3 and all(n.startswith(f"tenants/{t}/") for n in names)
+        usage = await us_grpc.UsageServiceStub(api.channel).GetUsage(
+            us.GetUsageRequest(parent=f"tenants/{t}", group_by=[us.USAGE_GROUP_BY_AGENT]),
+            metadata=api.md(t, "viewer"),
+        )
+        assert usage.calls == 1 and len(usage.rows) == 1, usage  # its own one call, nobody else's

@@ -330,3 +330,20 @@ async def test_the_real_piper_voice_takes_over_after_a_refusal() -> None:
     assert reply.code == grpc.StatusCode.OK and reply.tags == PIECES  # Piper's own voice, every piece
     # Piper's 22.05 kHz audio reaches the client at its 16 kHz: about a second per sentence.
     assert all(sum(c.duration_ms for c in reply.chunks if c.text == p) > 800 for p in PIECES)
+
+
+async def test_each_piece_is_tagged_with_the_provider_that_spoke_it() -> None:
+    """Usage by provider (issue 17): a restarted piece is tagged with both providers, in order,
+    so its characters count for each provider that received them."""
+    local = TextCodedLocal()
+    async with DeepgramSpeakDouble() as dg, serving({"local": local, "deepgram": deepgram(dg)}) as addr:
+        dg.faults.append(Fault(drop_after_bytes=piece_bytes(1) + 3200, drop_code=1011))
+        reply = await speak(addr, providers=["deepgram", "local"], model="aura-2")
+    tagged = [(c.text, c.provider, c.model) for c in reply.chunks if c.text]
+    assert tagged == [
+        (PIECES[0], "deepgram", "aura-2"),
+        (PIECES[1], "deepgram", "aura-2"),
+        (PIECES[1], "local", ""),  # a fallback link uses its own default model
+        (PIECES[2], "local", ""),
+    ]
+    assert all(not c.provider for c in reply.chunks if not c.text)

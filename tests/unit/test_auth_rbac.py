@@ -17,6 +17,7 @@ from common.gen.voiceai.tenant.v1 import (
     data_protection_service_pb2,
     provider_key_internal_service_pb2,
     tenant_service_pb2,
+    usage_service_pb2,
 )
 from common.gen.voiceai.tts.v1 import tts_pb2
 
@@ -31,6 +32,7 @@ MODULES = (
 )
 # data protection (#14): BYOK, retention, data keys; the internal provider-key path
 MODULES += (data_protection_service_pb2, provider_key_internal_service_pb2, data_key_internal_service_pb2)
+MODULES += (usage_service_pb2,)
 
 
 def who(*roles: str) -> Principal:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import re
 
+from common.gen.voiceai.common.v1 import usage_pb2
 from common.gen.voiceai.gateway.v1 import gateway_pb2
+from common.pricing import line
 from gateway.cli import CallReport, TranscriptEntry, TurnTiming, format_report
+from gateway.cli.cost import estimate_cost
 
 
 def sample_report() -> CallReport:
@@ -138,3 +141,23 @@ def test_turn_timing_from_the_wire() -> None:
     t = TurnTiming.from_proto(m)
     assert (t.turn, t.stt_final_ms, t.llm_first_token_ms, t.first_audio_out_ms) == (3, 500, None, 3000)
     assert t.filler_spoken and not t.interrupted
+
+
+def test_the_calls_cost_is_shown_from_its_usage_lines() -> None:
+    usage = usage_pb2.Usage(
+        lines=[
+            line("stt", "deepgram", "second", 60_000, model="nova-3"),
+            line("tts", "piper", "character", 80_000),
+            line("llm", "openai", "input_token", 1_000, model="gpt-unknown"),
+        ]
+    )
+    cost = estimate_cost(usage)
+    assert cost.startswith("at least $0.0077 ("), cost
+    assert (
+        "stt deepgram $0.0077" in cost
+        and "tts piper $0.0000" in cost
+        and "llm openai $0.0000 + unpriced" in cost
+    )
+    assert estimate_cost(usage_pb2.Usage()) == ""
+    report = CallReport(end_reason="END_REASON_CALLER_HANGUP", cost=cost)
+    assert f"cost: {cost}" in format_report(report)

@@ -11,6 +11,7 @@ from common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from common.providers import EnvKeySource, ProviderError
 from stt_svc.app import Settings, make_chain
 from stt_svc.chain import BYTES_PER_MS, ChainRecognizer, ChainStream
+from stt_svc.metering import provider_of
 from stt_svc.providers.base import (
     Final,
     RecognitionEvent,
@@ -158,7 +159,7 @@ def test_settings_build_the_provider_set_and_name_bad_variables() -> None:
     )
     assert set(chain.engines) == {"local", "deepgram"} and chain.default == ("deepgram", "local")
     hosted = make_chain(Settings(stt_deepgram_urls="http://gpu-1:8080, https://gpu-2"), local, environ={})
-    engine = hosted.engines["deepgram"]
+    engine = provider_of(hosted.engines["deepgram"])  # under its meter and VAD gate (issue 17)
     assert isinstance(engine, DeepgramRecognizer) and engine.endpoints.urls == (
         "ws://gpu-1:8080",
         "wss://gpu-2",

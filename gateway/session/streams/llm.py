@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from common.discovery import ChannelPool
+from common.gen.voiceai.common.v1 import usage_pb2
 from common.gen.voiceai.llm.v1 import llm_pb2, llm_pb2_grpc
 from gateway.agents import Agent
 from gateway.session.history import HistoryEntry
@@ -33,6 +34,8 @@ class ReplyDone:
 
     prompt_tokens: int
     completion_tokens: int
+    # The reply's usage lines by provider/model/key, passed through to the call's usage fold.
+    usage: usage_pb2.Usage | None = None
 
 
 ReplyEvent = TokenText | ReplyDone
@@ -49,6 +52,7 @@ def chat_request(agent: Agent, history: Sequence[HistoryEntry]) -> llm_pb2.Strea
         messages=messages,
         model=agent.llm_model,
         max_tokens=agent.max_tokens,
+        context_token_budget=agent.context_token_budget,
         responder_rules=agent.responder_rules,
         providers=list(agent.llm_providers),
     )
@@ -71,7 +75,7 @@ class LlmStream:
                     yield TokenText(resp.delta.text)
             elif kind == "done":
                 u = resp.done.usage
-                yield ReplyDone(int(u.llm_prompt_tokens), int(u.llm_completion_tokens))
+                yield ReplyDone(int(u.llm_prompt_tokens), int(u.llm_completion_tokens), u)
 
 
 @contextlib.asynccontextmanager

@@ -7,7 +7,7 @@ The adapter is the only place that knows the ``voiceai.stt.v1`` messages; the ca
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ import grpc.aio
 
 from common.audio import Format
 from common.discovery import ChannelPool
+from common.gen.voiceai.common.v1 import usage_pb2
 from common.gen.voiceai.stt.v1 import stt_pb2, stt_pb2_grpc
 from gateway.session.streams._context import call_metadata
 
@@ -60,6 +61,8 @@ class SttStream:
         self._ctx: Any = None
         self._call: grpc.aio.StreamStreamCall | None = None
         self.address = ""  # the instance it runs on, once open
+        # stt_svc's usage reports (audio sent per provider/model/key), for the call's usage fold.
+        self.on_usage: Callable[[usage_pb2.Usage], None] | None = None
 
     async def open(
         self,
@@ -118,6 +121,8 @@ class SttStream:
                 yield SpeechStarted(int(resp.speech_started.offset_ms))
             elif kind == "utterance_end":
                 yield UtteranceEnd(int(resp.utterance_end.last_word_end_ms))
+            elif kind == "usage" and self.on_usage is not None:
+                self.on_usage(resp.usage)
 
     async def close(self) -> None:
         """Cancel the call explicitly and give the instance lease back."""

@@ -25,6 +25,9 @@ class SpeechAudio:
 
     text: str
     audio: bytes
+    # The provider and model that spoke this piece (set with ``text``, on a piece's first chunk).
+    provider: str = ""
+    model: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +71,8 @@ class TtsStream:
         async for resp in self._call:
             kind = resp.WhichOneof("event")
             if kind == "audio":
-                yield SpeechAudio(resp.audio.text, resp.audio.audio)
+                a = resp.audio
+                yield SpeechAudio(a.text, a.audio, a.provider, a.model)
             elif kind == "flush_done":
                 yield _FLUSHED
                 return

@@ -24,15 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dvoiceai/common/v1/usage.proto\x12\x11voiceai.common.v1\"\x83\x01\n\x05Usage\x12\x13\n\x0bstt_seconds\x18\x01 \x01(\x01\x12\x19\n\x11llm_prompt_tokens\x18\x02 \x01(\x05\x12\x1d\n\x15llm_completion_tokens\x18\x03 \x01(\x05\x12\x16\n\x0etts_characters\x18\x04 \x01(\x05\x12\x13\n\x0btts_seconds\x18\x05 \x01(\x01*W\n\nEngineKind\x12\x1b\n\x17\x45NGINE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45NGINE_KIND_LOCAL\x10\x01\x12\x15\n\x11\x45NGINE_KIND_CLOUD\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dvoiceai/common/v1/usage.proto\x12\x11voiceai.common.v1\"\xf3\x01\n\x05Usage\x12\x13\n\x0bstt_seconds\x18\x01 \x01(\x01\x12\x19\n\x11llm_prompt_tokens\x18\x02 \x01(\x05\x12\x1d\n\x15llm_completion_tokens\x18\x03 \x01(\x05\x12\x16\n\x0etts_characters\x18\x04 \x01(\x05\x12\x13\n\x0btts_seconds\x18\x05 \x01(\x01\x12+\n\x05lines\x18< \x03(\x0b\x32\x1c.voiceai.common.v1.UsageLine\x12\x13\n\x0b\x63ost_micros\x18= \x01(\x03\x12\x1a\n\x12price_book_version\x18> \x01(\t\x12\x10\n\x08unpriced\x18? \x01(\x08\"\xc9\x01\n\tUsageLine\x12\x11\n\tcomponent\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x11\n\tkey_label\x18\x04 \x01(\t\x12\x0c\n\x04unit\x18\x05 \x01(\t\x12\x16\n\x0equantity_milli\x18\x06 \x01(\x03\x12\x0c\n\x04turn\x18\x07 \x01(\x05\x12\x13\n\x0b\x63ost_micros\x18\x08 \x01(\x03\x12\x1a\n\x12price_book_version\x18\t \x01(\t\x12\x10\n\x08unpriced\x18\n \x01(\x08*W\n\nEngineKind\x12\x1b\n\x17\x45NGINE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45NGINE_KIND_LOCAL\x10\x01\x12\x15\n\x11\x45NGINE_KIND_CLOUD\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'voiceai.common.v1.usage_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENGINEKIND']._serialized_start=186
-  _globals['_ENGINEKIND']._serialized_end=273
+  _globals['_ENGINEKIND']._serialized_start=502
+  _globals['_ENGINEKIND']._serialized_end=589
   _globals['_USAGE']._serialized_start=53
-  _globals['_USAGE']._serialized_end=184
+  _globals['_USAGE']._serialized_end=296
+  _globals['_USAGELINE']._serialized_start=299
+  _globals['_USAGELINE']._serialized_end=500
 # @@protoc_insertion_point(module_scope)

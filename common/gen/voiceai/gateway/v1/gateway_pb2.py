@@ -27,39 +27,39 @@ from common.gen.voiceai.common.v1 import usage_pb2 as voiceai_dot_common_dot_v1_
 from common.gen.voiceai.llm.v1 import llm_pb2 as voiceai_dot_llm_dot_v1_dot_llm__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n voiceai/gateway/v1/gateway.proto\x12\x12voiceai.gateway.v1\x1a\x1dvoiceai/common/v1/audio.proto\x1a\x1dvoiceai/common/v1/usage.proto\x1a\x18voiceai/llm/v1/llm.proto\"\x9d\x01\n\x0f\x43onverseRequest\x12\x30\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1e.voiceai.gateway.v1.CallConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x04\x64tmf\x18\x03 \x01(\tH\x00\x12,\n\x06hangup\x18\x04 \x01(\x0b\x32\x1a.voiceai.gateway.v1.HangupH\x00\x42\t\n\x07request\"\x9f\x01\n\nCallConfig\x12\x12\n\x08\x61gent_id\x18\x01 \x01(\tH\x00\x12\x30\n\x05\x61gent\x18\x02 \x01(\x0b\x32\x1f.voiceai.gateway.v1.AgentConfigH\x00\x12;\n\x13\x63\x61ller_audio_format\x18\x03 \x01(\x0b\x32\x1e.voiceai.common.v1.AudioFormatB\x0e\n\x0c\x61gent_source\"\xee\x02\n\x0b\x41gentConfig\x12\x15\n\rsystem_prompt\x18\x01 \x01(\t\x12\x10\n\x08greeting\x18\x02 \x01(\t\x12\r\n\x05voice\x18\x03 \x01(\t\x12\x15\n\rlanguage_code\x18\x04 \x01(\t\x12\x10\n\x08keyterms\x18\x05 \x03(\t\x12\x37\n\x0fresponder_rules\x18\x06 \x01(\x0b\x32\x1e.voiceai.llm.v1.ResponderRules\x12\x33\n\x0bturn_taking\x18\x07 \x01(\x0b\x32\x1e.voiceai.gateway.v1.TurnTaking\x12\x11\n\tllm_model\x18\x08 \x01(\t\x12\x12\n\nmax_tokens\x18\t \x01(\x05\x12\x15\n\rstt_providers\x18\n \x03(\t\x12\x15\n\rllm_providers\x18\x0b \x03(\t\x12\x15\n\rtts_providers\x18\x0c \x03(\t\x12\x11\n\tstt_model\x18\r \x01(\t\x12\x11\n\ttts_model\x18\x0e \x01(\t\"\xf4\x01\n\nTurnTaking\x12\x1e\n\x16\x65nd_of_turn_silence_ms\x18\x01 \x01(\x05\x12\"\n\x1aincomplete_turn_silence_ms\x18\x02 \x01(\x05\x12\x1b\n\x13min_interruption_ms\x18\x03 \x01(\x05\x12\x1e\n\x16min_interruption_words\x18\x04 \x01(\x05\x12\x1d\n\x15no_response_budget_ms\x18\x05 \x01(\x05\x12\x15\n\rfiller_phrase\x18\x06 \x01(\t\x12\x16\n\x0e\x61pology_phrase\x18\x07 \x01(\t\x12\x17\n\x0fturn_timeout_ms\x18\x08 \x01(\x05\"\x08\n\x06Hangup\"\xfb\x02\n\x10\x43onverseResponse\x12\x0f\n\x05\x61udio\x18\x01 \x01(\x0cH\x00\x12\x37\n\x0c\x63\x61ll_started\x18\x02 \x01(\x0b\x32\x1f.voiceai.gateway.v1.CallStartedH\x00\x12\x41\n\x11\x63\x61ller_transcript\x18\x03 \x01(\x0b\x32$.voiceai.gateway.v1.CallerTranscriptH\x00\x12\x37\n\x0c\x61gent_speech\x18\x04 \x01(\x0b\x32\x1f.voiceai.gateway.v1.AgentSpeechH\x00\x12\x37\n\x0cturn_metrics\x18\x05 \x01(\x0b\x32\x1f.voiceai.gateway.v1.TurnMetricsH\x00\x12*\n\x05\x63lear\x18\x06 \x01(\x0b\x32\x19.voiceai.gateway.v1.ClearH\x00\x12\x33\n\ncall_ended\x18\x07 \x01(\x0b\x32\x1d.voiceai.gateway.v1.CallEndedH\x00\x42\x07\n\x05\x65vent\"0\n\x0b\x43\x61llStarted\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\"@\n\x10\x43\x61llerTranscript\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08is_final\x18\x02 \x01(\x08\x12\x0c\n\x04turn\x18\x03 \x01(\x05\")\n\x0b\x41gentSpeech\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04turn\x18\x02 \x01(\x05\"\x15\n\x05\x43lear\x12\x0c\n\x04turn\x18\x01 \x01(\x05\"\xc9\x01\n\x0bTurnMetrics\x12\x0c\n\x04turn\x18\x01 \x01(\x05\x12\x14\n\x0cstt_final_ms\x18\x02 \x01(\x05\x12\x16\n\x0e\x65nd_of_turn_ms\x18\x03 \x01(\x05\x12\x1a\n\x12llm_first_token_ms\x18\x04 \x01(\x05\x12\x1a\n\x12tts_first_audio_ms\x18\x05 \x01(\x05\x12\x1a\n\x12\x66irst_audio_out_ms\x18\x06 \x01(\x05\x12\x13\n\x0binterrupted\x18\x07 \x01(\x08\x12\x15\n\rfiller_spoken\x18\x08 \x01(\x08\"\x83\x01\n\tCallEnded\x12-\n\x06reason\x18\x01 \x01(\x0e\x32\x1d.voiceai.gateway.v1.EndReason\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\'\n\x05usage\x18\x03 \x01(\x0b\x32\x18.voiceai.common.v1.Usage\x12\r\n\x05turns\x18\x04 \x01(\x05*\xd3\x01\n\tEndReason\x12\x1a\n\x16\x45ND_REASON_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45ND_REASON_CALLER_HANGUP\x10\x01\x12\x1c\n\x18\x45ND_REASON_SERVICE_ERROR\x10\x02\x12\x1c\n\x18\x45ND_REASON_INVALID_INPUT\x10\x03\x12\x1b\n\x17\x45ND_REASON_MAX_DURATION\x10\x04\x12\x17\n\x13\x45ND_REASON_SHUTDOWN\x10\x05\x12\x1a\n\x16\x45ND_REASON_TRANSFERRED\x10\x06\x32o\n\x12\x43\x61llGatewayService\x12Y\n\x08\x43onverse\x12#.voiceai.gateway.v1.ConverseRequest\x1a$.voiceai.gateway.v1.ConverseResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n voiceai/gateway/v1/gateway.proto\x12\x12voiceai.gateway.v1\x1a\x1dvoiceai/common/v1/audio.proto\x1a\x1dvoiceai/common/v1/usage.proto\x1a\x18voiceai/llm/v1/llm.proto\"\x9d\x01\n\x0f\x43onverseRequest\x12\x30\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1e.voiceai.gateway.v1.CallConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x04\x64tmf\x18\x03 \x01(\tH\x00\x12,\n\x06hangup\x18\x04 \x01(\x0b\x32\x1a.voiceai.gateway.v1.HangupH\x00\x42\t\n\x07request\"\x9f\x01\n\nCallConfig\x12\x12\n\x08\x61gent_id\x18\x01 \x01(\tH\x00\x12\x30\n\x05\x61gent\x18\x02 \x01(\x0b\x32\x1f.voiceai.gateway.v1.AgentConfigH\x00\x12;\n\x13\x63\x61ller_audio_format\x18\x03 \x01(\x0b\x32\x1e.voiceai.common.v1.AudioFormatB\x0e\n\x0c\x61gent_source\"\x8c\x03\n\x0b\x41gentConfig\x12\x15\n\rsystem_prompt\x18\x01 \x01(\t\x12\x10\n\x08greeting\x18\x02 \x01(\t\x12\r\n\x05voice\x18\x03 \x01(\t\x12\x15\n\rlanguage_code\x18\x04 \x01(\t\x12\x10\n\x08keyterms\x18\x05 \x03(\t\x12\x37\n\x0fresponder_rules\x18\x06 \x01(\x0b\x32\x1e.voiceai.llm.v1.ResponderRules\x12\x33\n\x0bturn_taking\x18\x07 \x01(\x0b\x32\x1e.voiceai.gateway.v1.TurnTaking\x12\x11\n\tllm_model\x18\x08 \x01(\t\x12\x12\n\nmax_tokens\x18\t \x01(\x05\x12\x15\n\rstt_providers\x18\n \x03(\t\x12\x15\n\rllm_providers\x18\x0b \x03(\t\x12\x15\n\rtts_providers\x18\x0c \x03(\t\x12\x11\n\tstt_model\x18\r \x01(\t\x12\x11\n\ttts_model\x18\x0e \x01(\t\x12\x1c\n\x14\x63ontext_token_budget\x18< \x01(\x05\"\xf4\x01\n\nTurnTaking\x12\x1e\n\x16\x65nd_of_turn_silence_ms\x18\x01 \x01(\x05\x12\"\n\x1aincomplete_turn_silence_ms\x18\x02 \x01(\x05\x12\x1b\n\x13min_interruption_ms\x18\x03 \x01(\x05\x12\x1e\n\x16min_interruption_words\x18\x04 \x01(\x05\x12\x1d\n\x15no_response_budget_ms\x18\x05 \x01(\x05\x12\x15\n\rfiller_phrase\x18\x06 \x01(\t\x12\x16\n\x0e\x61pology_phrase\x18\x07 \x01(\t\x12\x17\n\x0fturn_timeout_ms\x18\x08 \x01(\x05\"\x08\n\x06Hangup\"\xfb\x02\n\x10\x43onverseResponse\x12\x0f\n\x05\x61udio\x18\x01 \x01(\x0cH\x00\x12\x37\n\x0c\x63\x61ll_started\x18\x02 \x01(\x0b\x32\x1f.voiceai.gateway.v1.CallStartedH\x00\x12\x41\n\x11\x63\x61ller_transcript\x18\x03 \x01(\x0b\x32$.voiceai.gateway.v1.CallerTranscriptH\x00\x12\x37\n\x0c\x61gent_speech\x18\x04 \x01(\x0b\x32\x1f.voiceai.gateway.v1.AgentSpeechH\x00\x12\x37\n\x0cturn_metrics\x18\x05 \x01(\x0b\x32\x1f.voiceai.gateway.v1.TurnMetricsH\x00\x12*\n\x05\x63lear\x18\x06 \x01(\x0b\x32\x19.voiceai.gateway.v1.ClearH\x00\x12\x33\n\ncall_ended\x18\x07 \x01(\x0b\x32\x1d.voiceai.gateway.v1.CallEndedH\x00\x42\x07\n\x05\x65vent\"0\n\x0b\x43\x61llStarted\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\"@\n\x10\x43\x61llerTranscript\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08is_final\x18\x02 \x01(\x08\x12\x0c\n\x04turn\x18\x03 \x01(\x05\")\n\x0b\x41gentSpeech\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04turn\x18\x02 \x01(\x05\"\x15\n\x05\x43lear\x12\x0c\n\x04turn\x18\x01 \x01(\x05\"\xc9\x01\n\x0bTurnMetrics\x12\x0c\n\x04turn\x18\x01 \x01(\x05\x12\x14\n\x0cstt_final_ms\x18\x02 \x01(\x05\x12\x16\n\x0e\x65nd_of_turn_ms\x18\x03 \x01(\x05\x12\x1a\n\x12llm_first_token_ms\x18\x04 \x01(\x05\x12\x1a\n\x12tts_first_audio_ms\x18\x05 \x01(\x05\x12\x1a\n\x12\x66irst_audio_out_ms\x18\x06 \x01(\x05\x12\x13\n\x0binterrupted\x18\x07 \x01(\x08\x12\x15\n\rfiller_spoken\x18\x08 \x01(\x08\"\x83\x01\n\tCallEnded\x12-\n\x06reason\x18\x01 \x01(\x0e\x32\x1d.voiceai.gateway.v1.EndReason\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\'\n\x05usage\x18\x03 \x01(\x0b\x32\x18.voiceai.common.v1.Usage\x12\r\n\x05turns\x18\x04 \x01(\x05*\xe9\x01\n\tEndReason\x12\x1a\n\x16\x45ND_REASON_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45ND_REASON_CALLER_HANGUP\x10\x01\x12\x1c\n\x18\x45ND_REASON_SERVICE_ERROR\x10\x02\x12\x1c\n\x18\x45ND_REASON_INVALID_INPUT\x10\x03\x12\x1b\n\x17\x45ND_REASON_MAX_DURATION\x10\x04\x12\x17\n\x13\x45ND_REASON_SHUTDOWN\x10\x05\x12\x1a\n\x16\x45ND_REASON_TRANSFERRED\x10\x06\x12\x14\n\x10\x45ND_REASON_QUOTA\x10<2o\n\x12\x43\x61llGatewayService\x12Y\n\x08\x43onverse\x12#.voiceai.gateway.v1.ConverseRequest\x1a$.voiceai.gateway.v1.ConverseResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'voiceai.gateway.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENDREASON']._serialized_start=1995
-  _globals['_ENDREASON']._serialized_end=2206
+  _globals['_ENDREASON']._serialized_start=2025
+  _globals['_ENDREASON']._serialized_end=2258
   _globals['_CONVERSEREQUEST']._serialized_start=145
   _globals['_CONVERSEREQUEST']._serialized_end=302
   _globals['_CALLCONFIG']._serialized_start=305
   _globals['_CALLCONFIG']._serialized_end=464
   _globals['_AGENTCONFIG']._serialized_start=467
-  _globals['_AGENTCONFIG']._serialized_end=833
-  _globals['_TURNTAKING']._serialized_start=836
-  _globals['_TURNTAKING']._serialized_end=1080
-  _globals['_HANGUP']._serialized_start=1082
-  _globals['_HANGUP']._serialized_end=1090
-  _globals['_CONVERSERESPONSE']._serialized_start=1093
-  _globals['_CONVERSERESPONSE']._serialized_end=1472
-  _globals['_CALLSTARTED']._serialized_start=1474
-  _globals['_CALLSTARTED']._serialized_end=1522
-  _globals['_CALLERTRANSCRIPT']._serialized_start=1524
-  _globals['_CALLERTRANSCRIPT']._serialized_end=1588
-  _globals['_AGENTSPEECH']._serialized_start=1590
-  _globals['_AGENTSPEECH']._serialized_end=1631
-  _globals['_CLEAR']._serialized_start=1633
-  _globals['_CLEAR']._serialized_end=1654
-  _globals['_TURNMETRICS']._serialized_start=1657
-  _globals['_TURNMETRICS']._serialized_end=1858
-  _globals['_CALLENDED']._serialized_start=1861
-  _globals['_CALLENDED']._serialized_end=1992
-  _globals['_CALLGATEWAYSERVICE']._serialized_start=2208
-  _globals['_CALLGATEWAYSERVICE']._serialized_end=2319
+  _globals['_AGENTCONFIG']._serialized_end=863
+  _globals['_TURNTAKING']._serialized_start=866
+  _globals['_TURNTAKING']._serialized_end=1110
+  _globals['_HANGUP']._serialized_start=1112
+  _globals['_HANGUP']._serialized_end=1120
+  _globals['_CONVERSERESPONSE']._serialized_start=1123
+  _globals['_CONVERSERESPONSE']._serialized_end=1502
+  _globals['_CALLSTARTED']._serialized_start=1504
+  _globals['_CALLSTARTED']._serialized_end=1552
+  _globals['_CALLERTRANSCRIPT']._serialized_start=1554
+  _globals['_CALLERTRANSCRIPT']._serialized_end=1618
+  _globals['_AGENTSPEECH']._serialized_start=1620
+  _globals['_AGENTSPEECH']._serialized_end=1661
+  _globals['_CLEAR']._serialized_start=1663
+  _globals['_CLEAR']._serialized_end=1684
+  _globals['_TURNMETRICS']._serialized_start=1687
+  _globals['_TURNMETRICS']._serialized_end=1888
+  _globals['_CALLENDED']._serialized_start=1891
+  _globals['_CALLENDED']._serialized_end=2022
+  _globals['_CALLGATEWAYSERVICE']._serialized_start=2260
+  _globals['_CALLGATEWAYSERVICE']._serialized_end=2371
 # @@protoc_insertion_point(module_scope)

@@ -19,6 +19,7 @@ class EndReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     END_REASON_MAX_DURATION: _ClassVar[EndReason]
     END_REASON_SHUTDOWN: _ClassVar[EndReason]
     END_REASON_TRANSFERRED: _ClassVar[EndReason]
+    END_REASON_QUOTA: _ClassVar[EndReason]
 END_REASON_UNSPECIFIED: EndReason
 END_REASON_CALLER_HANGUP: EndReason
 END_REASON_SERVICE_ERROR: EndReason
@@ -26,6 +27,7 @@ END_REASON_INVALID_INPUT: EndReason
 END_REASON_MAX_DURATION: EndReason
 END_REASON_SHUTDOWN: EndReason
 END_REASON_TRANSFERRED: EndReason
+END_REASON_QUOTA: EndReason
 
 class ConverseRequest(_message.Message):
     __slots__ = ("config", "audio", "dtmf", "hangup")
@@ -50,7 +52,7 @@ class CallConfig(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., agent: _Optional[_Union[AgentConfig, _Mapping]] = ..., caller_audio_format: _Optional[_Union[_audio_pb2.AudioFormat, _Mapping]] = ...) -> None: ...
 
 class AgentConfig(_message.Message):
-    __slots__ = ("system_prompt", "greeting", "voice", "language_code", "keyterms", "responder_rules", "turn_taking", "llm_model", "max_tokens", "stt_providers", "llm_providers", "tts_providers", "stt_model", "tts_model")
+    __slots__ = ("system_prompt", "greeting", "voice", "language_code", "keyterms", "responder_rules", "turn_taking", "llm_model", "max_tokens", "stt_providers", "llm_providers", "tts_providers", "stt_model", "tts_model", "context_token_budget")
     SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
     GREETING_FIELD_NUMBER: _ClassVar[int]
     VOICE_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +67,7 @@ class AgentConfig(_message.Message):
     TTS_PROVIDERS_FIELD_NUMBER: _ClassVar[int]
     STT_MODEL_FIELD_NUMBER: _ClassVar[int]
     TTS_MODEL_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_TOKEN_BUDGET_FIELD_NUMBER: _ClassVar[int]
     system_prompt: str
     greeting: str
     voice: str
@@ -79,7 +82,8 @@ class AgentConfig(_message.Message):
     tts_providers: _containers.RepeatedScalarFieldContainer[str]
     stt_model: str
     tts_model: str
-    def __init__(self, system_prompt: _Optional[str] = ..., greeting: _Optional[str] = ..., voice: _Optional[str] = ..., language_code: _Optional[str] = ..., keyterms: _Optional[_Iterable[str]] = ..., responder_rules: _Optional[_Union[_llm_pb2.ResponderRules, _Mapping]] = ..., turn_taking: _Optional[_Union[TurnTaking, _Mapping]] = ..., llm_model: _Optional[str] = ..., max_tokens: _Optional[int] = ..., stt_providers: _Optional[_Iterable[str]] = ..., llm_providers: _Optional[_Iterable[str]] = ..., tts_providers: _Optional[_Iterable[str]] = ..., stt_model: _Optional[str] = ..., tts_model: _Optional[str] = ...) -> None: ...
+    context_token_budget: int
+    def __init__(self, system_prompt: _Optional[str] = ..., greeting: _Optional[str] = ..., voice: _Optional[str] = ..., language_code: _Optional[str] = ..., keyterms: _Optional[_Iterable[str]] = ..., responder_rules: _Optional[_Union[_llm_pb2.ResponderRules, _Mapping]] = ..., turn_taking: _Optional[_Union[TurnTaking, _Mapping]] = ..., llm_model: _Optional[str] = ..., max_tokens: _Optional[int] = ..., stt_providers: _Optional[_Iterable[str]] = ..., llm_providers: _Optional[_Iterable[str]] = ..., tts_providers: _Optional[_Iterable[str]] = ..., stt_model: _Optional[str] = ..., tts_model: _Optional[str] = ..., context_token_budget: _Optional[int] = ...) -> None: ...
 
 class TurnTaking(_message.Message):
     __slots__ = ("end_of_turn_silence_ms", "incomplete_turn_silence_ms", "min_interruption_ms", "min_interruption_words", "no_response_budget_ms", "filler_phrase", "apology_phrase", "turn_timeout_ms")

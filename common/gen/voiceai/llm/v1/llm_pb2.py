@@ -25,37 +25,37 @@ _sym_db = _symbol_database.Default()
 from common.gen.voiceai.common.v1 import usage_pb2 as voiceai_dot_common_dot_v1_dot_usage__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18voiceai/llm/v1/llm.proto\x12\x0evoiceai.llm.v1\x1a\x1dvoiceai/common/v1/usage.proto\"\xeb\x01\n\x11StreamChatRequest\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.voiceai.llm.v1.ChatMessage\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\nmax_tokens\x18\x03 \x01(\x05\x12\x13\n\x0btemperature\x18\x04 \x01(\x02\x12\x37\n\x0fresponder_rules\x18\x05 \x01(\x0b\x32\x1e.voiceai.llm.v1.ResponderRules\x12\x11\n\tproviders\x18\x06 \x03(\t\x12#\n\x05tools\x18\x07 \x03(\x0b\x32\x14.voiceai.llm.v1.Tool\"B\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\"<\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"\x9b\x01\n\x0b\x43hatMessage\x12\"\n\x04role\x18\x01 \x01(\x0e\x32\x14.voiceai.llm.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x13\n\x0binterrupted\x18\x03 \x01(\x08\x12,\n\ntool_calls\x18\x04 \x03(\x0b\x32\x18.voiceai.llm.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\"P\n\x0eResponderRules\x12\'\n\x07intents\x18\x01 \x03(\x0b\x32\x16.voiceai.llm.v1.Intent\x12\x15\n\rdefault_reply\x18\x02 \x01(\t\")\n\x06Intent\x12\x10\n\x08keywords\x18\x01 \x03(\t\x12\r\n\x05reply\x18\x02 \x01(\t\"\xae\x01\n\x12StreamChatResponse\x12+\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x1a.voiceai.llm.v1.TokenDeltaH\x00\x12.\n\x04\x64one\x18\x02 \x01(\x0b\x32\x1e.voiceai.llm.v1.ChatCompletionH\x00\x12\x32\n\ttool_call\x18\x03 \x01(\x0b\x32\x1d.voiceai.llm.v1.ToolCallDeltaH\x00\x42\x07\n\x05\x65vent\"K\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\targuments\x18\x04 \x01(\t\"\x1a\n\nTokenDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"\x8e\x01\n\x0e\x43hatCompletion\x12\x33\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1c.voiceai.llm.v1.FinishReason\x12\'\n\x05usage\x18\x02 \x01(\x0b\x32\x18.voiceai.common.v1.Usage\x12\x0e\n\x06\x65ngine\x18\x03 \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x04 \x01(\x08*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04*}\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x03\x32m\n\x14LanguageModelService\x12U\n\nStreamChat\x12!.voiceai.llm.v1.StreamChatRequest\x1a\".voiceai.llm.v1.StreamChatResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18voiceai/llm/v1/llm.proto\x12\x0evoiceai.llm.v1\x1a\x1dvoiceai/common/v1/usage.proto\"\x89\x02\n\x11StreamChatRequest\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.voiceai.llm.v1.ChatMessage\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\nmax_tokens\x18\x03 \x01(\x05\x12\x13\n\x0btemperature\x18\x04 \x01(\x02\x12\x37\n\x0fresponder_rules\x18\x05 \x01(\x0b\x32\x1e.voiceai.llm.v1.ResponderRules\x12\x11\n\tproviders\x18\x06 \x03(\t\x12#\n\x05tools\x18\x07 \x03(\x0b\x32\x14.voiceai.llm.v1.Tool\x12\x1c\n\x14\x63ontext_token_budget\x18< \x01(\x05\"B\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\"<\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"\x9b\x01\n\x0b\x43hatMessage\x12\"\n\x04role\x18\x01 \x01(\x0e\x32\x14.voiceai.llm.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x13\n\x0binterrupted\x18\x03 \x01(\x08\x12,\n\ntool_calls\x18\x04 \x03(\x0b\x32\x18.voiceai.llm.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\"P\n\x0eResponderRules\x12\'\n\x07intents\x18\x01 \x03(\x0b\x32\x16.voiceai.llm.v1.Intent\x12\x15\n\rdefault_reply\x18\x02 \x01(\t\")\n\x06Intent\x12\x10\n\x08keywords\x18\x01 \x03(\t\x12\r\n\x05reply\x18\x02 \x01(\t\"\xae\x01\n\x12StreamChatResponse\x12+\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x1a.voiceai.llm.v1.TokenDeltaH\x00\x12.\n\x04\x64one\x18\x02 \x01(\x0b\x32\x1e.voiceai.llm.v1.ChatCompletionH\x00\x12\x32\n\ttool_call\x18\x03 \x01(\x0b\x32\x1d.voiceai.llm.v1.ToolCallDeltaH\x00\x42\x07\n\x05\x65vent\"K\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\targuments\x18\x04 \x01(\t\"\x1a\n\nTokenDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"\x8e\x01\n\x0e\x43hatCompletion\x12\x33\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1c.voiceai.llm.v1.FinishReason\x12\'\n\x05usage\x18\x02 \x01(\x0b\x32\x18.voiceai.common.v1.Usage\x12\x0e\n\x06\x65ngine\x18\x03 \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x04 \x01(\x08*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04*}\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x03\x32m\n\x14LanguageModelService\x12U\n\nStreamChat\x12!.voiceai.llm.v1.StreamChatRequest\x1a\".voiceai.llm.v1.StreamChatResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'voiceai.llm.v1.llm_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=1153
-  _globals['_ROLE']._serialized_end=1248
-  _globals['_FINISHREASON']._serialized_start=1250
-  _globals['_FINISHREASON']._serialized_end=1375
+  _globals['_ROLE']._serialized_start=1183
+  _globals['_ROLE']._serialized_end=1278
+  _globals['_FINISHREASON']._serialized_start=1280
+  _globals['_FINISHREASON']._serialized_end=1405
   _globals['_STREAMCHATREQUEST']._serialized_start=76
-  _globals['_STREAMCHATREQUEST']._serialized_end=311
-  _globals['_TOOL']._serialized_start=313
-  _globals['_TOOL']._serialized_end=379
-  _globals['_TOOLCALL']._serialized_start=381
-  _globals['_TOOLCALL']._serialized_end=441
-  _globals['_CHATMESSAGE']._serialized_start=444
-  _globals['_CHATMESSAGE']._serialized_end=599
-  _globals['_RESPONDERRULES']._serialized_start=601
-  _globals['_RESPONDERRULES']._serialized_end=681
-  _globals['_INTENT']._serialized_start=683
-  _globals['_INTENT']._serialized_end=724
-  _globals['_STREAMCHATRESPONSE']._serialized_start=727
-  _globals['_STREAMCHATRESPONSE']._serialized_end=901
-  _globals['_TOOLCALLDELTA']._serialized_start=903
-  _globals['_TOOLCALLDELTA']._serialized_end=978
-  _globals['_TOKENDELTA']._serialized_start=980
-  _globals['_TOKENDELTA']._serialized_end=1006
-  _globals['_CHATCOMPLETION']._serialized_start=1009
-  _globals['_CHATCOMPLETION']._serialized_end=1151
-  _globals['_LANGUAGEMODELSERVICE']._serialized_start=1377
-  _globals['_LANGUAGEMODELSERVICE']._serialized_end=1486
+  _globals['_STREAMCHATREQUEST']._serialized_end=341
+  _globals['_TOOL']._serialized_start=343
+  _globals['_TOOL']._serialized_end=409
+  _globals['_TOOLCALL']._serialized_start=411
+  _globals['_TOOLCALL']._serialized_end=471
+  _globals['_CHATMESSAGE']._serialized_start=474
+  _globals['_CHATMESSAGE']._serialized_end=629
+  _globals['_RESPONDERRULES']._serialized_start=631
+  _globals['_RESPONDERRULES']._serialized_end=711
+  _globals['_INTENT']._serialized_start=713
+  _globals['_INTENT']._serialized_end=754
+  _globals['_STREAMCHATRESPONSE']._serialized_start=757
+  _globals['_STREAMCHATRESPONSE']._serialized_end=931
+  _globals['_TOOLCALLDELTA']._serialized_start=933
+  _globals['_TOOLCALLDELTA']._serialized_end=1008
+  _globals['_TOKENDELTA']._serialized_start=1010
+  _globals['_TOKENDELTA']._serialized_end=1036
+  _globals['_CHATCOMPLETION']._serialized_start=1039
+  _globals['_CHATCOMPLETION']._serialized_end=1181
+  _globals['_LANGUAGEMODELSERVICE']._serialized_start=1407
+  _globals['_LANGUAGEMODELSERVICE']._serialized_end=1516
 # @@protoc_insertion_point(module_scope)

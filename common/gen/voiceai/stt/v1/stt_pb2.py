@@ -23,33 +23,34 @@ _sym_db = _symbol_database.Default()
 
 
 from common.gen.voiceai.common.v1 import audio_pb2 as voiceai_dot_common_dot_v1_dot_audio__pb2
+from common.gen.voiceai.common.v1 import usage_pb2 as voiceai_dot_common_dot_v1_dot_usage__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18voiceai/stt/v1/stt.proto\x12\x0evoiceai.stt.v1\x1a\x1dvoiceai/common/v1/audio.proto\"\x9a\x01\n\x19StreamingRecognizeRequest\x12\x33\n\x06\x63onfig\x18\x01 \x01(\x0b\x32!.voiceai.stt.v1.RecognitionConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x12,\n\x08\x66inalize\x18\x03 \x01(\x0b\x32\x18.voiceai.stt.v1.FinalizeH\x00\x42\t\n\x07request\"\xd9\x01\n\x11RecognitionConfig\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\x34\n\x0c\x61udio_format\x18\x02 \x01(\x0b\x32\x1e.voiceai.common.v1.AudioFormat\x12\x17\n\x0finterim_results\x18\x03 \x01(\x08\x12\x10\n\x08keyterms\x18\x04 \x03(\t\x12\x16\n\x0e\x65ndpointing_ms\x18\x05 \x01(\x05\x12\r\n\x05model\x18\x06 \x01(\t\x12\x11\n\tproviders\x18\x07 \x03(\t\x12\x12\n\nredact_pii\x18\x32 \x01(\x08\"\n\n\x08\x46inalize\"\xf2\x01\n\x1aStreamingRecognizeResponse\x12\x37\n\x0espeech_started\x18\x01 \x01(\x0b\x32\x1d.voiceai.stt.v1.SpeechStartedH\x00\x12-\n\x07interim\x18\x02 \x01(\x0b\x32\x1a.voiceai.stt.v1.HypothesisH\x00\x12,\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x1b.voiceai.stt.v1.FinalResultH\x00\x12\x35\n\rutterance_end\x18\x04 \x01(\x0b\x32\x1c.voiceai.stt.v1.UtteranceEndH\x00\x42\x07\n\x05\x65vent\"\"\n\rSpeechStarted\x12\x11\n\toffset_ms\x18\x01 \x01(\x03\"<\n\nHypothesis\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08start_ms\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\x03\"\x90\x01\n\x0b\x46inalResult\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\'\n\x05words\x18\x03 \x03(\x0b\x32\x18.voiceai.stt.v1.WordInfo\x12\x10\n\x08start_ms\x18\x04 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x05 \x01(\x03\x12\x14\n\x0cspeech_final\x18\x06 \x01(\x08\"N\n\x08WordInfo\x12\x0c\n\x04word\x18\x01 \x01(\t\x12\x10\n\x08start_ms\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\x03\x12\x12\n\nconfidence\x18\x04 \x01(\x02\"(\n\x0cUtteranceEnd\x12\x18\n\x10last_word_end_ms\x18\x01 \x01(\x03\x32\x86\x01\n\x13SpeechToTextService\x12o\n\x12StreamingRecognize\x12).voiceai.stt.v1.StreamingRecognizeRequest\x1a*.voiceai.stt.v1.StreamingRecognizeResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18voiceai/stt/v1/stt.proto\x12\x0evoiceai.stt.v1\x1a\x1dvoiceai/common/v1/audio.proto\x1a\x1dvoiceai/common/v1/usage.proto\"\x9a\x01\n\x19StreamingRecognizeRequest\x12\x33\n\x06\x63onfig\x18\x01 \x01(\x0b\x32!.voiceai.stt.v1.RecognitionConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x12,\n\x08\x66inalize\x18\x03 \x01(\x0b\x32\x18.voiceai.stt.v1.FinalizeH\x00\x42\t\n\x07request\"\xd9\x01\n\x11RecognitionConfig\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\x34\n\x0c\x61udio_format\x18\x02 \x01(\x0b\x32\x1e.voiceai.common.v1.AudioFormat\x12\x17\n\x0finterim_results\x18\x03 \x01(\x08\x12\x10\n\x08keyterms\x18\x04 \x03(\t\x12\x16\n\x0e\x65ndpointing_ms\x18\x05 \x01(\x05\x12\r\n\x05model\x18\x06 \x01(\t\x12\x11\n\tproviders\x18\x07 \x03(\t\x12\x12\n\nredact_pii\x18\x32 \x01(\x08\"\n\n\x08\x46inalize\"\x9d\x02\n\x1aStreamingRecognizeResponse\x12\x37\n\x0espeech_started\x18\x01 \x01(\x0b\x32\x1d.voiceai.stt.v1.SpeechStartedH\x00\x12-\n\x07interim\x18\x02 \x01(\x0b\x32\x1a.voiceai.stt.v1.HypothesisH\x00\x12,\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x1b.voiceai.stt.v1.FinalResultH\x00\x12\x35\n\rutterance_end\x18\x04 \x01(\x0b\x32\x1c.voiceai.stt.v1.UtteranceEndH\x00\x12)\n\x05usage\x18< \x01(\x0b\x32\x18.voiceai.common.v1.UsageH\x00\x42\x07\n\x05\x65vent\"\"\n\rSpeechStarted\x12\x11\n\toffset_ms\x18\x01 \x01(\x03\"<\n\nHypothesis\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08start_ms\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\x03\"\x90\x01\n\x0b\x46inalResult\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\'\n\x05words\x18\x03 \x03(\x0b\x32\x18.voiceai.stt.v1.WordInfo\x12\x10\n\x08start_ms\x18\x04 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x05 \x01(\x03\x12\x14\n\x0cspeech_final\x18\x06 \x01(\x08\"N\n\x08WordInfo\x12\x0c\n\x04word\x18\x01 \x01(\t\x12\x10\n\x08start_ms\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\x03\x12\x12\n\nconfidence\x18\x04 \x01(\x02\"(\n\x0cUtteranceEnd\x12\x18\n\x10last_word_end_ms\x18\x01 \x01(\x03\x32\x86\x01\n\x13SpeechToTextService\x12o\n\x12StreamingRecognize\x12).voiceai.stt.v1.StreamingRecognizeRequest\x1a*.voiceai.stt.v1.StreamingRecognizeResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'voiceai.stt.v1.stt_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STREAMINGRECOGNIZEREQUEST']._serialized_start=76
-  _globals['_STREAMINGRECOGNIZEREQUEST']._serialized_end=230
-  _globals['_RECOGNITIONCONFIG']._serialized_start=233
-  _globals['_RECOGNITIONCONFIG']._serialized_end=450
-  _globals['_FINALIZE']._serialized_start=452
-  _globals['_FINALIZE']._serialized_end=462
-  _globals['_STREAMINGRECOGNIZERESPONSE']._serialized_start=465
-  _globals['_STREAMINGRECOGNIZERESPONSE']._serialized_end=707
-  _globals['_SPEECHSTARTED']._serialized_start=709
-  _globals['_SPEECHSTARTED']._serialized_end=743
-  _globals['_HYPOTHESIS']._serialized_start=745
-  _globals['_HYPOTHESIS']._serialized_end=805
-  _globals['_FINALRESULT']._serialized_start=808
-  _globals['_FINALRESULT']._serialized_end=952
-  _globals['_WORDINFO']._serialized_start=954
-  _globals['_WORDINFO']._serialized_end=1032
-  _globals['_UTTERANCEEND']._serialized_start=1034
-  _globals['_UTTERANCEEND']._serialized_end=1074
-  _globals['_SPEECHTOTEXTSERVICE']._serialized_start=1077
-  _globals['_SPEECHTOTEXTSERVICE']._serialized_end=1211
+  _globals['_STREAMINGRECOGNIZEREQUEST']._serialized_start=107
+  _globals['_STREAMINGRECOGNIZEREQUEST']._serialized_end=261
+  _globals['_RECOGNITIONCONFIG']._serialized_start=264
+  _globals['_RECOGNITIONCONFIG']._serialized_end=481
+  _globals['_FINALIZE']._serialized_start=483
+  _globals['_FINALIZE']._serialized_end=493
+  _globals['_STREAMINGRECOGNIZERESPONSE']._serialized_start=496
+  _globals['_STREAMINGRECOGNIZERESPONSE']._serialized_end=781
+  _globals['_SPEECHSTARTED']._serialized_start=783
+  _globals['_SPEECHSTARTED']._serialized_end=817
+  _globals['_HYPOTHESIS']._serialized_start=819
+  _globals['_HYPOTHESIS']._serialized_end=879
+  _globals['_FINALRESULT']._serialized_start=882
+  _globals['_FINALRESULT']._serialized_end=1026
+  _globals['_WORDINFO']._serialized_start=1028
+  _globals['_WORDINFO']._serialized_end=1106
+  _globals['_UTTERANCEEND']._serialized_start=1108
+  _globals['_UTTERANCEEND']._serialized_end=1148
+  _globals['_SPEECHTOTEXTSERVICE']._serialized_start=1151
+  _globals['_SPEECHTOTEXTSERVICE']._serialized_end=1285
 # @@protoc_insertion_point(module_scope)

@@ -1,4 +1,5 @@
 from common.gen.voiceai.common.v1 import audio_pb2 as _audio_pb2
+from common.gen.voiceai.common.v1 import usage_pb2 as _usage_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -42,16 +43,18 @@ class Finalize(_message.Message):
     def __init__(self) -> None: ...
 
 class StreamingRecognizeResponse(_message.Message):
-    __slots__ = ("speech_started", "interim", "final", "utterance_end")
+    __slots__ = ("speech_started", "interim", "final", "utterance_end", "usage")
     SPEECH_STARTED_FIELD_NUMBER: _ClassVar[int]
     INTERIM_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIELD_NUMBER: _ClassVar[int]
     UTTERANCE_END_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     speech_started: SpeechStarted
     interim: Hypothesis
     final: FinalResult
     utterance_end: UtteranceEnd
-    def __init__(self, speech_started: _Optional[_Union[SpeechStarted, _Mapping]] = ..., interim: _Optional[_Union[Hypothesis, _Mapping]] = ..., final: _Optional[_Union[FinalResult, _Mapping]] = ..., utterance_end: _Optional[_Union[UtteranceEnd, _Mapping]] = ...) -> None: ...
+    usage: _usage_pb2.Usage
+    def __init__(self, speech_started: _Optional[_Union[SpeechStarted, _Mapping]] = ..., interim: _Optional[_Union[Hypothesis, _Mapping]] = ..., final: _Optional[_Union[FinalResult, _Mapping]] = ..., utterance_end: _Optional[_Union[UtteranceEnd, _Mapping]] = ..., usage: _Optional[_Union[_usage_pb2.Usage, _Mapping]] = ...) -> None: ...
 
 class SpeechStarted(_message.Message):
     __slots__ = ("offset_ms",)

@@ -60,7 +60,7 @@ class Tenant(_message.Message):
     def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., plan_tier: _Optional[_Union[PlanTier, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Agent(_message.Message):
-    __slots__ = ("name", "display_name", "system_prompt", "greeting", "voice", "language_code", "stt_providers", "stt_model", "llm_providers", "llm_model", "tts_providers", "tts_model", "keyterms", "max_call_duration", "transfer_number", "create_time", "update_time", "revision", "redact_pii")
+    __slots__ = ("name", "display_name", "system_prompt", "greeting", "voice", "language_code", "stt_providers", "stt_model", "llm_providers", "llm_model", "tts_providers", "tts_model", "keyterms", "max_call_duration", "transfer_number", "create_time", "update_time", "revision", "redact_pii", "max_tokens", "context_token_budget")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +80,8 @@ class Agent(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     REDACT_PII_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_TOKEN_BUDGET_FIELD_NUMBER: _ClassVar[int]
     name: str
     display_name: str
     system_prompt: str
@@ -99,7 +101,9 @@ class Agent(_message.Message):
     update_time: _timestamp_pb2.Timestamp
     revision: int
     redact_pii: bool
-    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., system_prompt: _Optional[str] = ..., greeting: _Optional[str] = ..., voice: _Optional[str] = ..., language_code: _Optional[str] = ..., stt_providers: _Optional[_Iterable[str]] = ..., stt_model: _Optional[str] = ..., llm_providers: _Optional[_Iterable[str]] = ..., llm_model: _Optional[str] = ..., tts_providers: _Optional[_Iterable[str]] = ..., tts_model: _Optional[str] = ..., keyterms: _Optional[_Iterable[str]] = ..., max_call_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., transfer_number: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revision: _Optional[int] = ..., redact_pii: _Optional[bool] = ...) -> None: ...
+    max_tokens: int
+    context_token_budget: int
+    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., system_prompt: _Optional[str] = ..., greeting: _Optional[str] = ..., voice: _Optional[str] = ..., language_code: _Optional[str] = ..., stt_providers: _Optional[_Iterable[str]] = ..., stt_model: _Optional[str] = ..., llm_providers: _Optional[_Iterable[str]] = ..., llm_model: _Optional[str] = ..., tts_providers: _Optional[_Iterable[str]] = ..., tts_model: _Optional[str] = ..., keyterms: _Optional[_Iterable[str]] = ..., max_call_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., transfer_number: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revision: _Optional[int] = ..., redact_pii: _Optional[bool] = ..., max_tokens: _Optional[int] = ..., context_token_budget: _Optional[int] = ...) -> None: ...
 
 class PhoneNumber(_message.Message):
     __slots__ = ("name", "e164_number", "agent", "create_time", "update_time")

@@ -28,10 +28,11 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from common.gen.voiceai.tenant.v1 import resources_pb2 as voiceai_dot_tenant_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&voiceai/tenant/v1/tenant_service.proto\x12\x11voiceai.tenant.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a!voiceai/tenant/v1/resources.proto\"_\n\x13\x43reateTenantRequest\x12/\n\x06tenant\x18\x01 \x01(\x0b\x32\x19.voiceai.tenant.v1.TenantB\x04\xe2\x41\x01\x02\x12\x17\n\ttenant_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"=\n\x10GetTenantRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\";\n\x12ListTenantsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Z\n\x13ListTenantsResponse\x12*\n\x07tenants\x18\x01 \x03(\x0b\x32\x19.voiceai.tenant.v1.Tenant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"}\n\x13UpdateTenantRequest\x12/\n\x06tenant\x18\x01 \x01(\x0b\x32\x19.voiceai.tenant.v1.TenantB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"@\n\x13\x44\x65leteTenantRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\"\x82\x01\n\x12\x43reateAgentRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\x12-\n\x05\x61gent\x18\x02 \x01(\x0b\x32\x18.voiceai.tenant.v1.AgentB\x04\xe2\x41\x01\x02\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\";\n\x0fGetAgentRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11voiceai.dev/Agent\"g\n\x11ListAgentsRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"W\n\x12ListAgentsResponse\x12(\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x18.voiceai.tenant.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"z\n\x12UpdateAgentRequest\x12-\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x18.voiceai.tenant.v1.AgentB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\">\n\x12\x44\x65leteAgentRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11voiceai.dev/Agent\"\x9c\x01\n\x18\x43reatePhoneNumberRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\x12:\n\x0cphone_number\x18\x02 \x01(\x0b\x32\x1e.voiceai.tenant.v1.PhoneNumberB\x04\xe2\x41\x01\x02\x12\x17\n\x0fphone_number_id\x18\x03 \x01(\t\"G\n\x15GetPhoneNumberRequest\x12.\n\x04name\x18\x01 \x01(\tB \xe2\x41\x01\x02\xfa\x41\x19\n\x17voiceai.dev/PhoneNumber\"m\n\x17ListPhoneNumbersRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"j\n\x18ListPhoneNumbersResponse\x12\x35\n\rphone_numbers\x18\x01 \x03(\x0b\x32\x1e.voiceai.tenant.v1.PhoneNumber\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8d\x01\n\x18UpdatePhoneNumberRequest\x12:\n\x0cphone_number\x18\x01 \x01(\x0b\x32\x1e.voiceai.tenant.v1.PhoneNumberB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"J\n\x18\x44\x65letePhoneNumberRequest\x12.\n\x04name\x18\x01 \x01(\tB \xe2\x41\x01\x02\xfa\x41\x19\n\x17voiceai.dev/PhoneNumber\"t\n\x13\x43reateApiKeyRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\x12\x30\n\x07\x61pi_key\x18\x02 \x01(\x0b\x32\x19.voiceai.tenant.v1.ApiKeyB\x04\xe2\x41\x01\x02\"O\n\x14\x43reateApiKeyResponse\x12*\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x19.voiceai.tenant.v1.ApiKey\x12\x0b\n\x03key\x18\x02 \x01(\t\"=\n\x10GetApiKeyRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/ApiKey\"h\n\x12ListApiKeysRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x13ListApiKeysResponse\x12+\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x19.voiceai.tenant.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"@\n\x13RevokeApiKeyRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/ApiKey\"\x84\x01\n\x11\x43reateCallRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\x12+\n\x04\x63\x61ll\x18\x02 \x01(\x0b\x32\x17.voiceai.tenant.v1.CallB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x63\x61ll_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"9\n\x0eGetCallRequest\x12\'\n\x04name\x18\x01 \x01(\tB\x19\xe2\x41\x01\x02\xfa\x41\x12\n\x10voiceai.dev/Call\"f\n\x10ListCallsRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"T\n\x11ListCallsResponse\x12&\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x17.voiceai.tenant.v1.Call\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"p\n\x1aListAuditLogEntriesRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"s\n\x1bListAuditLogEntriesResponse\x12;\n\x11\x61udit_log_entries\x18\x01 \x03(\x0b\x32 .voiceai.tenant.v1.AuditLogEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n\x18LookupPhoneNumberRequest\x12\x19\n\x0b\x65\x31\x36\x34_number\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"@\n\x19LookupPhoneNumberResponse\x12\x14\n\x0cphone_number\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t2\x8c\x1b\n\rTenantService\x12\x81\x01\n\x0c\x43reateTenant\x12&.voiceai.tenant.v1.CreateTenantRequest\x1a\x19.voiceai.tenant.v1.Tenant\".\xda\x41\x10tenant,tenant_id\x82\xd3\xe4\x93\x02\x15\"\x0b/v1/tenants:\x06tenant\x12p\n\tGetTenant\x12#.voiceai.tenant.v1.GetTenantRequest\x1a\x19.voiceai.tenant.v1.Tenant\"#\xda\x41\x04name\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/{name=tenants/*}\x12q\n\x0bListTenants\x12%.voiceai.tenant.v1.ListTenantsRequest\x1a&.voiceai.tenant.v1.ListTenantsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/tenants\x12\x93\x01\n\x0cUpdateTenant\x12&.voiceai.tenant.v1.UpdateTenantRequest\x1a\x19.voiceai.tenant.v1.Tenant\"@\xda\x41\x12tenant,update_mask\x82\xd3\xe4\x93\x02%2\x1b/v1/{tenant.name=tenants/*}:\x06tenant\x12s\n\x0c\x44\x65leteTenant\x12&.voiceai.tenant.v1.DeleteTenantRequest\x1a\x16.google.protobuf.Empty\"#\xda\x41\x04name\x82\xd3\xe4\x93\x02\x16*\x14/v1/{name=tenants/*}\x12\x94\x01\n\x0b\x43reateAgent\x12%.voiceai.tenant.v1.CreateAgentRequest\x1a\x18.voiceai.tenant.v1.Agent\"D\xda\x41\x15parent,agent,agent_id\x82\xd3\xe4\x93\x02&\"\x1d/v1/{parent=tenants/*}/agents:\x05\x61gent\x12v\n\x08GetAgent\x12\".voiceai.tenant.v1.GetAgentRequest\x1a\x18.voiceai.tenant.v1.Agent\",\xda\x41\x04name\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/{name=tenants/*/agents/*}\x12\x89\x01\n\nListAgents\x12$.voiceai.tenant.v1.ListAgentsRequest\x1a%.voiceai.tenant.v1.ListAgentsResponse\".\xda\x41\x06parent\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/{parent=tenants/*}/agents\x12\x96\x01\n\x0bUpdateAgent\x12%.voiceai.tenant.v1.UpdateAgentRequest\x1a\x18.voiceai.tenant.v1.Agent\"F\xda\x41\x11\x61gent,update_mask\x82\xd3\xe4\x93\x02,2#/v1/{agent.name=tenants/*/agents/*}:\x05\x61gent\x12z\n\x0b\x44\x65leteAgent\x12%.voiceai.tenant.v1.DeleteAgentRequest\x1a\x16.google.protobuf.Empty\",\xda\x41\x04name\x82\xd3\xe4\x93\x02\x1f*\x1d/v1/{name=tenants/*/agents/*}\x12\xc1\x01\n\x11\x43reatePhoneNumber\x12+.voiceai.tenant.v1.CreatePhoneNumberRequest\x1a\x1e.voiceai.tenant.v1.PhoneNumber\"_\xda\x41#parent,phone_number,phone_number_id\x82\xd3\xe4\x93\x02\x33\"#/v1/{parent=tenants/*}/phoneNumbers:\x0cphone_number\x12\x8e\x01\n\x0eGetPhoneNumber\x12(.voiceai.tenant.v1.GetPhoneNumberRequest\x1a\x1e.voiceai.tenant.v1.PhoneNumber\"2\xda\x41\x04name\x82\xd3\xe4\x93\x02%\x12#/v1/{name=tenants/*/phoneNumbers/*}\x12\xa1\x01\n\x10ListPhoneNumbers\x12*.voiceai.tenant.v1.ListPhoneNumbersRequest\x1a+.voiceai.tenant.v1.ListPhoneNumbersResponse\"4\xda\x41\x06parent\x82\xd3\xe4\x93\x02%\x12#/v1/{parent=tenants/*}/phoneNumbers\x12\xc3\x01\n\x11UpdatePhoneNumber\x12+.voiceai.tenant.v1.UpdatePhoneNumberRequest\x1a\x1e.voiceai.tenant.v1.PhoneNumber\"a\xda\x41\x18phone_number,update_mask\x82\xd3\xe4\x93\x02@20/v1/{phone_number.name=tenants/*/phoneNumbers/*}:\x0cphone_number\x12\x8c\x01\n\x11\x44\x65letePhoneNumber\x12+.voiceai.tenant.v1.DeletePhoneNumberRequest\x1a\x16.google.protobuf.Empty\"2\xda\x41\x04name\x82\xd3\xe4\x93\x02%*#/v1/{name=tenants/*/phoneNumbers/*}\x12\xa1\x01\n\x0c\x43reateApiKey\x12&.voiceai.tenant.v1.CreateApiKeyRequest\x1a\'.voiceai.tenant.v1.CreateApiKeyResponse\"@\xda\x41\x0eparent,api_key\x82\xd3\xe4\x93\x02)\"\x1e/v1/{parent=tenants/*}/apiKeys:\x07\x61pi_key\x12z\n\tGetApiKey\x12#.voiceai.tenant.v1.GetApiKeyRequest\x1a\x19.voiceai.tenant.v1.ApiKey\"-\xda\x41\x04name\x82\xd3\xe4\x93\x02 \x12\x1e/v1/{name=tenants/*/apiKeys/*}\x12\x8d\x01\n\x0bListApiKeys\x12%.voiceai.tenant.v1.ListApiKeysRequest\x1a&.voiceai.tenant.v1.ListApiKeysResponse\"/\xda\x41\x06parent\x82\xd3\xe4\x93\x02 \x12\x1e/v1/{parent=tenants/*}/apiKeys\x12\x8a\x01\n\x0cRevokeApiKey\x12&.voiceai.tenant.v1.RevokeApiKeyRequest\x1a\x19.voiceai.tenant.v1.ApiKey\"7\xda\x41\x04name\x82\xd3\xe4\x93\x02*\"%/v1/{name=tenants/*/apiKeys/*}:revoke:\x01*\x12\x8d\x01\n\nCreateCall\x12$.voiceai.tenant.v1.CreateCallRequest\x1a\x17.voiceai.tenant.v1.Call\"@\xda\x41\x13parent,call,call_id\x82\xd3\xe4\x93\x02$\"\x1c/v1/{parent=tenants/*}/calls:\x04\x63\x61ll\x12r\n\x07GetCall\x12!.voiceai.tenant.v1.GetCallRequest\x1a\x17.voiceai.tenant.v1.Call\"+\xda\x41\x04name\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/{name=tenants/*/calls/*}\x12\x85\x01\n\tListCalls\x12#.voiceai.tenant.v1.ListCallsRequest\x1a$.voiceai.tenant.v1.ListCallsResponse\"-\xda\x41\x06parent\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/{parent=tenants/*}/calls\x12\xad\x01\n\x13ListAuditLogEntries\x12-.voiceai.tenant.v1.ListAuditLogEntriesRequest\x1a..voiceai.tenant.v1.ListAuditLogEntriesResponse\"7\xda\x41\x06parent\x82\xd3\xe4\x93\x02(\x12&/v1/{parent=tenants/*}/auditLogEntries\x12\x8f\x01\n\x11LookupPhoneNumber\x12+.voiceai.tenant.v1.LookupPhoneNumberRequest\x1a,.voiceai.tenant.v1.LookupPhoneNumberResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/phoneNumbers:lookupb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&voiceai/tenant/v1/tenant_service.proto\x12\x11voiceai.tenant.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!voiceai/tenant/v1/resources.proto\"_\n\x13\x43reateTenantRequest\x12/\n\x06tenant\x18\x01 \x01(\x0b\x32\x19.voiceai.tenant.v1.TenantB\x04\xe2\x41\x01\x02\x12\x17\n\ttenant_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"=\n\x10GetTenantRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\";\n\x12ListTenantsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Z\n\x13ListTenantsResponse\x12*\n\x07tenants\x18\x01 \x03(\x0b\x32\x19.voiceai.tenant.v1.Tenant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"}\n\x13UpdateTenantRequest\x12/\n\x06tenant\x18\x01 \x01(\x0b\x32\x19.voiceai.tenant.v1.TenantB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"@\n\x13\x44\x65leteTenantRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\"\x82\x01\n\x12\x43reateAgentRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\x12-\n\x05\x61gent\x18\x02 \x01(\x0b\x32\x18.voiceai.tenant.v1.AgentB\x04\xe2\x41\x01\x02\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\";\n\x0fGetAgentRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11voiceai.dev/Agent\"g\n\x11ListAgentsRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"W\n\x12ListAgentsResponse\x12(\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x18.voiceai.tenant.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"z\n\x12UpdateAgentRequest\x12-\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x18.voiceai.tenant.v1.AgentB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\">\n\x12\x44\x65leteAgentRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11voiceai.dev/Agent\"\x9c\x01\n\x18\x43reatePhoneNumberRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\x12:\n\x0cphone_number\x18\x02 \x01(\x0b\x32\x1e.voiceai.tenant.v1.PhoneNumberB\x04\xe2\x41\x01\x02\x12\x17\n\x0fphone_number_id\x18\x03 \x01(\t\"G\n\x15GetPhoneNumberRequest\x12.\n\x04name\x18\x01 \x01(\tB \xe2\x41\x01\x02\xfa\x41\x19\n\x17voiceai.dev/PhoneNumber\"m\n\x17ListPhoneNumbersRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"j\n\x18ListPhoneNumbersResponse\x12\x35\n\rphone_numbers\x18\x01 \x03(\x0b\x32\x1e.voiceai.tenant.v1.PhoneNumber\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8d\x01\n\x18UpdatePhoneNumberRequest\x12:\n\x0cphone_number\x18\x01 \x01(\x0b\x32\x1e.voiceai.tenant.v1.PhoneNumberB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"J\n\x18\x44\x65letePhoneNumberRequest\x12.\n\x04name\x18\x01 \x01(\tB \xe2\x41\x01\x02\xfa\x41\x19\n\x17voiceai.dev/PhoneNumber\"t\n\x13\x43reateApiKeyRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\x12\x30\n\x07\x61pi_key\x18\x02 \x01(\x0b\x32\x19.voiceai.tenant.v1.ApiKeyB\x04\xe2\x41\x01\x02\"O\n\x14\x43reateApiKeyResponse\x12*\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x19.voiceai.tenant.v1.ApiKey\x12\x0b\n\x03key\x18\x02 \x01(\t\"=\n\x10GetApiKeyRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/ApiKey\"h\n\x12ListApiKeysRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x13ListApiKeysResponse\x12+\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x19.voiceai.tenant.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"@\n\x13RevokeApiKeyRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/ApiKey\"\x84\x01\n\x11\x43reateCallRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\x12+\n\x04\x63\x61ll\x18\x02 \x01(\x0b\x32\x17.voiceai.tenant.v1.CallB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x63\x61ll_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"9\n\x0eGetCallRequest\x12\'\n\x04name\x18\x01 \x01(\tB\x19\xe2\x41\x01\x02\xfa\x41\x12\n\x10voiceai.dev/Call\"\x94\x02\n\x10ListCallsRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12.\n\nstart_time\x18< \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18= \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61gent\x18> \x01(\t\x12-\n\x06status\x18? \x01(\x0e\x32\x1d.voiceai.tenant.v1.CallStatus\x12\x10\n\x08order_by\x18@ \x01(\t\"T\n\x11ListCallsResponse\x12&\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x17.voiceai.tenant.v1.Call\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"p\n\x1aListAuditLogEntriesRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12voiceai.dev/Tenant\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"s\n\x1bListAuditLogEntriesResponse\x12;\n\x11\x61udit_log_entries\x18\x01 \x03(\x0b\x32 .voiceai.tenant.v1.AuditLogEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n\x18LookupPhoneNumberRequest\x12\x19\n\x0b\x65\x31\x36\x34_number\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"@\n\x19LookupPhoneNumberResponse\x12\x14\n\x0cphone_number\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t2\x8c\x1b\n\rTenantService\x12\x81\x01\n\x0c\x43reateTenant\x12&.voiceai.tenant.v1.CreateTenantRequest\x1a\x19.voiceai.tenant.v1.Tenant\".\xda\x41\x10tenant,tenant_id\x82\xd3\xe4\x93\x02\x15\"\x0b/v1/tenants:\x06tenant\x12p\n\tGetTenant\x12#.voiceai.tenant.v1.GetTenantRequest\x1a\x19.voiceai.tenant.v1.Tenant\"#\xda\x41\x04name\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/{name=tenants/*}\x12q\n\x0bListTenants\x12%.voiceai.tenant.v1.ListTenantsRequest\x1a&.voiceai.tenant.v1.ListTenantsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/tenants\x12\x93\x01\n\x0cUpdateTenant\x12&.voiceai.tenant.v1.UpdateTenantRequest\x1a\x19.voiceai.tenant.v1.Tenant\"@\xda\x41\x12tenant,update_mask\x82\xd3\xe4\x93\x02%2\x1b/v1/{tenant.name=tenants/*}:\x06tenant\x12s\n\x0c\x44\x65leteTenant\x12&.voiceai.tenant.v1.DeleteTenantRequest\x1a\x16.google.protobuf.Empty\"#\xda\x41\x04name\x82\xd3\xe4\x93\x02\x16*\x14/v1/{name=tenants/*}\x12\x94\x01\n\x0b\x43reateAgent\x12%.voiceai.tenant.v1.CreateAgentRequest\x1a\x18.voiceai.tenant.v1.Agent\"D\xda\x41\x15parent,agent,agent_id\x82\xd3\xe4\x93\x02&\"\x1d/v1/{parent=tenants/*}/agents:\x05\x61gent\x12v\n\x08GetAgent\x12\".voiceai.tenant.v1.GetAgentRequest\x1a\x18.voiceai.tenant.v1.Agent\",\xda\x41\x04name\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/{name=tenants/*/agents/*}\x12\x89\x01\n\nListAgents\x12$.voiceai.tenant.v1.ListAgentsRequest\x1a%.voiceai.tenant.v1.ListAgentsResponse\".\xda\x41\x06parent\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/{parent=tenants/*}/agents\x12\x96\x01\n\x0bUpdateAgent\x12%.voiceai.tenant.v1.UpdateAgentRequest\x1a\x18.voiceai.tenant.v1.Agent\"F\xda\x41\x11\x61gent,update_mask\x82\xd3\xe4\x93\x02,2#/v1/{agent.name=tenants/*/agents/*}:\x05\x61gent\x12z\n\x0b\x44\x65leteAgent\x12%.voiceai.tenant.v1.DeleteAgentRequest\x1a\x16.google.protobuf.Empty\",\xda\x41\x04name\x82\xd3\xe4\x93\x02\x1f*\x1d/v1/{name=tenants/*/agents/*}\x12\xc1\x01\n\x11\x43reatePhoneNumber\x12+.voiceai.tenant.v1.CreatePhoneNumberRequest\x1a\x1e.voiceai.tenant.v1.PhoneNumber\"_\xda\x41#parent,phone_number,phone_number_id\x82\xd3\xe4\x93\x02\x33\"#/v1/{parent=tenants/*}/phoneNumbers:\x0cphone_number\x12\x8e\x01\n\x0eGetPhoneNumber\x12(.voiceai.tenant.v1.GetPhoneNumberRequest\x1a\x1e.voiceai.tenant.v1.PhoneNumber\"2\xda\x41\x04name\x82\xd3\xe4\x93\x02%\x12#/v1/{name=tenants/*/phoneNumbers/*}\x12\xa1\x01\n\x10ListPhoneNumbers\x12*.voiceai.tenant.v1.ListPhoneNumbersRequest\x1a+.voiceai.tenant.v1.ListPhoneNumbersResponse\"4\xda\x41\x06parent\x82\xd3\xe4\x93\x02%\x12#/v1/{parent=tenants/*}/phoneNumbers\x12\xc3\x01\n\x11UpdatePhoneNumber\x12+.voiceai.tenant.v1.UpdatePhoneNumberRequest\x1a\x1e.voiceai.tenant.v1.PhoneNumber\"a\xda\x41\x18phone_number,update_mask\x82\xd3\xe4\x93\x02@20/v1/{phone_number.name=tenants/*/phoneNumbers/*}:\x0cphone_number\x12\x8c\x01\n\x11\x44\x65letePhoneNumber\x12+.voiceai.tenant.v1.DeletePhoneNumberRequest\x1a\x16.google.protobuf.Empty\"2\xda\x41\x04name\x82\xd3\xe4\x93\x02%*#/v1/{name=tenants/*/phoneNumbers/*}\x12\xa1\x01\n\x0c\x43reateApiKey\x12&.voiceai.tenant.v1.CreateApiKeyRequest\x1a\'.voiceai.tenant.v1.CreateApiKeyResponse\"@\xda\x41\x0eparent,api_key\x82\xd3\xe4\x93\x02)\"\x1e/v1/{parent=tenants/*}/apiKeys:\x07\x61pi_key\x12z\n\tGetApiKey\x12#.voiceai.tenant.v1.GetApiKeyRequest\x1a\x19.voiceai.tenant.v1.ApiKey\"-\xda\x41\x04name\x82\xd3\xe4\x93\x02 \x12\x1e/v1/{name=tenants/*/apiKeys/*}\x12\x8d\x01\n\x0bListApiKeys\x12%.voiceai.tenant.v1.ListApiKeysRequest\x1a&.voiceai.tenant.v1.ListApiKeysResponse\"/\xda\x41\x06parent\x82\xd3\xe4\x93\x02 \x12\x1e/v1/{parent=tenants/*}/apiKeys\x12\x8a\x01\n\x0cRevokeApiKey\x12&.voiceai.tenant.v1.RevokeApiKeyRequest\x1a\x19.voiceai.tenant.v1.ApiKey\"7\xda\x41\x04name\x82\xd3\xe4\x93\x02*\"%/v1/{name=tenants/*/apiKeys/*}:revoke:\x01*\x12\x8d\x01\n\nCreateCall\x12$.voiceai.tenant.v1.CreateCallRequest\x1a\x17.voiceai.tenant.v1.Call\"@\xda\x41\x13parent,call,call_id\x82\xd3\xe4\x93\x02$\"\x1c/v1/{parent=tenants/*}/calls:\x04\x63\x61ll\x12r\n\x07GetCall\x12!.voiceai.tenant.v1.GetCallRequest\x1a\x17.voiceai.tenant.v1.Call\"+\xda\x41\x04name\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/{name=tenants/*/calls/*}\x12\x85\x01\n\tListCalls\x12#.voiceai.tenant.v1.ListCallsRequest\x1a$.voiceai.tenant.v1.ListCallsResponse\"-\xda\x41\x06parent\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/{parent=tenants/*}/calls\x12\xad\x01\n\x13ListAuditLogEntries\x12-.voiceai.tenant.v1.ListAuditLogEntriesRequest\x1a..voiceai.tenant.v1.ListAuditLogEntriesResponse\"7\xda\x41\x06parent\x82\xd3\xe4\x93\x02(\x12&/v1/{parent=tenants/*}/auditLogEntries\x12\x8f\x01\n\x11LookupPhoneNumber\x12+.voiceai.tenant.v1.LookupPhoneNumberRequest\x1a,.voiceai.tenant.v1.LookupPhoneNumberResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/phoneNumbers:lookupb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -150,70 +151,70 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENANTSERVICE'].methods_by_name['ListAuditLogEntries']._serialized_options = b'\332A\006parent\202\323\344\223\002(\022&/v1/{parent=tenants/*}/auditLogEntries'
   _globals['_TENANTSERVICE'].methods_by_name['LookupPhoneNumber']._loaded_options = None
   _globals['_TENANTSERVICE'].methods_by_name['LookupPhoneNumber']._serialized_options = b'\202\323\344\223\002\031\022\027/v1/phoneNumbers:lookup'
-  _globals['_CREATETENANTREQUEST']._serialized_start=274
-  _globals['_CREATETENANTREQUEST']._serialized_end=369
-  _globals['_GETTENANTREQUEST']._serialized_start=371
-  _globals['_GETTENANTREQUEST']._serialized_end=432
-  _globals['_LISTTENANTSREQUEST']._serialized_start=434
-  _globals['_LISTTENANTSREQUEST']._serialized_end=493
-  _globals['_LISTTENANTSRESPONSE']._serialized_start=495
-  _globals['_LISTTENANTSRESPONSE']._serialized_end=585
-  _globals['_UPDATETENANTREQUEST']._serialized_start=587
-  _globals['_UPDATETENANTREQUEST']._serialized_end=712
-  _globals['_DELETETENANTREQUEST']._serialized_start=714
-  _globals['_DELETETENANTREQUEST']._serialized_end=778
-  _globals['_CREATEAGENTREQUEST']._serialized_start=781
-  _globals['_CREATEAGENTREQUEST']._serialized_end=911
-  _globals['_GETAGENTREQUEST']._serialized_start=913
-  _globals['_GETAGENTREQUEST']._serialized_end=972
-  _globals['_LISTAGENTSREQUEST']._serialized_start=974
-  _globals['_LISTAGENTSREQUEST']._serialized_end=1077
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=1079
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=1166
-  _globals['_UPDATEAGENTREQUEST']._serialized_start=1168
-  _globals['_UPDATEAGENTREQUEST']._serialized_end=1290
-  _globals['_DELETEAGENTREQUEST']._serialized_start=1292
-  _globals['_DELETEAGENTREQUEST']._serialized_end=1354
-  _globals['_CREATEPHONENUMBERREQUEST']._serialized_start=1357
-  _globals['_CREATEPHONENUMBERREQUEST']._serialized_end=1513
-  _globals['_GETPHONENUMBERREQUEST']._serialized_start=1515
-  _globals['_GETPHONENUMBERREQUEST']._serialized_end=1586
-  _globals['_LISTPHONENUMBERSREQUEST']._serialized_start=1588
-  _globals['_LISTPHONENUMBERSREQUEST']._serialized_end=1697
-  _globals['_LISTPHONENUMBERSRESPONSE']._serialized_start=1699
-  _globals['_LISTPHONENUMBERSRESPONSE']._serialized_end=1805
-  _globals['_UPDATEPHONENUMBERREQUEST']._serialized_start=1808
-  _globals['_UPDATEPHONENUMBERREQUEST']._serialized_end=1949
-  _globals['_DELETEPHONENUMBERREQUEST']._serialized_start=1951
-  _globals['_DELETEPHONENUMBERREQUEST']._serialized_end=2025
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=2027
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=2143
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=2145
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=2224
-  _globals['_GETAPIKEYREQUEST']._serialized_start=2226
-  _globals['_GETAPIKEYREQUEST']._serialized_end=2287
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=2289
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=2393
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=2395
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=2486
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=2488
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=2552
-  _globals['_CREATECALLREQUEST']._serialized_start=2555
-  _globals['_CREATECALLREQUEST']._serialized_end=2687
-  _globals['_GETCALLREQUEST']._serialized_start=2689
-  _globals['_GETCALLREQUEST']._serialized_end=2746
-  _globals['_LISTCALLSREQUEST']._serialized_start=2748
-  _globals['_LISTCALLSREQUEST']._serialized_end=2850
-  _globals['_LISTCALLSRESPONSE']._serialized_start=2852
-  _globals['_LISTCALLSRESPONSE']._serialized_end=2936
-  _globals['_LISTAUDITLOGENTRIESREQUEST']._serialized_start=2938
-  _globals['_LISTAUDITLOGENTRIESREQUEST']._serialized_end=3050
-  _globals['_LISTAUDITLOGENTRIESRESPONSE']._serialized_start=3052
-  _globals['_LISTAUDITLOGENTRIESRESPONSE']._serialized_end=3167
-  _globals['_LOOKUPPHONENUMBERREQUEST']._serialized_start=3169
-  _globals['_LOOKUPPHONENUMBERREQUEST']._serialized_end=3222
-  _globals['_LOOKUPPHONENUMBERRESPONSE']._serialized_start=3224
-  _globals['_LOOKUPPHONENUMBERRESPONSE']._serialized_end=3288
-  _globals['_TENANTSERVICE']._serialized_start=3291
-  _globals['_TENANTSERVICE']._serialized_end=6759
+  _globals['_CREATETENANTREQUEST']._serialized_start=307
+  _globals['_CREATETENANTREQUEST']._serialized_end=402
+  _globals['_GETTENANTREQUEST']._serialized_start=404
+  _globals['_GETTENANTREQUEST']._serialized_end=465
+  _globals['_LISTTENANTSREQUEST']._serialized_start=467
+  _globals['_LISTTENANTSREQUEST']._serialized_end=526
+  _globals['_LISTTENANTSRESPONSE']._serialized_start=528
+  _globals['_LISTTENANTSRESPONSE']._serialized_end=618
+  _globals['_UPDATETENANTREQUEST']._serialized_start=620
+  _globals['_UPDATETENANTREQUEST']._serialized_end=745
+  _globals['_DELETETENANTREQUEST']._serialized_start=747
+  _globals['_DELETETENANTREQUEST']._serialized_end=811
+  _globals['_CREATEAGENTREQUEST']._serialized_start=814
+  _globals['_CREATEAGENTREQUEST']._serialized_end=944
+  _globals['_GETAGENTREQUEST']._serialized_start=946
+  _globals['_GETAGENTREQUEST']._serialized_end=1005
+  _globals['_LISTAGENTSREQUEST']._serialized_start=1007
+  _globals['_LISTAGENTSREQUEST']._serialized_end=1110
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=1112
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=1199
+  _globals['_UPDATEAGENTREQUEST']._serialized_start=1201
+  _globals['_UPDATEAGENTREQUEST']._serialized_end=1323
+  _globals['_DELETEAGENTREQUEST']._serialized_start=1325
+  _globals['_DELETEAGENTREQUEST']._serialized_end=1387
+  _globals['_CREATEPHONENUMBERREQUEST']._serialized_start=1390
+  _globals['_CREATEPHONENUMBERREQUEST']._serialized_end=1546
+  _globals['_GETPHONENUMBERREQUEST']._serialized_start=1548
+  _globals['_GETPHONENUMBERREQUEST']._serialized_end=1619
+  _globals['_LISTPHONENUMBERSREQUEST']._serialized_start=1621
+  _globals['_LISTPHONENUMBERSREQUEST']._serialized_end=1730
+  _globals['_LISTPHONENUMBERSRESPONSE']._serialized_start=1732
+  _globals['_LISTPHONENUMBERSRESPONSE']._serialized_end=1838
+  _globals['_UPDATEPHONENUMBERREQUEST']._serialized_start=1841
+  _globals['_UPDATEPHONENUMBERREQUEST']._serialized_end=1982
+  _globals['_DELETEPHONENUMBERREQUEST']._serialized_start=1984
+  _globals['_DELETEPHONENUMBERREQUEST']._serialized_end=2058
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=2060
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=2176
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=2178
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=2257
+  _globals['_GETAPIKEYREQUEST']._serialized_start=2259
+  _globals['_GETAPIKEYREQUEST']._serialized_end=2320
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=2322
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=2426
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=2428
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=2519
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=2521
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=2585
+  _globals['_CREATECALLREQUEST']._serialized_start=2588
+  _globals['_CREATECALLREQUEST']._serialized_end=2720
+  _globals['_GETCALLREQUEST']._serialized_start=2722
+  _globals['_GETCALLREQUEST']._serialized_end=2779
+  _globals['_LISTCALLSREQUEST']._serialized_start=2782
+  _globals['_LISTCALLSREQUEST']._serialized_end=3058
+  _globals['_LISTCALLSRESPONSE']._serialized_start=3060
+  _globals['_LISTCALLSRESPONSE']._serialized_end=3144
+  _globals['_LISTAUDITLOGENTRIESREQUEST']._serialized_start=3146
+  _globals['_LISTAUDITLOGENTRIESREQUEST']._serialized_end=3258
+  _globals['_LISTAUDITLOGENTRIESRESPONSE']._serialized_start=3260
+  _globals['_LISTAUDITLOGENTRIESRESPONSE']._serialized_end=3375
+  _globals['_LOOKUPPHONENUMBERREQUEST']._serialized_start=3377
+  _globals['_LOOKUPPHONENUMBERREQUEST']._serialized_end=3430
+  _globals['_LOOKUPPHONENUMBERRESPONSE']._serialized_start=3432
+  _globals['_LOOKUPPHONENUMBERRESPONSE']._serialized_end=3496
+  _globals['_TENANTSERVICE']._serialized_start=3499
+  _globals['_TENANTSERVICE']._serialized_end=6967
 # @@protoc_insertion_point(module_scope)

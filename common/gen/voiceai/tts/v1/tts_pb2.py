@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from common.gen.voiceai.common.v1 import audio_pb2 as voiceai_dot_common_dot_v1_dot_audio__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18voiceai/tts/v1/tts.proto\x12\x0evoiceai.tts.v1\x1a\x1dvoiceai/common/v1/audio.proto\"\x92\x01\n\x1aStreamingSynthesizeRequest\x12\x31\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.voiceai.tts.v1.SynthesisConfigH\x00\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12&\n\x05\x66lush\x18\x03 \x01(\x0b\x32\x15.voiceai.tts.v1.FlushH\x00\x42\t\n\x07request\"\xa6\x01\n\x0fSynthesisConfig\x12\r\n\x05voice\x18\x01 \x01(\t\x12\x34\n\x0c\x61udio_format\x18\x02 \x01(\x0b\x32\x1e.voiceai.common.v1.AudioFormat\x12\x15\n\rlanguage_code\x18\x03 \x01(\t\x12\x15\n\rspeaking_rate\x18\x04 \x01(\x02\x12\x11\n\tproviders\x18\x05 \x03(\t\x12\r\n\x05model\x18\x06 \x01(\t\"\x07\n\x05\x46lush\"\x84\x01\n\x1bStreamingSynthesizeResponse\x12+\n\x05\x61udio\x18\x01 \x01(\x0b\x32\x1a.voiceai.tts.v1.AudioChunkH\x00\x12/\n\nflush_done\x18\x02 \x01(\x0b\x32\x19.voiceai.tts.v1.FlushDoneH\x00\x42\x07\n\x05\x65vent\">\n\nAudioChunk\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x05\"\x1f\n\tFlushDone\x12\x12\n\ncharacters\x18\x01 \x01(\x03\x32\x89\x01\n\x13TextToSpeechService\x12r\n\x13StreamingSynthesize\x12*.voiceai.tts.v1.StreamingSynthesizeRequest\x1a+.voiceai.tts.v1.StreamingSynthesizeResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18voiceai/tts/v1/tts.proto\x12\x0evoiceai.tts.v1\x1a\x1dvoiceai/common/v1/audio.proto\"\x92\x01\n\x1aStreamingSynthesizeRequest\x12\x31\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.voiceai.tts.v1.SynthesisConfigH\x00\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12&\n\x05\x66lush\x18\x03 \x01(\x0b\x32\x15.voiceai.tts.v1.FlushH\x00\x42\t\n\x07request\"\xa6\x01\n\x0fSynthesisConfig\x12\r\n\x05voice\x18\x01 \x01(\t\x12\x34\n\x0c\x61udio_format\x18\x02 \x01(\x0b\x32\x1e.voiceai.common.v1.AudioFormat\x12\x15\n\rlanguage_code\x18\x03 \x01(\t\x12\x15\n\rspeaking_rate\x18\x04 \x01(\x02\x12\x11\n\tproviders\x18\x05 \x03(\t\x12\r\n\x05model\x18\x06 \x01(\t\"\x07\n\x05\x46lush\"\x84\x01\n\x1bStreamingSynthesizeResponse\x12+\n\x05\x61udio\x18\x01 \x01(\x0b\x32\x1a.voiceai.tts.v1.AudioChunkH\x00\x12/\n\nflush_done\x18\x02 \x01(\x0b\x32\x19.voiceai.tts.v1.FlushDoneH\x00\x42\x07\n\x05\x65vent\"_\n\nAudioChunk\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x05\x12\x10\n\x08provider\x18< \x01(\t\x12\r\n\x05model\x18= \x01(\t\"\x1f\n\tFlushDone\x12\x12\n\ncharacters\x18\x01 \x01(\x03\x32\x89\x01\n\x13TextToSpeechService\x12r\n\x13StreamingSynthesize\x12*.voiceai.tts.v1.StreamingSynthesizeRequest\x1a+.voiceai.tts.v1.StreamingSynthesizeResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,9 +41,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMINGSYNTHESIZERESPONSE']._serialized_start=403
   _globals['_STREAMINGSYNTHESIZERESPONSE']._serialized_end=535
   _globals['_AUDIOCHUNK']._serialized_start=537
-  _globals['_AUDIOCHUNK']._serialized_end=599
-  _globals['_FLUSHDONE']._serialized_start=601
-  _globals['_FLUSHDONE']._serialized_end=632
-  _globals['_TEXTTOSPEECHSERVICE']._serialized_start=635
-  _globals['_TEXTTOSPEECHSERVICE']._serialized_end=772
+  _globals['_AUDIOCHUNK']._serialized_end=632
+  _globals['_FLUSHDONE']._serialized_start=634
+  _globals['_FLUSHDONE']._serialized_end=665
+  _globals['_TEXTTOSPEECHSERVICE']._serialized_start=668
+  _globals['_TEXTTOSPEECHSERVICE']._serialized_end=805
 # @@protoc_insertion_point(module_scope)

@@ -46,14 +46,18 @@ class StreamingSynthesizeResponse(_message.Message):
     def __init__(self, audio: _Optional[_Union[AudioChunk, _Mapping]] = ..., flush_done: _Optional[_Union[FlushDone, _Mapping]] = ...) -> None: ...
 
 class AudioChunk(_message.Message):
-    __slots__ = ("audio", "text", "duration_ms")
+    __slots__ = ("audio", "text", "duration_ms", "provider", "model")
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     audio: bytes
     text: str
     duration_ms: int
-    def __init__(self, audio: _Optional[bytes] = ..., text: _Optional[str] = ..., duration_ms: _Optional[int] = ...) -> None: ...
+    provider: str
+    model: str
+    def __init__(self, audio: _Optional[bytes] = ..., text: _Optional[str] = ..., duration_ms: _Optional[int] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class FlushDone(_message.Message):
     __slots__ = ("characters",)
