@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from common.errors import EngineError, VoiceAIError
@@ -43,8 +43,9 @@ class AudioSegment:
     text: str
     rate: int = 0
     # With ``text``: which provider (and model) synthesized the piece, for usage by provider.
-    provider: str = ""
-    model: str = ""
+    # Not part of a segment's identity (tests compare audio and text): who spoke is metadata.
+    provider: str = field(default="", compare=False)
+    model: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,7 @@ _TENANT_API = "/voiceai.tenant.v1.TenantService/"
 # ``*InternalService`` (#13, #15), after which internal tokens are refused on all of them.
 GATEWAY_TENANT_METHODS = frozenset(
     _TENANT_API + m for m in ("GetAgent", "GetTenant", "CreateCall", "LookupPhoneNumber")
-)
+) | {"/voiceai.tenant.v1.UsageService/GetUsage"}  # a call's usage budget at admission (#17)
 
 # The proto package of each service, to name a host's identity from what it serves.
 _PACKAGES = {

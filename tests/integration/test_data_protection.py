@@ -194,7 +194,7 @@ async def test_data_key_rotation_re_encrypts_old_records_as_they_are_read(
 
 def internal_md(api: TenantApi, tenant: str) -> tuple[tuple[str, str], ...]:
     issuer = InternalTokenIssuer(dev_signing_key(api.key_dir))
-    token = issuer.mint(Principal("gateway-call", tenant, frozenset({"agent"}), "jwt"))
+    token = issuer.mint(Principal("gateway-call", tenant, frozenset({"agent"}), "jwt"), "tenant")
     return (("authorization", f"Bearer {token}"), ("x-tenant-id", tenant))
 
 

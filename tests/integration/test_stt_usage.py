@@ -13,7 +13,7 @@ import grpc.aio
 from common.gen.voiceai.stt.v1 import stt_pb2_grpc
 from stt_svc.app import Settings, build_host, make_chain
 from stt_svc.vad_gate import GateSettings
-from tests.conftest import md, running
+from tests.conftest import running, stt_md
 from tests.doubles.deepgram_api import DeepgramListenDouble, ToneWordsRecognizer
 from tests.doubles.tone_words import GAP_MS, speak
 from tests.integration.test_stt_deepgram import FIRST, SECOND, R, config, finals, silence, words_of
@@ -26,7 +26,7 @@ SPEECH_MS = len(speak(FIRST)) // 32
 
 async def recognize_paced(addr: str, audio: bytes, realtime: bool) -> list:  # type: ignore[type-arg]
     async with grpc.aio.insecure_channel(addr) as ch:
-        call = stt_pb2_grpc.SpeechToTextServiceStub(ch).StreamingRecognize(metadata=md())
+        call = stt_pb2_grpc.SpeechToTextServiceStub(ch).StreamingRecognize(metadata=stt_md())
         await call.write(config(providers=["deepgram"]))
         t0 = time.monotonic()
         for n, i in enumerate(range(0, len(audio), 640)):

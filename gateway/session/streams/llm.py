@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from common.discovery import ChannelPool
 from common.gen.voiceai.common.v1 import usage_pb2
@@ -35,7 +35,7 @@ class ReplyDone:
     prompt_tokens: int
     completion_tokens: int
     # The reply's usage lines by provider/model/key, passed through to the call's usage fold.
-    usage: usage_pb2.Usage | None = None
+    usage: usage_pb2.Usage | None = field(default=None, compare=False)
 
 
 ReplyEvent = TokenText | ReplyDone
