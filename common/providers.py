@@ -27,7 +27,6 @@ import contextlib
 import email.utils
 import hashlib
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 from prometheus_client import Counter, Gauge, Histogram
 
 from common.errors import EngineError, FailedPrecondition, InvalidArgument, ResourceExhausted
+from common.settings import environment
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -175,7 +175,7 @@ def resolve_key(
     env_name: str, tenant_id: str = "", environ: Mapping[str, str] | None = None
 ) -> ProviderKey | None:
     """The tenant's own key (``<ENV_NAME>__<TENANT>``) if set, else the deployment's, else None."""
-    env = os.environ if environ is None else environ
+    env = environment() if environ is None else environ
     if tenant_id:
         own = env.get(f"{env_name}__{tenant_env_suffix(tenant_id)}", "").strip()
         if own:

@@ -6,6 +6,9 @@ Each service declares one settings class derived from ``ServiceSettings``; it is
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -63,3 +66,9 @@ class DiscoverySettings(BaseSettings):
             "tts": split(self.tts_addresses),
             "tenant": split(self.tenant_addresses),
         }
+
+
+def environment() -> Mapping[str, str]:
+    """The process environment, for what no settings class can declare: provider keys named
+    per tenant (``DEEPGRAM_API_KEY__<TENANT>``), read by ``EnvKeySource``."""
+    return os.environ

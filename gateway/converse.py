@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc.aio
 from google.protobuf.message import DecodeError
@@ -31,7 +31,7 @@ from common.gen.voiceai.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from common.streams import first_config
 from common.tasks import cancel_and_wait
 from gateway.agents import AgentCatalog, agent_from_proto
-from gateway.call_runner import CallRunner, RunningCall
+from gateway.call_runner import CallRunner
 from gateway.session.events import (
     AgentSpeech,
     CallEnded,
@@ -286,59 +286,51 @@ class CallGatewayServicer(gateway_pb2_grpc.CallGatewayServiceServicer):
             record_agent_id="" if source == "agent" else agent.agent_id,
             usage_budget=budget,
         ) as running:
-            # aclosing: a handler closed mid-call closes the inner generator now, not at GC.
-            async with contextlib.aclosing(self._converse(running, transport)) as responses:
-                async for msg in responses:
-                    yield msg
+            # One generator from the outbox to grpc (a nested one would cost a hop per frame).
+            session = running.session
+            overflow = ResourceExhausted(
+                f"the client read no agent audio for {self._outbox_limit * 20 / 1000:.0f} s; the call was"
+                " ended to keep memory bounded (read the response stream continuously)"
+            )
 
-    async def _converse(
-        self, running: RunningCall, transport: ConverseTransport
-    ) -> AsyncGenerator[gateway_pb2.ConverseResponse, None]:
-        """The call's responses from its outbox, then its end (or error status)."""
-        session = running.session
-        overflow = ResourceExhausted(
-            f"the client read no agent audio for {self._outbox_limit * 20 / 1000:.0f} s; the call was"
-            " ended to keep memory bounded (read the response stream continuously)"
-        )
+            def on_overflow() -> None:
+                # Drop what is queued and end the call. The handler may stay parked in one send
+                # to the stalled client (bounded by the HTTP/2 window) until that client reads
+                # again, sees the status, or keepalive declares it dead.
+                transport.outbox.close(discard=True)
+                session.abort(overflow)
 
-        def on_overflow() -> None:
-            # Drop what is queued and end the call. The handler may stay parked in one send
-            # to the stalled client (bounded by the HTTP/2 window) until that client reads
-            # again, sees the status, or keepalive declares it dead.
-            transport.outbox.close(discard=True)
-            session.abort(overflow)
-
-        transport.on_overflow = on_overflow
-        ACTIVE_CALLS.inc()
-        task = asyncio.get_running_loop().create_task(session.run(), name=f"call:{session.call_id[:8]}")
-        task.add_done_callback(lambda _t: transport.outbox.close())
-        reason = "error"
-        ended: CallEnded | None = None
-        try:
-            while (msg := await transport.outbox.get()) is not None:
-                yield msg
+            transport.on_overflow = on_overflow
+            ACTIVE_CALLS.inc()
+            task = asyncio.get_running_loop().create_task(session.run(), name=f"call:{session.call_id[:8]}")
+            task.add_done_callback(lambda _t: transport.outbox.close())
+            reason = "error"
+            ended: CallEnded | None = None
             try:
-                ended = task.result()
-            except VoiceAIError as error:
-                log.info("call failed: %s: %s", error.code.name, error.message)
-                if not transport.overflowed:  # a client that reads nothing would never see it
-                    why = (
-                        EndReason.INVALID_INPUT
-                        if isinstance(error, InvalidArgument)
-                        else EndReason.SERVICE_ERROR
-                    )
-                    running.ended = CallEnded(why, error.message, session.usage, session.turn)
-                    yield event_to_proto(running.ended)
-                    await transport.wait_caller_done(self._error_linger_s)
-                raise
-            running.ended = ended
-            reason = ended.reason.name.lower()
-            log.info("call ended: %s (%s), %d turns", ended.reason.name, ended.message, ended.turns)
-            yield event_to_proto(ended)
-        finally:
-            ACTIVE_CALLS.dec()
-            CALLS.labels(reason).inc()
-            await cancel_and_wait(task)
-            transport.on_overflow = _ignore  # the closure refers to the transport: break the cycle
-            if task.done() and not task.cancelled():
-                task.exception()  # retrieved: it was reported to the client as the status
+                while (msg := await transport.outbox.get()) is not None:
+                    yield msg
+                try:
+                    ended = task.result()
+                except VoiceAIError as error:
+                    log.info("call failed: %s: %s", error.code.name, error.message)
+                    if not transport.overflowed:  # a client that reads nothing would never see it
+                        why = (
+                            EndReason.INVALID_INPUT
+                            if isinstance(error, InvalidArgument)
+                            else EndReason.SERVICE_ERROR
+                        )
+                        running.ended = CallEnded(why, error.message, session.usage, session.turn)
+                        yield event_to_proto(running.ended)
+                        await transport.wait_caller_done(self._error_linger_s)
+                    raise
+                running.ended = ended
+                reason = ended.reason.name.lower()
+                log.info("call ended: %s (%s), %d turns", ended.reason.name, ended.message, ended.turns)
+                yield event_to_proto(ended)
+            finally:
+                ACTIVE_CALLS.dec()
+                CALLS.labels(reason).inc()
+                await cancel_and_wait(task)
+                transport.on_overflow = _ignore  # the closure refers to the transport: break the cycle
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: it was reported to the client as the status

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -15,7 +14,7 @@ from common.gen.voiceai.llm.v1 import llm_pb2_grpc
 from common.providers import KNOWN_PROVIDERS, EnvKeySource, KeySource, load_specs
 from common.redis_conn import RedisSettings, open_redis
 from common.server import ServiceHost, single_service_host
-from common.settings import ServiceSettings
+from common.settings import ServiceSettings, environment
 from llm_svc.chain import ProviderChain
 from llm_svc.context_budget import ContextBudgets
 from llm_svc.providers import CLOUD, REGISTRY
@@ -111,7 +110,7 @@ def make_chain(
     """The providers this instance can run and the default chain; checked at start-up so a
     misconfiguration fails the process with the variable to fix, not the first call. Cloud
     providers get their keys from ``keys`` (default: ``environ``'s, ``EnvKeySource``)."""
-    env = EnvKeySource(os.environ if environ is None else environ)
+    env = EnvKeySource(environment() if environ is None else environ)
     chain = settings.default_chain()
     for name in chain:
         if name not in KNOWN_PROVIDERS["llm"]:

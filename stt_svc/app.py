@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Literal
 
@@ -13,7 +12,7 @@ from common.consul import ConsulSettings
 from common.gen.voiceai.stt.v1 import stt_pb2_grpc
 from common.providers import KNOWN_PROVIDERS, EnvKeySource, KeySource, load_specs
 from common.server import ServiceHost, single_service_host, warm_up
-from common.settings import ServiceSettings
+from common.settings import ServiceSettings, environment
 from stt_svc.chain import ChainRecognizer
 from stt_svc.metering import MeteredRecognizer, provider_of
 from stt_svc.providers import CLOUD, REGISTRY
@@ -107,7 +106,7 @@ def make_chain(
     """The providers this instance can use (``local`` = the configured engine) and the default
     chain; cloud providers get their keys from ``keys`` (default: ``environ``'s,
     ``EnvKeySource``). Raises ValueError naming the variable for a bad configuration."""
-    env = EnvKeySource(os.environ if environ is None else environ)
+    env = EnvKeySource(environment() if environ is None else environ)
     default = settings.provider_names()
     unknown = [n for n in default if n not in KNOWN_PROVIDERS["stt"]]
     if unknown or not default:

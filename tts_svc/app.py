@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Mapping
 
@@ -13,7 +12,7 @@ from common import registry
 from common.gen.voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
 from common.providers import EnvKeySource, KeySource, load_specs
 from common.server import ServiceHost, single_service_host, warm_up
-from common.settings import ServiceSettings
+from common.settings import ServiceSettings, environment
 from tts_svc.chain import ChainSynthesizer
 from tts_svc.providers import CLOUD, REGISTRY
 from tts_svc.providers.base import Synthesizer
@@ -89,7 +88,7 @@ def make_chain(
 ) -> ChainSynthesizer:
     """The local engine plus every cloud provider this instance has configuration for; cloud
     providers get their keys from ``keys`` (default: ``environ``'s, ``EnvKeySource``)."""
-    env = EnvKeySource(os.environ if environ is None else environ)
+    env = EnvKeySource(environment() if environ is None else environ)
     providers: dict[str, Synthesizer] = {"local": local}
     for spec in load_specs(CLOUD):
         if spec.configured(settings, env):
