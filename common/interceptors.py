@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -22,6 +21,7 @@ from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from common import context
+from common.call_ids import CALL_ID_RULE, new_call_id, valid_call_id
 from common.errors import ResourceExhausted, VoiceAIError
 
 log = logging.getLogger(__name__)
@@ -197,7 +197,7 @@ class ContextServerInterceptor(grpc.aio.ServerInterceptor):
         if not tenant and method in self._tenantless:
             ctx0 = context.RequestContext(
                 tenant_id="",
-                call_id=md.get(context.CALL_HEADER, "") or uuid.uuid4().hex,
+                call_id=md.get(context.CALL_HEADER, "") or new_call_id(),
                 authorization=md.get(context.AUTHORIZATION_HEADER, ""),
                 traceparent=md.get(context.TRACEPARENT_HEADER, ""),
             )
@@ -216,11 +216,9 @@ class ContextServerInterceptor(grpc.aio.ServerInterceptor):
                 " ':' or '-'",
             )
         call = md.get(context.CALL_HEADER, "")
-        if call and not context.valid_id(call):
+        if call and not valid_call_id(call):
             return rejecting_handler(
-                handler,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"'{context.CALL_HEADER}' must be 1-128 characters of letters, digits, '.', '_', ':' or '-'",
+                handler, grpc.StatusCode.INVALID_ARGUMENT, f"'{context.CALL_HEADER}' must be {CALL_ID_RULE}"
             )
         if not call:
             if self._require_call_id:
@@ -229,7 +227,7 @@ class ContextServerInterceptor(grpc.aio.ServerInterceptor):
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"missing '{context.CALL_HEADER}' metadata: internal hops must name the call they serve",
                 )
-            call = uuid.uuid4().hex
+            call = new_call_id()
         ctx = context.RequestContext(
             tenant_id=tenant,
             call_id=call,

@@ -11,6 +11,7 @@ from common.server import ServiceBinding, ServiceHost
 from common.settings import DiscoverySettings, ServiceSettings
 from gateway.agents import AgentCatalog, BuiltinAgentCatalog
 from gateway.converse import CallGatewayServicer
+from gateway.records.identity import gateway_credential
 from gateway.session.call import SessionSettings
 from gateway.session.history import ConversationStore, InMemoryConversationStore
 from gateway.session.playout import Pacer
@@ -79,6 +80,7 @@ class GatewayApp:
         # owner-only lookup function); otherwise JWTs only.
         database = database or DatabaseSettings()
         keys = LazyPostgresApiKeys(database) if database.url.get_secret_value() else None
+        self._auth = build_auth(AuthSettings(), api_keys=keys, issue_internal_tokens=True)
         self.host = ServiceHost(
             settings,
             [
@@ -92,7 +94,7 @@ class GatewayApp:
             require_call_id=False,  # the gateway mints call ids for new calls
             # The edge: callers' tokens are checked here and exchanged for short-lived internal
             # tokens on every hop behind it.
-            auth=build_auth(AuthSettings(), api_keys=keys, issue_internal_tokens=True),
+            auth=self._auth,
         )
         if keys is not None:
             self.host.on_stop.append(keys.close)
@@ -100,6 +102,8 @@ class GatewayApp:
     async def start(self) -> int:
         if self._watch is not None:
             self._watch.watch("stt", "llm", "tts", "tenant")
+        # Durable call records (gateway/records): outbox opened, crash leftovers replayed.
+        await self.tenancy.start(self.settings.port, gateway_credential(self._auth.internal_issuer))
         return await self.host.start()
 
     async def drain(self, grace: float | None = None) -> None:

@@ -8,7 +8,7 @@ actually heard saying, with interruptions) and the transport's events (turn metr
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -47,6 +47,10 @@ class CallRecordBuilder:
         self.started = datetime.now(UTC)
         self._t0 = time.monotonic()
         self._turns: dict[int, _Turn] = {}
+        # Durable records (gateway/records): called when a turn's timings arrive, i.e. a turn
+        # ended, so the record can be written as the call goes; ``revision`` counts snapshots.
+        self.on_turn: Callable[[], None] | None = None
+        self.revision = 0
 
     def _turn(self, index: int) -> _Turn | None:
         if index not in self._turns and len(self._turns) >= MAX_TURNS:
@@ -69,6 +73,24 @@ class CallRecordBuilder:
             if turn is not None:
                 turn.timings = event
                 turn.interrupted = turn.interrupted or event.interrupted
+            if self.on_turn is not None:
+                self.on_turn()
+
+    def next_revision(self) -> int:
+        """The revision of the next snapshot of this record (1, 2, ...)."""
+        self.revision += 1
+        return self.revision
+
+    def progress(self) -> pb.Call:
+        """The record so far, for a call still running (status IN_PROGRESS, no end)."""
+        call = pb.Call(
+            agent=f"tenants/{self.tenant_id}/agents/{self.agent_id}" if self.agent_id else "",
+            status=pb.CALL_STATUS_IN_PROGRESS,
+            direction=self.direction,
+        )
+        call.start_time.FromDatetime(self.started)
+        self._add_turns(call)
+        return call
 
     def build(self, ended: CallEnded | None) -> pb.Call:
         failed = ended is None or ended.reason in (EndReason.SERVICE_ERROR, EndReason.INVALID_INPUT)
@@ -80,6 +102,17 @@ class CallRecordBuilder:
         )
         call.start_time.FromDatetime(self.started)
         call.end_time.FromDatetime(datetime.now(UTC))
+        self._add_turns(call)
+        if ended is not None:
+            u = ended.usage
+            call.usage.stt_seconds = u.stt_seconds
+            call.usage.llm_prompt_tokens = u.llm_prompt_tokens
+            call.usage.llm_completion_tokens = u.llm_completion_tokens
+            call.usage.tts_characters = u.tts_characters
+            call.usage.tts_seconds = u.tts_seconds
+        return call
+
+    def _add_turns(self, call: pb.Call) -> None:
         for index in sorted(self._turns):
             t = self._turns[index]
             out = call.turns.add(
@@ -90,14 +123,6 @@ class CallRecordBuilder:
                 out.llm_first_token_ms = t.timings.llm_first_token_ms or 0.0
                 out.tts_first_audio_ms = t.timings.tts_first_audio_ms or 0.0
                 out.first_audio_out_ms = t.timings.first_audio_out_ms or 0.0
-        if ended is not None:
-            u = ended.usage
-            call.usage.stt_seconds = u.stt_seconds
-            call.usage.llm_prompt_tokens = u.llm_prompt_tokens
-            call.usage.llm_completion_tokens = u.llm_completion_tokens
-            call.usage.tts_characters = u.tts_characters
-            call.usage.tts_seconds = u.tts_seconds
-        return call
 
 
 class RecordingTransport:

@@ -288,6 +288,8 @@ class CallGatewayServicer(gateway_pb2_grpc.CallGatewayServiceServicer):
         # Over the tenant's quota -> RESOURCE_EXHAUSTED with a retry hint, before any work starts.
         lease = await self._ledger.admit(tenant_id, call_id) if self._ledger else None
         record = CallRecordBuilder(tenant_id, "" if source == "agent" else agent.agent_id)
+        if self._ledger is not None:
+            self._ledger.track(tenant_id, call_id, record)  # hook: durable records (issue 15)
         self._pacer.start()
 
         transport = ConverseTransport(requests, fmt, self._outbox_limit, context_.read)

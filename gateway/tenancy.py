@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import tempfile
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -34,6 +37,9 @@ from common.quotas import Lease, QuotaSettings, TenantQuotas
 from common.redis_conn import RedisSettings, open_redis
 from common.settings import DiscoverySettings
 from gateway.agents import DEMO_AGENT, Agent, AgentCatalog, TurnTakingProfile
+from gateway.call_record import CallRecordBuilder
+from gateway.records.delivery import RecordDelivery, RecordSettings
+from gateway.records.outbox import Snapshot, default_outbox_path
 from gateway.session.history import ConversationStore
 from gateway.session.redis_history import RedisConversationStore
 
@@ -138,57 +144,83 @@ class TenantServiceCatalog:
 
 
 class CallLedger:
-    """Admits a call under its tenant's quotas; when it ends, releases the slot and writes the
-    call's record to tenant_svc in the background (the caller never waits for bookkeeping)."""
+    """Admits a call under its tenant's quotas; writes its record durably as it goes (through
+    ``gateway.records``: on-disk outbox, then tenant_svc with the gateway's own credential) and
+    releases the slot when it ends. The caller never waits for bookkeeping."""
 
     def __init__(self, pool: ChannelPool | None, quotas: TenantQuotas | None) -> None:
         self._pool = pool
         self._quotas = quotas
         self._pending: set[asyncio.Task[None]] = set()
+        self.records: RecordDelivery | None = None  # set by ``start_records``
+        self._live: dict[tuple[str, str], CallRecordBuilder] = {}
+
+    async def start_records(
+        self, path: Path, credential: Callable[[str], str] | None, settings: RecordSettings
+    ) -> int:
+        """Opens the record outbox and starts delivering (only when tenant_svc is configured)."""
+        if self._pool is None:
+            return 0
+        self.records = RecordDelivery.at(self._pool, path, credential, settings)
+        return await self.records.start()
 
     async def admit(self, tenant_id: str, call_id: str) -> Lease | None:
         if self._quotas is None:
             return None
         return await self._quotas.start_call(tenant_id, call_id)
 
-    def finish(self, lease: Lease | None, tenant_id: str, call_id: str, call: pb.Call) -> None:
-        """Runs in the caller's context (its credential writes the record); never raises."""
-        task = asyncio.get_running_loop().create_task(
-            self._finish(lease, tenant_id, call_id, call), name=f"call-record:{call_id[:8]}"
+    def track(self, tenant_id: str, call_id: str, builder: CallRecordBuilder) -> None:
+        """Hook (call start): the record is written now and after every turn, so a gateway that
+        dies mid-call leaves one with the turns so far."""
+        if self.records is None:
+            return
+        key = (tenant_id, call_id)
+        self._live[key] = builder
+        builder.on_turn = lambda: self._snapshot(key)
+        self._snapshot(key)
+
+    def _snapshot(self, key: tuple[str, str]) -> None:
+        builder = self._live.get(key)
+        if builder is None or self.records is None:
+            return
+        snapshot = Snapshot(
+            key[0], key[1], builder.next_revision(), False, builder.progress().SerializeToString()
         )
+        self._spawn(self.records.put(snapshot), f"call-record-snapshot:{key[1][:8]}")
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=name)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _finish(self, lease: Lease | None, tenant_id: str, call_id: str, call: pb.Call) -> None:
+    def finish(self, lease: Lease | None, tenant_id: str, call_id: str, call: pb.Call) -> None:
+        """Hook (call end): releases the slot and queues the final record; never raises."""
+        builder = self._live.pop((tenant_id, call_id), None)
+        revision = 1
+        if builder is not None:
+            builder.on_turn = None
+            revision = builder.next_revision()
+        snapshot = Snapshot(tenant_id, call_id, revision, True, call.SerializeToString())
+        self._spawn(self._finish(lease, snapshot), f"call-record:{call_id[:8]}")
+
+    async def _finish(self, lease: Lease | None, snapshot: Snapshot) -> None:
         if lease is not None:
             try:
                 await lease.release()
             except VoiceAIError as e:  # the lease expires by itself
                 log.warning("call slot not released: %s", e.message)
-        await self.record(tenant_id, call_id, call)
-
-    async def record(self, tenant_id: str, call_id: str, call: pb.Call) -> None:
-        """Best effort: a lost record is logged, never turned into a failed call."""
-        if self._pool is None:
-            return
-        try:
-            async with self._pool.stream() as channel:
-                stub = svc_grpc.TenantServiceStub(channel)
-                await stub.CreateCall(
-                    svc.CreateCallRequest(parent=f"tenants/{tenant_id}", call=call, call_id=call_id.lower()),
-                    timeout=RPC_TIMEOUT_S,
-                )
-        except grpc.aio.AioRpcError as e:
-            log.warning("call record not written: %s %s", e.code().name, e.details())
-        except VoiceAIError as e:
-            log.warning("call record not written: %s", e.message)
+        if self.records is not None:
+            await self.records.put(snapshot)
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Waits for records still being written (drain), then gives up on the rest."""
+        """Waits for records being queued (drain), delivers what it can, keeps the rest on disk."""
         if self._pending:
             _done, late = await asyncio.wait(set(self._pending), timeout=timeout)
             for task in late:
                 task.cancel()
+        if self.records is not None:
+            await self.records.close(timeout)
+            self.records = None
 
 
 class Tenancy:
@@ -238,9 +270,35 @@ class Tenancy:
             closers=closers,
         )
 
+    async def start(self, port: int, credential: Callable[[str], str] | None) -> None:
+        """Starts durable record delivery (when tenant_svc is configured); see gateway/records."""
+        if self.ledger is None:
+            return
+        settings = RecordSettings()
+        if not settings.outbox_path and port == 0:
+            # An ephemeral port names no stable file: such a process (tests) gets a private one
+            # that does not outlive it.
+            scratch = tempfile.TemporaryDirectory(prefix="voiceai-records-")
+            self._closers.append(_async(scratch.cleanup))
+            path = Path(scratch.name) / "outbox.sqlite3"
+        else:
+            path = default_outbox_path(settings.outbox_path, port)
+        found = await self.ledger.start_records(path, credential, settings)
+        if found:
+            log.warning(
+                "record outbox %s: %d calls interrupted by the last stop, recorded as such", path, found
+            )
+
     async def close(self) -> None:
         for close in self._closers:
             await close()
+
+
+def _async(fn: Callable[[], object]) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        fn()
+
+    return run
 
 
 __all__ = ["AgentCatalog", "CallLedger", "Tenancy", "TenantServiceCatalog", "agent_from_tenant"]

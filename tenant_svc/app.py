@@ -7,7 +7,7 @@ import logging
 from common.auth import AuthSettings, build_auth
 from common.config_cache import ConfigCache
 from common.gen.voiceai.telephony.v1 import telephony_service_pb2_grpc
-from common.gen.voiceai.tenant.v1 import tenant_service_pb2_grpc
+from common.gen.voiceai.tenant.v1 import call_record_internal_service_pb2_grpc, tenant_service_pb2_grpc
 from common.plans import PlanBook
 from common.quotas import QuotaSettings, TenantQuotas
 from common.redis_conn import RedisSettings, open_redis
@@ -17,6 +17,8 @@ from tenant_svc.changes import ChangeListener
 from tenant_svc.credentials import ApiKeyIssuer, PostgresApiKeys
 from tenant_svc.db.database import DatabaseSettings, open_pool
 from tenant_svc.ratelimit import TenantRateLimit
+from tenant_svc.records import SERVICE as RECORDS_SERVICE
+from tenant_svc.records import CallRecordServicer
 from tenant_svc.repository import Repository
 from tenant_svc.server import TenantServicer
 from tenant_svc.telephony.server import TelephonyServicer
@@ -92,6 +94,14 @@ async def build_host(
             ServiceBinding(
                 SERVICE,
                 lambda server: tenant_service_pb2_grpc.add_TenantServiceServicer_to_server(servicer, server),
+            ),
+            ServiceBinding(  # issue 15: durable call records from the gateway (internal only)
+                RECORDS_SERVICE,
+                lambda server: (
+                    call_record_internal_service_pb2_grpc.add_CallRecordInternalServiceServicer_to_server(
+                        CallRecordServicer(repo), server
+                    )
+                ),
             ),
             ServiceBinding(
                 TELEPHONY_SERVICE,

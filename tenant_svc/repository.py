@@ -117,6 +117,15 @@ def _api_key(row: dict[str, Any]) -> pb.ApiKey:
     return key
 
 
+_CALL_FIELDS = (
+    "tenant_id", "id", "agent_id", "status", "direction", "from_number", "to_number", "start_time",
+    "end_time", "end_reason", "turns", "usage",
+)  # fmt: skip
+_CALL_COLUMNS = ", ".join(_CALL_FIELDS)
+_CALL_SLOTS = ", ".join(["%s"] * len(_CALL_FIELDS))
+_CALL_UPDATES = ", ".join(f"{c} = EXCLUDED.{c}" for c in _CALL_FIELDS[2:])
+
+
 def _call(row: dict[str, Any], *, with_turns: bool) -> pb.Call:
     t = row["tenant_id"]
     call = pb.Call(
@@ -313,23 +322,41 @@ class TenantScope:
         return _api_key(row)
 
     # -- calls ----------------------------------------------------------------------------
-    async def insert_call(self, call_id: str, agent_id: str, call: pb.Call) -> pb.Call:
+    def _call_values(self, call_id: str, agent_id: str, call: pb.Call) -> tuple[Any, ...]:
+        """The ``_CALL_COLUMNS`` values of ``call``, in order."""
         turns = [json_format.MessageToDict(t, preserving_proto_field_name=True) for t in call.turns]
         usage = json_format.MessageToDict(call.usage, preserving_proto_field_name=True)
-        row = await self._one(
-            "INSERT INTO calls (tenant_id, id, agent_id, status, direction, from_number, to_number,"
-            " start_time, end_time, end_reason, turns, usage)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
-            (
-                self.tenant_id, call_id, agent_id, call.status, call.direction, call.from_number,
-                call.to_number,
-                call.start_time.ToDatetime(UTC) if call.HasField("start_time") else None,
-                call.end_time.ToDatetime(UTC) if call.HasField("end_time") else None,
-                call.end_reason, json.dumps(turns), json.dumps(usage),
-            ),
-            "call",
+        return (
+            self.tenant_id, call_id, agent_id, call.status, call.direction, call.from_number,
+            call.to_number,
+            call.start_time.ToDatetime(UTC) if call.HasField("start_time") else None,
+            call.end_time.ToDatetime(UTC) if call.HasField("end_time") else None,
+            call.end_reason, json.dumps(turns), json.dumps(usage),
         )  # fmt: skip
+
+    async def insert_call(self, call_id: str, agent_id: str, call: pb.Call) -> pb.Call:
+        row = await self._one(
+            f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({_CALL_SLOTS}) RETURNING *",
+            self._call_values(call_id, agent_id, call),
+            "call",
+        )
         return _call(row, with_turns=True)
+
+    async def upsert_call(
+        self, call_id: str, agent_id: str, call: pb.Call, revision: int
+    ) -> tuple[int, bool]:
+        """Writes ``call`` unless a same or newer revision is stored: (stored revision, applied)."""
+        rows = await self._rows(
+            f"INSERT INTO calls ({_CALL_COLUMNS}, record_revision) VALUES ({_CALL_SLOTS}, %s)"
+            f" ON CONFLICT (tenant_id, id) DO UPDATE SET {_CALL_UPDATES},"
+            " record_revision = EXCLUDED.record_revision"
+            " WHERE calls.record_revision < EXCLUDED.record_revision RETURNING record_revision",
+            (*self._call_values(call_id, agent_id, call), revision),
+        )
+        if rows:
+            return revision, True
+        stored = await self._one("SELECT record_revision FROM calls WHERE id = %s", (call_id,), "call")
+        return int(stored["record_revision"]), False
 
     async def get_call(self, call_id: str) -> pb.Call:
         return _call(

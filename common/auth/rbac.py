@@ -145,8 +145,19 @@ TELEPHONY_SERVICE_RULES: dict[str, Rule] = {
     "/voiceai.telephony.v1.TelephonyService/CreateOutboundCall": _CALL,
 }
 
+# Internal-only services (called by the gateway with its internal credential; their handlers
+# refuse edge credentials). Issue 15: durable call-record writes.
+INTERNAL_SERVICE_RULES: dict[str, Rule] = {
+    "/voiceai.tenant.v1.CallRecordInternalService/UpsertCallRecord": _CALL,
+}
+
 # The mesh's policy. A service with other RPCs extends it, e.g.
 # DEFAULT_POLICY.extended(aip_rules("voiceai.tenant.v2.AgentService")).
 DEFAULT_POLICY = AccessPolicy(
-    {**dict.fromkeys(CALL_METHODS, Permission.CALL), **TENANT_SERVICE_RULES, **TELEPHONY_SERVICE_RULES}
+    {
+        **dict.fromkeys(CALL_METHODS, Permission.CALL),
+        **TENANT_SERVICE_RULES,
+        **TELEPHONY_SERVICE_RULES,
+        **INTERNAL_SERVICE_RULES,
+    }
 )

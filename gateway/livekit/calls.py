@@ -215,6 +215,8 @@ class RoomCalls:
         s = self._services
         direction = pb.CALL_DIRECTION_OUTBOUND if route.outbound else pb.CALL_DIRECTION_INBOUND
         record = CallRecordBuilder(route.tenant_id, route.agent.agent_id, direction)
+        if s.ledger is not None:
+            s.ledger.track(route.tenant_id, call_id, record)  # hook: durable records (issue 15)
         s.pacer.start()
         session = CallSession(
             tenant_id=route.tenant_id,

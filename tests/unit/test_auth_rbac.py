@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 import pytest
 
+import common.gen
 from common.auth import DEFAULT_POLICY, AccessPolicy, Permission, Principal, aip_rules
 from common.auth.rbac import CALL_METHODS
 from common.errors import PermissionDenied
@@ -15,6 +19,18 @@ from common.gen.voiceai.tenant.v1 import tenant_service_pb2
 from common.gen.voiceai.tts.v1 import tts_pb2
 
 MODULES = (gateway_pb2, llm_pb2, stt_pb2, telephony_service_pb2, tenant_service_pb2, tts_pb2)
+# Every generated *_pb2 module with services, found by walking common/gen, so a new .proto file
+# cannot add an RPC without a rule (issue 15: CallRecordInternalService).
+MODULES = tuple(
+    {
+        *MODULES,
+        *(
+            importlib.import_module(info.name)
+            for info in pkgutil.walk_packages(common.gen.__path__, "common.gen.")
+            if info.name.endswith("_pb2")
+        ),
+    }
+)
 
 
 def who(*roles: str) -> Principal:
