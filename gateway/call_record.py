@@ -47,8 +47,9 @@ class CallRecordBuilder:
         self.started = datetime.now(UTC)
         self._t0 = time.monotonic()
         self._turns: dict[int, _Turn] = {}
-        # Durable records (gateway/records): called when a turn's timings arrive, i.e. a turn
-        # ended, so the record can be written as the call goes; ``revision`` counts snapshots.
+        # Durable records (gateway/records): called when a turn's timings arrive and when the
+        # agent's words are stored, so the record is written as the call goes; ``revision``
+        # counts snapshots.
         self.on_turn: Callable[[], None] | None = None
         self.revision = 0
 
@@ -66,6 +67,8 @@ class CallRecordBuilder:
         else:
             turn.agent_text = f"{turn.agent_text} {entry.text}".strip()
             turn.interrupted = turn.interrupted or entry.interrupted
+            if self.on_turn is not None:  # what the agent was heard saying: worth keeping now
+                self.on_turn()
 
     def event(self, event: OutboundEvent) -> None:
         if isinstance(event, TurnTimings):

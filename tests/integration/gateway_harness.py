@@ -33,6 +33,27 @@ class Mesh:
         return self.stt.streams.open + self.llm.streams.open + self.tts.streams.open
 
 
+def scripted_services(stt: ScriptedStt, llm: ScriptedLlm, tts: ToneTts) -> ServiceHost:
+    """One host serving the STT, LLM and TTS doubles (not started)."""
+    return ServiceHost(
+        ServiceSettings(),
+        [
+            ServiceBinding(
+                "voiceai.stt.v1.SpeechToTextService",
+                lambda s: stt_pb2_grpc.add_SpeechToTextServiceServicer_to_server(stt, s),
+            ),
+            ServiceBinding(
+                "voiceai.llm.v1.LanguageModelService",
+                lambda s: llm_pb2_grpc.add_LanguageModelServiceServicer_to_server(llm, s),
+            ),
+            ServiceBinding(
+                "voiceai.tts.v1.TextToSpeechService",
+                lambda s: tts_pb2_grpc.add_TextToSpeechServiceServicer_to_server(tts, s),
+            ),
+        ],
+    )
+
+
 @contextlib.asynccontextmanager
 async def scripted_mesh(
     stt: ScriptedStt,
@@ -50,23 +71,7 @@ async def scripted_mesh(
     records, Redis history) instead of the built-in catalog."""
     llm = llm or ScriptedLlm()
     tts = tts or ToneTts()
-    doubles = ServiceHost(
-        ServiceSettings(),
-        [
-            ServiceBinding(
-                "voiceai.stt.v1.SpeechToTextService",
-                lambda s: stt_pb2_grpc.add_SpeechToTextServiceServicer_to_server(stt, s),
-            ),
-            ServiceBinding(
-                "voiceai.llm.v1.LanguageModelService",
-                lambda s: llm_pb2_grpc.add_LanguageModelServiceServicer_to_server(llm, s),
-            ),
-            ServiceBinding(
-                "voiceai.tts.v1.TextToSpeechService",
-                lambda s: tts_pb2_grpc.add_TextToSpeechServiceServicer_to_server(tts, s),
-            ),
-        ],
-    )
+    doubles = scripted_services(stt, llm, tts)
     port = await doubles.start()
     addr = f"127.0.0.1:{port}"
     if not services_up:
