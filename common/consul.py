@@ -317,6 +317,7 @@ def register_with_consul(
     grpc_service = _first(host.service_names)
     reg = ConsulRegistration(settings, logical_name, grpc_service, host.settings.host)
     host.on_serving.append(lambda: reg.register(host.port))
+    host.on_ready_again.append(lambda: reg.register(host.port))  # after a dependency outage
     host.on_draining.append(reg.deregister)
     return reg
 

@@ -117,6 +117,9 @@ class ServiceHost:
         # accepted: discovery registration (common.consul), so clients stop picking us first.
         self.on_serving: list[Callable[[], Awaitable[None]]] = []
         self.on_draining: list[Callable[[], Awaitable[None]]] = []
+        # Run when readiness comes back after a dependency outage (common.readiness): Consul may
+        # have dropped an instance whose check stayed critical, so registration runs again.
+        self.on_ready_again: list[Callable[[], Awaitable[None]]] = []
 
     @property
     def service_names(self) -> list[str]:

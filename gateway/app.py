@@ -6,6 +6,7 @@ from common.auth import AuthSettings, build_auth
 from common.consul_resolver import ConsulResolver, resolver_from_settings
 from common.discovery import Resolver
 from common.gen.voiceai.gateway.v1 import gateway_pb2_grpc
+from common.readiness import attach_readiness
 from common.redis_conn import RedisSettings
 from common.server import ServiceBinding, ServiceHost
 from common.settings import DiscoverySettings, ServiceSettings
@@ -98,6 +99,8 @@ class GatewayApp:
         )
         if keys is not None:
             self.host.on_stop.append(keys.close)
+        # Readiness follows what new calls need (issue 15): Redis under a fail-closed admission.
+        self.readiness = attach_readiness(self.host, self.tenancy.dependencies())
 
     async def start(self) -> int:
         if self._watch is not None:

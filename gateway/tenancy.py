@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
+import redis.asyncio as aioredis
 
 from common import context
 from common.config_cache import ConfigCache, config_name
@@ -34,6 +35,7 @@ from common.gen.voiceai.tenant.v1 import tenant_service_pb2 as svc
 from common.gen.voiceai.tenant.v1 import tenant_service_pb2_grpc as svc_grpc
 from common.plans import PlanBook, tier_name
 from common.quotas import Lease, QuotaSettings, TenantQuotas
+from common.readiness import CheckDependency, Dependency
 from common.redis_conn import RedisSettings, open_redis
 from common.settings import DiscoverySettings
 from gateway.agents import DEMO_AGENT, Agent, AgentCatalog, TurnTakingProfile
@@ -239,6 +241,14 @@ class Tenancy:
         self.ledger = ledger
         self.store = store
         self._closers = closers or []
+        self.redis: aioredis.Redis | None = None  # set by ``build`` when Redis is configured
+
+    def dependencies(self) -> list[Dependency]:
+        """What readiness needs: Redis, when call admission fails closed without it (the default);
+        with a fail-open policy the gateway can admit calls without Redis, so stays ready."""
+        if self.redis is None or QuotaSettings().concurrency_on_redis_error != "closed":
+            return []
+        return [CheckDependency("redis", self.redis.ping)]
 
     @classmethod
     def build(
@@ -259,16 +269,20 @@ class Tenancy:
             ledger = CallLedger(None, quotas) if quotas else None
             if ledger is not None:
                 closers.insert(0, ledger.close)
-            return cls(store=store, ledger=ledger, closers=closers)
+            bare = cls(store=store, ledger=ledger, closers=closers)
+            bare.redis = redis
+            return bare
         pool = ChannelPool("tenant", resolver)
         ledger = CallLedger(pool, quotas)
         closers[:0] = [ledger.close, pool.close]
-        return cls(
+        built = cls(
             catalog=TenantServiceCatalog(pool, cache, quotas),
             ledger=ledger,
             store=store,
             closers=closers,
         )
+        built.redis = redis
+        return built
 
     async def start(self, port: int, credential: Callable[[str], str] | None) -> None:
         """Starts durable record delivery (when tenant_svc is configured); see gateway/records."""

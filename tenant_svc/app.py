@@ -10,12 +10,14 @@ from common.gen.voiceai.telephony.v1 import telephony_service_pb2_grpc
 from common.gen.voiceai.tenant.v1 import call_record_internal_service_pb2_grpc, tenant_service_pb2_grpc
 from common.plans import PlanBook
 from common.quotas import QuotaSettings, TenantQuotas
+from common.readiness import Readiness, attach_readiness
 from common.redis_conn import RedisSettings, open_redis
 from common.server import ServiceBinding, ServiceHost
 from common.settings import ServiceSettings
 from tenant_svc.changes import ChangeListener
 from tenant_svc.credentials import ApiKeyIssuer, PostgresApiKeys
 from tenant_svc.db.database import DatabaseSettings, open_pool
+from tenant_svc.db.health import postgres_dependency
 from tenant_svc.ratelimit import TenantRateLimit
 from tenant_svc.records import SERVICE as RECORDS_SERVICE
 from tenant_svc.records import CallRecordServicer
@@ -44,6 +46,7 @@ class TenantHost(ServiceHost):
     """tenant_svc's host; ``telephony`` is its LiveKit side (None when LiveKit is not configured)."""
 
     telephony: Telephony | None = None
+    readiness: Readiness | None = None
 
 
 async def build_host(
@@ -123,6 +126,8 @@ async def build_host(
         host.on_serving.append(start_reconciling)
         host.on_draining.append(telephony.reconciler.stop)
         host.on_stop.append(telephony.aclose)
+    # Readiness follows PostgreSQL (issue 15): NOT_SERVING without it, liveness unaffected.
+    host.readiness = attach_readiness(host, [postgres_dependency(pool)])
     host.on_stop.append(pool.close)
     if redis is not None:
         host.on_stop.append(redis.aclose)

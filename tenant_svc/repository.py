@@ -168,7 +168,7 @@ async def _translated() -> AsyncIterator[None]:
     except psycopg.errors.ForeignKeyViolation as e:
         raise FailedPrecondition(_fk_message(e)) from e
     except (psycopg.OperationalError, PoolTimeout) as e:
-        raise Unavailable("the tenant database is unavailable; retry shortly") from e
+        raise Unavailable("PostgreSQL (the tenant database) is unavailable; retry shortly") from e
 
 
 def _unique_message(e: psycopg.errors.UniqueViolation) -> str:
