@@ -25,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from common.interceptors import ContextServerInterceptor
+from common.limits import LimitsServerInterceptor
 from common.settings import ServiceSettings
 
 if TYPE_CHECKING:
@@ -101,6 +102,7 @@ class ServiceHost:
             interceptors=[
                 ContextServerInterceptor(require_call_id=require_call_id, tenantless=tenantless),
                 *checks,
+                LimitsServerInterceptor(),  # issue 15: every field bounded, no NUL (common.limits)
                 *interceptors,
             ],
             options=server_options(settings),

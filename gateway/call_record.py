@@ -8,17 +8,16 @@ actually heard saying, with interruptions) and the transport's events (turn metr
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from common.audio import Format
 from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
+from gateway.input_limits import WrappedTransport
 from gateway.session.events import (
     CallEnded,
     CallTransport,
     EndReason,
-    InboundEvent,
     OutboundEvent,
     TurnTimings,
 )
@@ -128,24 +127,15 @@ class CallRecordBuilder:
                 out.first_audio_out_ms = t.timings.first_audio_out_ms or 0.0
 
 
-class RecordingTransport:
+class RecordingTransport(WrappedTransport):
     """A CallTransport that shows every outbound event to the builder on its way out."""
 
     def __init__(self, inner: CallTransport, builder: CallRecordBuilder) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._builder = builder
 
-    @property
-    def caller_format(self) -> Format:
-        return self._inner.caller_format
-
-    def inbound(self) -> AsyncIterator[InboundEvent]:
-        return self._inner.inbound()
-
-    def send_audio(self, frame: bytes) -> None:
-        self._inner.send_audio(frame)
-
     def send_event(self, event: OutboundEvent) -> None:
+        """Records ``event``, then forwards it."""
         self._builder.event(event)
         self._inner.send_event(event)
 

@@ -32,6 +32,7 @@ from common.streams import first_config
 from common.tasks import cancel_and_wait
 from gateway.agents import AgentCatalog, agent_from_proto
 from gateway.call_record import CallRecordBuilder, RecordingStore, RecordingTransport
+from gateway.input_limits import LimitedInput
 from gateway.session.call import CallSession, SessionSettings
 from gateway.session.events import (
     AgentSpeech,
@@ -297,7 +298,7 @@ class CallGatewayServicer(gateway_pb2_grpc.CallGatewayServiceServicer):
             tenant_id=tenant_id,
             call_id=call_id,
             agent=agent,
-            transport=RecordingTransport(transport, record),
+            transport=RecordingTransport(LimitedInput(transport), record),  # LimitedInput: issue 15
             clients=self._clients,
             pacer=self._pacer,
             store=RecordingStore(self._store, record),

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 import grpc.aio
 import redis.asyncio as aioredis
+from google.rpc import error_details_pb2, status_pb2
 
 from common import context
 from common.config_cache import ConfigCache, config_name
@@ -26,6 +27,7 @@ from common.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     Unauthenticated,
     Unavailable,
     VoiceAIError,
@@ -33,6 +35,7 @@ from common.errors import (
 from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
 from common.gen.voiceai.tenant.v1 import tenant_service_pb2 as svc
 from common.gen.voiceai.tenant.v1 import tenant_service_pb2_grpc as svc_grpc
+from common.interceptors import STATUS_DETAILS_KEY
 from common.plans import PlanBook, tier_name
 from common.quotas import Lease, QuotaSettings, TenantQuotas
 from common.readiness import CheckDependency, Dependency
@@ -60,7 +63,27 @@ def _translate(error: grpc.aio.AioRpcError, what: str) -> VoiceAIError:
         return Unauthenticated(details or "the credential was not accepted")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidArgument(details)
-    return Unavailable(f"the tenant service could not be reached to load {what}; retry shortly")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:  # the tenant's API rate: the caller's to know
+        return ResourceExhausted(
+            details or "the tenant is over its request rate; retry shortly",
+            retry_after_s=retry_after_of(error),
+            quota_subject="requests_per_minute",
+        )
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return Unavailable(f"the tenant service could not be reached to load {what}; retry shortly")
+    return Unavailable(f"the tenant service failed to load {what} ({code.name}); retry shortly")
+
+
+def retry_after_of(error: grpc.aio.AioRpcError) -> float | None:
+    """The RetryInfo delay a peer attached to ``error`` (google.rpc details), if any."""
+    raw = dict(error.trailing_metadata() or ()).get(STATUS_DETAILS_KEY)
+    if not isinstance(raw, bytes):
+        return None
+    for detail in status_pb2.Status.FromString(raw).details:
+        info = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            return info.retry_delay.ToNanoseconds() / 1e9
+    return None
 
 
 def agent_from_tenant(agent: pb.Agent, agent_id: str) -> Agent:
