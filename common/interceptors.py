@@ -104,6 +104,11 @@ def status_details(error: ResourceExhausted) -> bytes | None:
 
 
 async def _abort_for(error: BaseException, context_: grpc.aio.ServicerContext, method: str) -> None:
+    if context_.done():
+        # The RPC already ended (the client hung up, or a status went out): a second abort only
+        # raises grpc's "Abort already called!" and logs a traceback nobody can act on.
+        log.debug("%s ended before its error could be sent: %s", method, type(error).__name__)
+        return
     if isinstance(error, ResourceExhausted) and (details := status_details(error)) is not None:
         await context_.abort(error.code, error.message, trailing_metadata=((STATUS_DETAILS_KEY, details),))
     if isinstance(error, VoiceAIError):
