@@ -38,6 +38,9 @@ class Settings(ServiceSettings):
     # collections find little garbage; at 200 calls each one stops the loop for ~20 ms (make
     # bench --probe). 100 instead of 10 makes them ten times rarer.
     gc_full_collection_every: int = 100
+    # Consecutive failed turns after which the agent says a closing line and ends the call with
+    # SERVICE_ERROR (0 = apologise forever).
+    failed_turns_limit: int = 2
 
 
 class GatewayApp:
@@ -73,7 +76,9 @@ class GatewayApp:
             pacer=self.pacer,
             phrases=PhraseCache(),
             session_settings=SessionSettings(
-                stt_chunk_ms=settings.stt_chunk_ms, max_call_s=settings.max_call_s
+                stt_chunk_ms=settings.stt_chunk_ms,
+                max_call_s=settings.max_call_s,
+                failed_turns_limit=settings.failed_turns_limit,
             ),
             outbox_limit=settings.outbox_limit,
         )

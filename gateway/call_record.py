@@ -22,6 +22,7 @@ from gateway.session.events import (
     TurnTimings,
 )
 from gateway.session.history import ConversationStore, HistoryEntry
+from gateway.turn_failures import TurnFailed
 
 MAX_TURNS = 10_000
 
@@ -31,6 +32,7 @@ class _Turn:
     caller_text: str = ""
     agent_text: str = ""
     interrupted: bool = False
+    failed: bool = False
     timings: TurnTimings | None = None
 
 
@@ -78,6 +80,12 @@ class CallRecordBuilder:
             if self.on_turn is not None:
                 self.on_turn()
 
+    def turn_failed(self, index: int) -> None:
+        """Marks turn ``index`` as failed (the agent apologised instead of answering)."""
+        turn = self._turn(index)
+        if turn is not None:
+            turn.failed = True
+
     def next_revision(self) -> int:
         """The revision of the next snapshot of this record (1, 2, ...)."""
         self.revision += 1
@@ -118,7 +126,11 @@ class CallRecordBuilder:
         for index in sorted(self._turns):
             t = self._turns[index]
             out = call.turns.add(
-                index=index, caller_text=t.caller_text, agent_text=t.agent_text, interrupted=t.interrupted
+                index=index,
+                caller_text=t.caller_text,
+                agent_text=t.agent_text,
+                interrupted=t.interrupted,
+                failed=t.failed,
             )
             if t.timings is not None:
                 out.stt_final_ms = t.timings.stt_final_ms or 0.0
@@ -134,8 +146,11 @@ class RecordingTransport(WrappedTransport):
         super().__init__(inner)
         self._builder = builder
 
-    def send_event(self, event: OutboundEvent) -> None:
-        """Records ``event``, then forwards it."""
+    def send_event(self, event: OutboundEvent | TurnFailed) -> None:
+        """Records ``event``, then forwards it (``TurnFailed`` is for the record only)."""
+        if isinstance(event, TurnFailed):
+            self._builder.turn_failed(event.turn)
+            return
         self._builder.event(event)
         self._inner.send_event(event)
 

@@ -46,6 +46,7 @@ from gateway.session.services import (
     describe_failure,
 )
 from gateway.session.timing import INTERRUPTIONS, TurnTimer
+from gateway.turn_failures import DEFAULT_LIMIT, TurnFailures
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class SessionSettings:
     stt_quiet_chunk_ms: int = 500  # batches once the line has been quiet for a while
     max_call_s: float = 3600.0
     stt_reopen_attempts: int = 2
+    failed_turns_limit: int = DEFAULT_LIMIT  # issue 15: consecutive failed turns end the call
 
 
 class CallSession(NeverSilent):
@@ -111,6 +113,7 @@ class CallSession(NeverSilent):
         self._last_final_at = 0.0
         self._active: ActiveReply | None = None
         self._paused = False
+        self.failures = TurnFailures(transport.send_event, self.settings.failed_turns_limit)  # issue 15
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> CallEnded:
@@ -328,6 +331,10 @@ class CallSession(NeverSilent):
         self._cancel_timer("stuck")
         text = active.spoken.text.strip() or " ".join(s.text for s in active.spoken.segments).strip()
         self._finish(active, text, interrupted=False)
+        if self.failures.ends_after(turn):  # hook: failed turns (issue 15)
+            self._end(EndReason.SERVICE_ERROR, self.failures.reason)
+            return
+        self.failures.succeeded(turn)
         if self._pending and not self._caller_speaking:
             self._on_speech_end(0, time.monotonic())
 

@@ -23,6 +23,7 @@ from gateway.session.reply import PhraseCache, SpokenText
 from gateway.session.runtime import CallBase
 from gateway.session.services import MeshClients, describe_rpc_error
 from gateway.session.timing import FILLERS, TurnTimer
+from gateway.turn_failures import TurnFailures
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class NeverSilent(CallBase):
     phrases: PhraseCache
     playout: Playout
     _active: ActiveReply | None
+    failures: TurnFailures
 
     async def _warm_phrases(self) -> None:
         for text in (self.profile.filler_phrase, self.profile.apology_phrase):
@@ -94,7 +96,8 @@ class NeverSilent(CallBase):
             return
         self.playout.clear()
         active.spoken = SpokenText()
-        self._speak_phrase(self.profile.apology_phrase, active.turn, reuse=active)
+        closing = self.failures.failed(active.turn)  # hook: failed turns (issue 15)
+        self._speak_phrase(closing or self.profile.apology_phrase, active.turn, reuse=active)
 
     def _enqueue_front(self, pieces: list[tuple[str, bytes]], turn: int) -> None:
         queued = self.playout.clear()

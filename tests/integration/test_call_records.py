@@ -14,16 +14,18 @@ from psycopg_pool import AsyncConnectionPool
 
 from common.auth import AuthSettings, build_auth
 from common.errors import NotFound
+from common.gen.voiceai.gateway.v1 import gateway_pb2
 from common.gen.voiceai.tenant.v1 import call_record_internal_service_pb2 as rec
 from common.gen.voiceai.tenant.v1 import call_record_internal_service_pb2_grpc as rec_grpc
 from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
 from common.gen.voiceai.tenant.v1 import tenant_service_pb2 as svc
 from gateway.records import gateway_credential
+from gateway.turn_failures import CLOSING_LINE
 from tenant_svc.db.database import DatabaseSettings
 from tenant_svc.repository import Repository
 from tests.caller import ConverseCaller
 from tests.credentials import KEY_DIR, bearer
-from tests.doubles.mesh_services import ScriptedStt, tone
+from tests.doubles.mesh_services import LlmScript, ScriptedLlm, ScriptedStt, tone
 from tests.integration.gateway_harness import inline_config, scripted_mesh
 from tests.integration.tenant_harness import TenantApi, tenant_api
 
@@ -175,3 +177,36 @@ async def test_only_the_internal_credential_writes_records_and_replays_change_no
             rec.UpsertCallRecordRequest(parent=f"tenants/{tenant}", call_id="Bad_Id", revision=1), metadata=md
         )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "call_id" in (info.value.details() or "")
+
+
+async def test_a_dead_llm_ends_the_call_after_two_failed_turns_marked_in_the_record(
+    api: TenantApi, redis_url: str, pg_pool: AsyncConnectionPool
+) -> None:
+    tenant = await api.new_tenant()
+    llm = ScriptedLlm(LlmScript(fail_after_tokens=0))  # every reply fails before its first token
+    stt = ScriptedStt(["hello?", "are you there?", "hello??"])
+    async with (
+        scripted_mesh(stt, llm, tenant_address=api.address, redis_url=redis_url) as mesh,
+        grpc.aio.insecure_channel(mesh.address) as ch,
+    ):
+        async with ConverseCaller(ch, inline_config(), metadata=caller_md(tenant, "dead-llm-1")) as caller:
+            await caller.wait_for(lambda c: c.of("call_started"))
+            await caller.send_pcm(tone(700))
+            await caller.wait_for(caller.turn_done(1), timeout=15)
+            await caller.send_pcm(tone(700))
+            for _ in range(200):  # the line carries silence until the gateway ends the call
+                if caller.of("call_ended") or caller.error is not None:
+                    break
+                try:
+                    await caller.silence(100)
+                except (asyncio.InvalidStateError, grpc.aio.AioRpcError):
+                    break
+            await caller.wait_for(lambda c: c.of("call_ended"), timeout=10, keep_talking=False)
+        ended = caller.of("call_ended")[-1].msg.call_ended
+        record = await eventually(pg_pool, tenant, "dead-llm-1", lambda c: c.status == pb.CALL_STATUS_FAILED)
+    assert ended.reason == gateway_pb2.END_REASON_SERVICE_ERROR and "2 turns in a row failed" in ended.message
+    assert CLOSING_LINE.split(".")[0] in " ".join(caller.agent_texts())
+    assert record.end_reason == "service_error"
+    by_turn = {t.index: t for t in record.turns}
+    assert by_turn[1].failed and by_turn[2].failed
+    assert by_turn[2].agent_text.startswith(CLOSING_LINE.split(",")[0])
