@@ -45,6 +45,7 @@ from gateway.agents import DEMO_AGENT, Agent, AgentCatalog, TurnTakingProfile
 from gateway.call_record import CallRecordBuilder
 from gateway.records.delivery import RecordDelivery, RecordSettings
 from gateway.records.outbox import Snapshot, default_outbox_path
+from gateway.resilient_history import FallbackConversationStore
 from gateway.session.history import ConversationStore
 from gateway.session.redis_history import RedisConversationStore
 
@@ -284,7 +285,8 @@ class Tenancy:
             prefix = redis_settings.key_prefix
             cache = ConfigCache(redis, prefix=prefix)
             quotas = TenantQuotas(redis, PlanBook(), QuotaSettings(), prefix=prefix)
-            store = RedisConversationStore(redis, prefix=prefix)
+            # Issue 15: a Redis outage does not end live calls (in-process copy, written back).
+            store = FallbackConversationStore(RedisConversationStore(redis, prefix=prefix))
             closers.append(redis.aclose)
         # Tenancy is on when tenant_svc can be found: static addresses, or any dynamic resolver
         # (Consul), which finds `voiceai-tenant` itself.
