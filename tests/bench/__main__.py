@@ -17,8 +17,9 @@ import argparse
 import sys
 
 from tests.bench import discovery, echo, failover, gateway, providers, services, state, tenancy
+from tests.bench import records  # issue 15
 
-SECTIONS = ("services", "echo", "gateway", "state", "tenancy", "discovery", "failover", "providers")
+SECTIONS = ("services", "echo", "gateway", "state", "tenancy", "discovery", "failover", "providers", "records")
 
 
 def main() -> None:
@@ -50,6 +51,8 @@ def main() -> None:
         failover.main([])
     if wanted("providers"):
         providers.main([])
+    if wanted("records"):  # issue 15: record write cost on call end, outbox drain rate
+        records.main([])
 
 
 if __name__ == "__main__":
