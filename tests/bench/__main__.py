@@ -16,10 +16,29 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tests.bench import discovery, echo, failover, gateway, providers, services, state, tenancy
-from tests.bench import records  # issue 15
+from tests.bench import (
+    discovery,
+    echo,
+    failover,
+    gateway,
+    providers,
+    records,  # issue 15
+    services,
+    state,
+    tenancy,
+)
 
-SECTIONS = ("services", "echo", "gateway", "state", "tenancy", "discovery", "failover", "providers", "records")
+SECTIONS = (
+    "services",
+    "echo",
+    "gateway",
+    "state",
+    "tenancy",
+    "discovery",
+    "failover",
+    "providers",
+    "records",
+)
 
 
 def main() -> None:
