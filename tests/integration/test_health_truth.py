@@ -17,14 +17,18 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.auth import AuthSettings
+from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
 from common.gen.voiceai.tenant.v1 import tenant_service_pb2 as svc
 from common.readiness import LIVENESS
+from common.redis_conn import RedisSettings
 from common.redis_embedded import EmbeddedRedis
 from tenant_svc.app import Settings, build_host
-from tenant_svc.db.database import DatabaseSettings, embedded_server
-from tests.credentials import KEY_DIR
-from tests.doubles.mesh_services import ScriptedStt
-from tests.integration.gateway_harness import scripted_mesh
+from tenant_svc.db.database import DatabaseSettings, embedded_server, open_pool
+from tenant_svc.repository import Repository
+from tests.caller import ConverseCaller
+from tests.credentials import KEY_DIR, bearer
+from tests.doubles.mesh_services import ScriptedStt, tone
+from tests.integration.gateway_harness import inline_config, scripted_mesh
 from tests.integration.tenant_harness import TenantApi
 
 log = logging.getLogger(__name__)
@@ -148,3 +152,62 @@ async def test_gateway_without_redis_under_fail_closed_admission_is_not_ready_bu
             await wait_health(ch, "", SERVING)
     finally:
         redis.stop()
+
+
+async def test_postgres_stopped_during_calls_loses_no_record(
+    private_postgres: tuple[DatabaseSettings, object], redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """10 calls while PostgreSQL is down: each record is there exactly once after it returns."""
+    database, server = private_postgres
+    monkeypatch.setenv("VOICEAI_RECORD_RETRY_MAX_S", "2")
+    host = await build_host(
+        Settings(port=0),
+        database,
+        auth_settings=AuthSettings(mode="dev", dev_key_dir=str(KEY_DIR)),
+        redis_settings=RedisSettings(url=redis_url),
+    )
+    port = await host.start()
+    address = f"127.0.0.1:{port}"
+    try:
+        async with grpc.aio.insecure_channel(address) as tch:
+            api = TenantApi(address, KEY_DIR, tch)
+            tenant = await api.new_tenant()
+            md = lambda call_id: (("x-tenant-id", tenant), ("x-call-id", call_id), bearer(tenant))  # noqa: E731
+            async with (
+                scripted_mesh(
+                    ScriptedStt(["hello?"] * 10), tenant_address=address, redis_url=redis_url
+                ) as mesh,
+                grpc.aio.insecure_channel(mesh.address) as ch,
+            ):
+                await asyncio.to_thread(pg_ctl, server, "-w", "-m", "immediate", "stop")
+                for pair in range(5):  # the default plan admits 2 calls at once
+                    async with (
+                        ConverseCaller(ch, inline_config(), metadata=md(f"pg-down-{2 * pair}")) as a,
+                        ConverseCaller(ch, inline_config(), metadata=md(f"pg-down-{2 * pair + 1}")) as b,
+                    ):
+                        for c in (a, b):
+                            await c.wait_for(lambda c: c.of("call_started"))
+                            await c.send_pcm(tone(600))
+                            await c.wait_for(c.turn_done(1), timeout=15)
+                        for c in (a, b):
+                            await c.hangup()
+                await asyncio.to_thread(pg_start, server)
+                t0 = time.monotonic()
+                reader = await open_pool(database)
+                repo = Repository(reader)
+                while True:
+                    async with repo.tenant(tenant) as t:
+                        rows = await t.list_calls(2**62, 100)
+                    if len(rows) == 10 and all(c.status == pb.CALL_STATUS_COMPLETED for _, c in rows):
+                        break
+                    assert time.monotonic() - t0 < 30, [(c.name, c.status) for _, c in rows]
+                    await asyncio.sleep(0.2)
+                log.warning("10 records written %.1f s after PostgreSQL returned", time.monotonic() - t0)
+                async with repo.tenant(tenant) as t:
+                    full = [await t.get_call(f"pg-down-{i}") for i in range(10)]
+                await reader.close()
+        names = sorted(c.name.rsplit("/", 1)[1] for _, c in rows)
+        assert names == sorted(f"pg-down-{i}" for i in range(10))  # each exactly once
+        assert all(c.turns and c.turns[0].caller_text == "hello?" for c in full)
+    finally:
+        await host.drain(0.5)
