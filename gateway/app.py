@@ -10,6 +10,7 @@ from common.readiness import attach_readiness
 from common.redis_conn import RedisSettings
 from common.server import ServiceBinding, ServiceHost
 from common.settings import DiscoverySettings, ServiceSettings
+from gateway.admission import CallCapacity
 from gateway.agents import AgentCatalog, BuiltinAgentCatalog
 from gateway.converse import CallGatewayServicer
 from gateway.records.identity import gateway_credential
@@ -41,6 +42,9 @@ class Settings(ServiceSettings):
     # Consecutive failed turns after which the agent says a closing line and ends the call with
     # SERVICE_ERROR (0 = apologise forever).
     failed_turns_limit: int = 2
+    # Concurrent calls this process admits (0 = no limit); beyond it RESOURCE_EXHAUSTED with a
+    # retry hint, and readiness is NOT_SERVING while full. Size it to what the host sustains.
+    max_calls: int = 0
 
 
 class GatewayApp:
@@ -105,7 +109,10 @@ class GatewayApp:
         if keys is not None:
             self.host.on_stop.append(keys.close)
         # Readiness follows what new calls need (issue 15): Redis under a fail-closed admission.
-        self.readiness = attach_readiness(self.host, self.tenancy.dependencies())
+        self.servicer.capacity = CallCapacity(settings.max_calls)
+        self.readiness = attach_readiness(
+            self.host, [*self.tenancy.dependencies(), *self.servicer.capacity.dependencies()]
+        )
 
     async def start(self) -> int:
         if self._watch is not None:
