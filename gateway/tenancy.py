@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import grpc
 import grpc.aio
 import redis.asyncio as aioredis
 from google.rpc import error_details_pb2, status_pb2
+from prometheus_client import Counter
 
 from common import context
 from common.config_cache import ConfigCache, config_name
@@ -52,6 +54,11 @@ from gateway.session.redis_history import RedisConversationStore
 log = logging.getLogger(__name__)
 
 RPC_TIMEOUT_S = 3.0
+LAST_GOOD_MAX = 10_000
+STALE_CONFIGS = Counter(
+    "voiceai_gateway_stale_configs_total",
+    "Agent/tenant configs served from the last known copy (tenant_svc down)",
+)
 
 
 def _translate(error: grpc.aio.AioRpcError, what: str) -> VoiceAIError:
@@ -120,6 +127,8 @@ class TenantServiceCatalog:
         self._pool = pool
         self._cache = cache
         self._quotas = quotas
+        # The last config loaded per (tenant, kind, id), served while tenant_svc is unreachable.
+        self._last_good: OrderedDict[tuple[str, str, str], bytes] = OrderedDict()
 
     async def _load(self, request_name: str, what: str, method: str) -> bytes:
         async with self._pool.stream() as channel:
@@ -141,9 +150,26 @@ class TenantServiceCatalog:
         async def load() -> bytes:
             return await self._load(name, f"{kind} {resource_id!r}", kind)
 
-        if self._cache is None:
-            return await load()
-        return await self._cache.get_or_load(tenant_id, config_name(kind, resource_id), load)
+        key = (tenant_id, kind, resource_id)
+        try:
+            if self._cache is None:
+                raw = await load()
+            else:
+                raw = await self._cache.get_or_load(tenant_id, config_name(kind, resource_id), load)
+        except Unavailable as e:
+            # Issue 15: tenant_svc (or its database) is down: a config this process has seen is
+            # served rather than refusing the call; a change made meanwhile applies once it is back.
+            stale = self._last_good.get(key)
+            if stale is None:
+                raise
+            STALE_CONFIGS.inc()
+            log.warning("serving the last known %s %s: %s", kind, resource_id, e.message)
+            return stale
+        self._last_good[key] = raw
+        self._last_good.move_to_end(key)
+        while len(self._last_good) > LAST_GOOD_MAX:
+            self._last_good.popitem(last=False)
+        return raw
 
     async def get(self, tenant_id: str, agent_id: str) -> Agent:
         if agent_id == DEMO_AGENT.agent_id:
