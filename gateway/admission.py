@@ -8,7 +8,9 @@ when the call's RPC ends, whichever way it ends.
 
 from __future__ import annotations
 
+import grpc
 import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import Counter
 
 from common.errors import ResourceExhausted
@@ -50,4 +52,32 @@ class CallCapacity:
         return [CheckDependency("call_capacity", self._has_room)] if self.max_calls else []
 
 
-__all__ = ["CallCapacity"]
+SERVICE_NAMES = {
+    "stt": "voiceai.stt.v1.SpeechToTextService",
+    "llm": "voiceai.llm.v1.LanguageModelService",
+    "tts": "voiceai.tts.v1.TextToSpeechService",
+}
+
+
+async def require_capacity(channel: grpc.aio.Channel, service: str, title: str, timeout: float = 1.0) -> None:
+    """RESOURCE_EXHAUSTED with a retry hint when the instance behind ``channel`` says it is full
+    (readiness NOT_SERVING: at its ``VOICEAI_MAX_STREAMS``, or a dependency down)."""
+    name = SERVICE_NAMES.get(service)
+    if name is None:
+        return
+    try:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=name), timeout=timeout
+        )
+    except grpc.aio.AioRpcError:
+        return  # an old instance without health, or a blip: the stream's own errors decide
+    if reply.status != health_pb2.HealthCheckResponse.SERVING:
+        SHED.inc()
+        raise ResourceExhausted(
+            f"the {title} service has no capacity for a new call right now; retry in {RETRY_AFTER_S:.0f} s",
+            retry_after_s=RETRY_AFTER_S,
+            quota_subject=f"{service}_capacity",
+        )
+
+
+__all__ = ["CallCapacity", "require_capacity"]

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from common import registry
 from common.gen.voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
+from common.load import attach_capacity
 from common.server import ServiceHost, single_service_host, warm_up
 from common.settings import ServiceSettings
 from tts_svc.chain import ChainSynthesizer
@@ -144,6 +145,7 @@ def build_host(settings: Settings, engine: Synthesizer | None = None) -> Service
         build_servicer(settings, engine),
     )
     host.on_stop.append(engine.aclose)
+    attach_capacity(host)  # issue 15: NOT_SERVING for new work at VOICEAI_MAX_STREAMS
     return host
 
 

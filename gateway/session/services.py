@@ -24,6 +24,7 @@ from common.errors import Unavailable
 from common.gen.voiceai.llm.v1 import llm_pb2, llm_pb2_grpc
 from common.gen.voiceai.stt.v1 import stt_pb2, stt_pb2_grpc
 from common.gen.voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
+from gateway.admission import require_capacity
 from gateway.session.instances import TrackedCall
 
 SERVICE_TITLES = {"stt": "speech-to-text", "llm": "language-model", "tts": "text-to-speech"}
@@ -89,6 +90,7 @@ class MeshClients:
                     f"{title} service at {inst.endpoint.address} is unavailable (no connection"
                     f" within {timeout:.0f} s); the call cannot start"
                 ) from e
+            await require_capacity(inst.channel, pool.service, title)  # hook: overload sheds (issue 15)
 
         await asyncio.gather(one(self.stt), one(self.llm), one(self.tts))
 

@@ -11,6 +11,7 @@ from common.gen.voiceai.gateway.v1 import gateway_pb2
 from common.gen.voiceai.llm.v1 import llm_pb2_grpc
 from common.gen.voiceai.stt.v1 import stt_pb2_grpc
 from common.gen.voiceai.tts.v1 import tts_pb2_grpc
+from common.load import CapacitySettings, attach_capacity
 from common.redis_conn import RedisSettings
 from common.server import ServiceBinding, ServiceHost
 from common.settings import DiscoverySettings, ServiceSettings
@@ -66,12 +67,14 @@ async def scripted_mesh(
     tenant_address: str = "",
     redis_url: str = "",
     database: DatabaseSettings | None = None,
+    max_streams: int = 0,
 ) -> AsyncIterator[Mesh]:
     """``tenant_address``/``redis_url``: run with tenancy (agents from tenant_svc, quotas, call
     records, Redis history) instead of the built-in catalog."""
     llm = llm or ScriptedLlm()
     tts = tts or ToneTts()
     doubles = scripted_services(stt, llm, tts)
+    attach_capacity(doubles, CapacitySettings(max_streams=max_streams))  # 0: no limit
     port = await doubles.start()
     addr = f"127.0.0.1:{port}"
     if not services_up:
