@@ -143,38 +143,51 @@ def rejecting_handler(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, mes
 
 
 def wrap_handler(
-    handler: grpc.RpcMethodHandler, method: str, enter: Callable[[], object]
+    handler: grpc.RpcMethodHandler, method: str, enter: Callable[[], object], load: Any = None
 ) -> grpc.RpcMethodHandler:
     """``handler`` with ``enter()`` run first in the RPC's own task (so context vars it binds are
     seen by the handler and every task it starts), unparsable unary requests answered
-    INVALID_ARGUMENT, and domain errors mapped to their status codes."""
+    INVALID_ARGUMENT, and domain errors mapped to their status codes. ``load`` (a
+    ``common.load.LoadCounter``) counts the RPC while it runs."""
     inner = _inner(handler)
     if inspect.isasyncgenfunction(inner):
 
         async def stream_behavior(request: Any, sctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             enter()
-            if isinstance(request, _Undecodable):
-                await _abort_for(request.error, sctx, method)
+            if load is not None:
+                load.started()
             try:
-                async for response in inner(request, sctx):
-                    yield response
-            except grpc.aio.AbortError:
-                raise
-            except Exception as error:
-                await _abort_for(error, sctx, method)
+                if isinstance(request, _Undecodable):
+                    await _abort_for(request.error, sctx, method)
+                try:
+                    async for response in inner(request, sctx):
+                        yield response
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as error:
+                    await _abort_for(error, sctx, method)
+            finally:
+                if load is not None:
+                    load.ended()
 
         return _rebuild(handler, stream_behavior)
 
     async def behavior(request: Any, sctx: grpc.aio.ServicerContext) -> Any:
         enter()
-        if isinstance(request, _Undecodable):
-            await _abort_for(request.error, sctx, method)
+        if load is not None:
+            load.started()
         try:
-            return await inner(request, sctx)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as error:
-            await _abort_for(error, sctx, method)
+            if isinstance(request, _Undecodable):
+                await _abort_for(request.error, sctx, method)
+            try:
+                return await inner(request, sctx)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as error:
+                await _abort_for(error, sctx, method)
+        finally:
+            if load is not None:
+                load.ended()
 
     return _rebuild(handler, behavior)
 
@@ -182,8 +195,11 @@ def wrap_handler(
 class ContextServerInterceptor(grpc.aio.ServerInterceptor):
     """Requires the tenant (and optionally call) id on every non-exempt RPC and binds them."""
 
-    def __init__(self, *, require_call_id: bool = True, tenantless: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, *, require_call_id: bool = True, tenantless: frozenset[str] = frozenset(), load: Any = None
+    ) -> None:
         self._require_call_id = require_call_id
+        self._load = load  # common.load.LoadCounter: RPCs in flight (issue 15)
         # Full method names that may omit the tenant (platform RPCs such as ListTenants); the
         # auth interceptor then admits only platform operators.
         self._tenantless = tenantless
@@ -206,7 +222,7 @@ class ContextServerInterceptor(grpc.aio.ServerInterceptor):
                 authorization=md.get(context.AUTHORIZATION_HEADER, ""),
                 traceparent=md.get(context.TRACEPARENT_HEADER, ""),
             )
-            return wrap_handler(handler, method, lambda: context.bind(ctx0))
+            return wrap_handler(handler, method, lambda: context.bind(ctx0), self._load)
         if not tenant:
             return rejecting_handler(
                 handler,
@@ -239,7 +255,7 @@ class ContextServerInterceptor(grpc.aio.ServerInterceptor):
             authorization=md.get(context.AUTHORIZATION_HEADER, ""),
             traceparent=md.get(context.TRACEPARENT_HEADER, ""),
         )
-        return wrap_handler(handler, method, lambda: context.bind(ctx))
+        return wrap_handler(handler, method, lambda: context.bind(ctx), self._load)
 
 
 def _details_with_context(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:

@@ -1,6 +1,6 @@
 """What a service is doing right now, and readiness that follows it: overload sheds.
 
-``LoadInterceptor`` (every ``ServiceHost`` has one, ``host.load``) counts the RPCs in flight.
+``LoadCounter`` (every ``ServiceHost`` has one, ``host.load``) counts the RPCs in flight.
 With ``VOICEAI_MAX_STREAMS`` set, ``attach_capacity`` makes the host NOT_SERVING for new work
 while that many are open (at once, not at the next readiness poll) and SERVING again when one
 ends; Consul's check and the gateway's admission (``gateway.admission.require_capacity``) then
@@ -11,15 +11,11 @@ admitted (their next turns too) are still served.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-import grpc
-import grpc.aio
 from prometheus_client import Gauge
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from common.interceptors import EXEMPT_PREFIXES, _inner, _rebuild
 
 IN_FLIGHT = Gauge("voiceai_rpcs_in_flight", "RPCs in flight on this process (health and reflection excluded)")
 
@@ -34,49 +30,27 @@ class CapacitySettings(BaseSettings):
     max_streams: int = 0
 
 
-class LoadInterceptor(grpc.aio.ServerInterceptor):
-    """Counts RPCs in flight; ``on_change`` runs (sync, cheap) whenever the count moves."""
+class LoadCounter:
+    """Counts RPCs in flight (``ContextServerInterceptor`` reports each RPC's start and end, in
+    the wrapper it already has: no extra hop per message); ``on_change`` runs on every move."""
 
     def __init__(self) -> None:
         self.in_flight = 0
         self.on_change: Callable[[int], None] | None = None
+
+    def started(self) -> None:
+        """One more RPC runs."""
+        self._moved(1)
+
+    def ended(self) -> None:
+        """One RPC ended."""
+        self._moved(-1)
 
     def _moved(self, delta: int) -> None:
         self.in_flight += delta
         IN_FLIGHT.inc(delta)
         if self.on_change is not None:
             self.on_change(self.in_flight)
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        """Wraps the handler so the count covers its whole run."""
-        handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(EXEMPT_PREFIXES):
-            return handler
-        inner = _inner(handler)
-        if handler.response_streaming:
-
-            async def stream(request: Any, ctx: grpc.aio.ServicerContext) -> Any:
-                self._moved(1)
-                try:
-                    async for response in inner(request, ctx):
-                        yield response
-                finally:
-                    self._moved(-1)
-
-            return _rebuild(handler, stream)
-
-        async def unary(request: Any, ctx: grpc.aio.ServicerContext) -> Any:
-            self._moved(1)
-            try:
-                return await inner(request, ctx)
-            finally:
-                self._moved(-1)
-
-        return _rebuild(handler, unary)
 
 
 def attach_capacity(host: Any, settings: CapacitySettings | None = None) -> None:
@@ -87,7 +61,7 @@ def attach_capacity(host: Any, settings: CapacitySettings | None = None) -> None
     if settings.max_streams <= 0:
         return
     limit = settings.max_streams
-    load: LoadInterceptor = host.load
+    load: LoadCounter = host.load
 
     async def has_room() -> None:
         if load.in_flight >= limit:
@@ -107,4 +81,4 @@ def attach_capacity(host: Any, settings: CapacitySettings | None = None) -> None
     load.on_change = moved
 
 
-__all__ = ["CapacitySettings", "LoadInterceptor", "attach_capacity"]
+__all__ = ["CapacitySettings", "LoadCounter", "attach_capacity"]

@@ -26,7 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from common.interceptors import ContextServerInterceptor
 from common.limits import LimitsServerInterceptor
-from common.load import LoadInterceptor
+from common.load import LoadCounter
 from common.settings import ServiceSettings
 
 if TYPE_CHECKING:
@@ -99,13 +99,14 @@ class ServiceHost:
         # Credentials are checked after the context is bound (the auth interceptor reads it).
         self.auth = auth
         checks = [auth.server_interceptor()] if auth is not None else []
-        self.load = LoadInterceptor()  # RPCs in flight (common.load: readiness follows capacity)
+        self.load = LoadCounter()  # RPCs in flight (common.load: readiness follows capacity)
         self._server = grpc.aio.server(
             interceptors=[
-                ContextServerInterceptor(require_call_id=require_call_id, tenantless=tenantless),
+                ContextServerInterceptor(
+                    require_call_id=require_call_id, tenantless=tenantless, load=self.load
+                ),
                 *checks,
                 LimitsServerInterceptor(),  # issue 15: every field bounded, no NUL (common.limits)
-                self.load,
                 *interceptors,
             ],
             options=server_options(settings),
