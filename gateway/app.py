@@ -123,6 +123,8 @@ class GatewayApp:
 
     async def drain(self, grace: float | None = None) -> None:
         self.servicer.draining = True
+        if self.tenancy.ledger is not None:
+            self.tenancy.ledger.stopping = True  # calls cut by the drain are recorded as interrupted
         try:
             await self.host.drain(grace)
         finally:

@@ -45,7 +45,7 @@ from common.redis_conn import RedisSettings, open_redis
 from common.settings import DiscoverySettings
 from gateway.agents import DEMO_AGENT, Agent, AgentCatalog, TurnTakingProfile
 from gateway.call_record import CallRecordBuilder
-from gateway.records.delivery import RecordDelivery, RecordSettings
+from gateway.records.delivery import INTERRUPTED_REASON, RecordDelivery, RecordSettings
 from gateway.records.outbox import Snapshot, default_outbox_path
 from gateway.resilient_history import FallbackConversationStore
 from gateway.session.history import ConversationStore
@@ -206,6 +206,9 @@ class CallLedger:
         self._pending: set[asyncio.Task[None]] = set()
         self.records: RecordDelivery | None = None  # set by ``start_records``
         self._live: dict[tuple[str, str], CallRecordBuilder] = {}
+        # Set when the gateway drains: a call that ends without an outcome then (its grace ran
+        # out) is recorded as interrupted by the stop, like one a crash left behind.
+        self.stopping = False
 
     async def start_records(
         self, path: Path, credential: Callable[[str], str] | None, settings: RecordSettings
@@ -247,6 +250,9 @@ class CallLedger:
 
     def finish(self, lease: Lease | None, tenant_id: str, call_id: str, call: pb.Call) -> None:
         """Hook (call end): releases the slot and queues the final record; never raises."""
+        if self.stopping and call.status == pb.CALL_STATUS_FAILED and call.end_reason == "error":
+            call.status = pb.CALL_STATUS_INTERRUPTED
+            call.end_reason = INTERRUPTED_REASON
         builder = self._live.pop((tenant_id, call_id), None)
         revision = 1
         if builder is not None:

@@ -5,6 +5,7 @@ edge credentials."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import grpc
@@ -210,3 +211,24 @@ async def test_a_dead_llm_ends_the_call_after_two_failed_turns_marked_in_the_rec
     by_turn = {t.index: t for t in record.turns}
     assert by_turn[1].failed and by_turn[2].failed
     assert by_turn[2].agent_text.startswith(CLOSING_LINE.split(",")[0])
+
+
+async def test_a_call_cut_by_the_gateways_drain_is_recorded_as_interrupted(
+    api: TenantApi, redis_url: str, pg_pool: AsyncConnectionPool
+) -> None:
+    tenant = await api.new_tenant()
+    async with contextlib.AsyncExitStack() as stack:
+        mesh = await stack.enter_async_context(
+            scripted_mesh(ScriptedStt(["hello?"]), tenant_address=api.address, redis_url=redis_url)
+        )
+        ch = await stack.enter_async_context(grpc.aio.insecure_channel(mesh.address))
+        caller = await stack.enter_async_context(
+            ConverseCaller(ch, inline_config(), metadata=caller_md(tenant, "drained-1"))
+        )
+        await caller.wait_for(lambda c: c.of("call_started"))
+        await caller.send_pcm(tone(700))
+        await caller.wait_for(caller.turn_done(1), timeout=15)
+        await mesh.app.drain(0.3)  # SIGTERM's drain, and the call outlives its grace
+    record = await eventually(pg_pool, tenant, "drained-1", lambda c: c.status != pb.CALL_STATUS_IN_PROGRESS)
+    assert record.status == pb.CALL_STATUS_INTERRUPTED and record.end_reason == "gateway_stopped"
+    assert record.turns[0].caller_text == "hello?"
