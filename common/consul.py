@@ -335,6 +335,7 @@ def register_with_consul(
         settings, logical_name, grpc_service, host.settings.host, tls_server_name=tls_name
     )
     host.on_serving.append(lambda: reg.register(host.port))
+    host.on_ready_again.append(lambda: reg.register(host.port))  # after a dependency outage
     host.on_draining.append(reg.deregister)
     return reg
 

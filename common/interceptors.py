@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -22,6 +21,7 @@ from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from common import context
+from common.call_ids import CALL_ID_RULE, new_call_id, valid_call_id
 from common.errors import ResourceExhausted, VoiceAIError
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,11 @@ def status_details(error: ResourceExhausted) -> bytes | None:
 
 
 async def _abort_for(error: BaseException, context_: grpc.aio.ServicerContext, method: str) -> None:
+    if context_.done():
+        # The RPC already ended (the client hung up, or a status went out): a second abort only
+        # raises grpc's "Abort already called!" and logs a traceback nobody can act on.
+        log.debug("%s ended before its error could be sent: %s", method, type(error).__name__)
+        return
     if isinstance(error, ResourceExhausted) and (details := status_details(error)) is not None:
         await context_.abort(error.code, error.message, trailing_metadata=((STATUS_DETAILS_KEY, details),))
     if isinstance(error, VoiceAIError):
@@ -144,43 +149,57 @@ def wrap_handler(
     method: str,
     enter: Callable[[], object],
     check: Callable[[grpc.aio.ServicerContext], None] | None = None,
+    load: Any = None,
 ) -> grpc.RpcMethodHandler:
     """``handler`` with ``enter()`` run first in the RPC's own task (so context vars it binds are
     seen by the handler and every task it starts), unparsable unary requests answered
     INVALID_ARGUMENT, and domain errors mapped to their status codes. ``check(context)`` runs
     before the handler and may refuse the RPC by raising a ``VoiceAIError`` (the TLS peer check,
-    which needs the servicer context)."""
+    which needs the servicer context). ``load`` (a ``common.load.LoadCounter``) counts the RPC
+    while it runs."""
     inner = _inner(handler)
     if inspect.isasyncgenfunction(inner):
 
         async def stream_behavior(request: Any, sctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             enter()
-            if isinstance(request, _Undecodable):
-                await _abort_for(request.error, sctx, method)
+            if load is not None:
+                load.started()
             try:
-                if check is not None:
-                    check(sctx)
-                async for response in inner(request, sctx):
-                    yield response
-            except grpc.aio.AbortError:
-                raise
-            except Exception as error:
-                await _abort_for(error, sctx, method)
+                if isinstance(request, _Undecodable):
+                    await _abort_for(request.error, sctx, method)
+                try:
+                    if check is not None:
+                        check(sctx)
+                    async for response in inner(request, sctx):
+                        yield response
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as error:
+                    await _abort_for(error, sctx, method)
+            finally:
+                if load is not None:
+                    load.ended()
 
         return _rebuild(handler, stream_behavior)
 
     async def behavior(request: Any, sctx: grpc.aio.ServicerContext) -> Any:
         enter()
-        if isinstance(request, _Undecodable):
-            await _abort_for(request.error, sctx, method)
+        if load is not None:
+            load.started()
         try:
-            if check is not None:
-                check(sctx)
-            return await inner(request, sctx)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as error:
-            await _abort_for(error, sctx, method)
+            if isinstance(request, _Undecodable):
+                await _abort_for(request.error, sctx, method)
+            try:
+                if check is not None:
+                    check(sctx)
+                return await inner(request, sctx)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as error:
+                await _abort_for(error, sctx, method)
+        finally:
+            if load is not None:
+                load.ended()
 
     return _rebuild(handler, behavior)
 
@@ -188,8 +207,11 @@ def wrap_handler(
 class ContextServerInterceptor(grpc.aio.ServerInterceptor):
     """Requires the tenant (and optionally call) id on every non-exempt RPC and binds them."""
 
-    def __init__(self, *, require_call_id: bool = True, tenantless: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, *, require_call_id: bool = True, tenantless: frozenset[str] = frozenset(), load: Any = None
+    ) -> None:
         self._require_call_id = require_call_id
+        self._load = load  # common.load.LoadCounter: RPCs in flight (issue 15)
         # Full method names that may omit the tenant (platform RPCs such as ListTenants); the
         # auth interceptor then admits only platform operators.
         self._tenantless = tenantless
@@ -208,11 +230,11 @@ class ContextServerInterceptor(grpc.aio.ServerInterceptor):
         if not tenant and method in self._tenantless:
             ctx0 = context.RequestContext(
                 tenant_id="",
-                call_id=md.get(context.CALL_HEADER, "") or uuid.uuid4().hex,
+                call_id=md.get(context.CALL_HEADER, "") or new_call_id(),
                 authorization=md.get(context.AUTHORIZATION_HEADER, ""),
                 traceparent=md.get(context.TRACEPARENT_HEADER, ""),
             )
-            return wrap_handler(handler, method, lambda: context.bind(ctx0))
+            return wrap_handler(handler, method, lambda: context.bind(ctx0), load=self._load)
         if not tenant:
             return rejecting_handler(
                 handler,
@@ -227,11 +249,9 @@ class ContextServerInterceptor(grpc.aio.ServerInterceptor):
                 " ':' or '-'",
             )
         call = md.get(context.CALL_HEADER, "")
-        if call and not context.valid_id(call):
+        if call and not valid_call_id(call):
             return rejecting_handler(
-                handler,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"'{context.CALL_HEADER}' must be 1-128 characters of letters, digits, '.', '_', ':' or '-'",
+                handler, grpc.StatusCode.INVALID_ARGUMENT, f"'{context.CALL_HEADER}' must be {CALL_ID_RULE}"
             )
         if not call:
             if self._require_call_id:
@@ -240,14 +260,14 @@ class ContextServerInterceptor(grpc.aio.ServerInterceptor):
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"missing '{context.CALL_HEADER}' metadata: internal hops must name the call they serve",
                 )
-            call = uuid.uuid4().hex
+            call = new_call_id()
         ctx = context.RequestContext(
             tenant_id=tenant,
             call_id=call,
             authorization=md.get(context.AUTHORIZATION_HEADER, ""),
             traceparent=md.get(context.TRACEPARENT_HEADER, ""),
         )
-        return wrap_handler(handler, method, lambda: context.bind(ctx))
+        return wrap_handler(handler, method, lambda: context.bind(ctx), load=self._load)
 
 
 def _details_with_context(details: grpc.aio.ClientCallDetails, service: str) -> grpc.aio.ClientCallDetails:

@@ -68,6 +68,10 @@ def open_redis(settings: RedisSettings) -> aioredis.Redis:
             "no Redis configured: set REDIS_URL (the local mesh launcher starts an embedded server"
             " and sets it for its children)"
         )
+    if settings.url.startswith("redis+sentinel://"):  # issue 15: Sentinel by configuration
+        from common.redis_sentinel import open_sentinel_redis
+
+        return open_sentinel_redis(settings)
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.url,
         max_connections=settings.max_connections,

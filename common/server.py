@@ -26,6 +26,8 @@ from grpc_reflection.v1alpha import reflection
 
 from common.auth.hops import ALLOWED_PEERS, HopRules, service_of
 from common.interceptors import ContextServerInterceptor
+from common.limits import LimitsServerInterceptor
+from common.load import LoadCounter
 from common.settings import ServiceSettings
 from common.tls import CertificateFiles, TlsConfig, process_tls, server_credentials
 
@@ -111,10 +113,14 @@ class ServiceHost:
         # Credentials are checked after the context is bound (the auth interceptor reads it).
         self.auth = auth
         checks = [auth.server_interceptor(hops=self.hops)] if auth is not None else []
+        self.load = LoadCounter()  # RPCs in flight (common.load: readiness follows capacity)
         self._server = grpc.aio.server(
             interceptors=[
-                ContextServerInterceptor(require_call_id=require_call_id, tenantless=tenantless),
+                ContextServerInterceptor(
+                    require_call_id=require_call_id, tenantless=tenantless, load=self.load
+                ),
                 *checks,
+                LimitsServerInterceptor(),  # issue 15: every field bounded, no NUL (common.limits)
                 *interceptors,
             ],
             options=server_options(settings),
@@ -131,6 +137,9 @@ class ServiceHost:
         # accepted: discovery registration (common.consul), so clients stop picking us first.
         self.on_serving: list[Callable[[], Awaitable[None]]] = []
         self.on_draining: list[Callable[[], Awaitable[None]]] = []
+        # Run when readiness comes back after a dependency outage (common.readiness): Consul may
+        # have dropped an instance whose check stayed critical, so registration runs again.
+        self.on_ready_again: list[Callable[[], Awaitable[None]]] = []
 
     @property
     def service_names(self) -> list[str]:

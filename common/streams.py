@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Generic, NoReturn, TypeVar
 
 from common.errors import InvalidArgument
+from common.limits import check_message
 from common.tasks import cancel_and_wait
 
 T = TypeVar("T")
@@ -25,6 +26,7 @@ async def first_config(requests: AsyncIterator[T], oneof: str = "request") -> tu
     kind = first.WhichOneof(oneof)
     if kind != "config":
         raise InvalidArgument(f"the first message must be 'config'; got '{kind or 'nothing'}'")
+    check_message(first)  # issue 15: field limits and no NUL (common.limits)
     return first, it
 
 

@@ -8,13 +8,16 @@ from common.auth import AuthSettings, build_auth
 from common.consul_resolver import ConsulResolver, resolver_from_settings
 from common.discovery import ChannelPool, Resolver
 from common.gen.voiceai.gateway.v1 import gateway_pb2_grpc
+from common.readiness import attach_readiness
 from common.redis_conn import RedisSettings
 from common.server import ServiceBinding, ServiceHost
 from common.settings import DiscoverySettings, ServiceSettings
+from gateway.admission import CallCapacity
 from gateway.agents import AgentCatalog, BuiltinAgentCatalog
 from gateway.api_keys import TenantApiKeys
 from gateway.call_runner import CallCore, CallRunner
 from gateway.converse import CallGatewayServicer
+from gateway.records.identity import gateway_credential
 from gateway.session.call import SessionSettings
 from gateway.session.history import ConversationStore, InMemoryConversationStore
 from gateway.session.playout import Pacer
@@ -40,6 +43,12 @@ class Settings(ServiceSettings):
     gc_full_collection_every: int = 100
     # Gateway processes sharing the port (gateway.workers); 0 = the cores this process may use.
     workers: int = 0
+    # Consecutive failed turns after which the agent says a closing line and ends the call with
+    # SERVICE_ERROR (0 = apologise forever).
+    failed_turns_limit: int = 2
+    # Concurrent calls this process admits (0 = no limit); beyond it RESOURCE_EXHAUSTED with a
+    # retry hint, and readiness is NOT_SERVING while full. Size it to what the host sustains.
+    max_calls: int = 0
 
 
 class GatewayApp:
@@ -73,7 +82,9 @@ class GatewayApp:
             store=store if store is not None else self.tenancy.store or InMemoryConversationStore(),
             phrases=PhraseCache(shared=self.tenancy.phrases),  # issue 17: shared across pods
             session_settings=SessionSettings(
-                stt_chunk_ms=settings.stt_chunk_ms, max_call_s=settings.max_call_s
+                stt_chunk_ms=settings.stt_chunk_ms,
+                max_call_s=settings.max_call_s,
+                failed_turns_limit=settings.failed_turns_limit,
             ),
             ledger=self.tenancy.ledger,
         )
@@ -89,6 +100,7 @@ class GatewayApp:
             if self.tenancy.catalog is not None
             else None
         )
+        self._auth = build_auth(AuthSettings(), api_keys=keys, issue_internal_tokens=True)
         self.host = ServiceHost(
             settings,
             [
@@ -102,21 +114,30 @@ class GatewayApp:
             require_call_id=False,  # the gateway mints call ids for new calls
             # The edge: callers' tokens are checked here and exchanged for short-lived internal
             # tokens on every hop behind it.
-            auth=build_auth(AuthSettings(), api_keys=keys, issue_internal_tokens=True),
+            auth=self._auth,
         )
         if keys is not None:
             if self.host.auth is None or self.host.auth.internal_issuer is None:
                 raise ValueError("the gateway's auth must issue internal tokens to look API keys up")
             keys.authorize_with(self.host.auth.internal_issuer)
             self.host.on_stop.append(keys.close)
+        # Readiness follows what new calls need (issue 15): Redis under a fail-closed admission.
+        self.servicer.capacity = CallCapacity(settings.max_calls)
+        self.readiness = attach_readiness(
+            self.host, [*self.tenancy.dependencies(), *self.servicer.capacity.dependencies()]
+        )
 
     async def start(self) -> int:
         if self._watch is not None:
             self._watch.watch("stt", "llm", "tts", "tenant")
+        # Durable call records (gateway/records): outbox opened, crash leftovers replayed.
+        await self.tenancy.start(self.settings.port, gateway_credential(self._auth.internal_issuer))
         return await self.host.start()
 
     async def drain(self, grace: float | None = None) -> None:
         self.servicer.draining = True
+        if self.tenancy.ledger is not None:
+            self.tenancy.ledger.stopping = True  # calls cut by the drain are recorded as interrupted
         try:
             await self.host.drain(grace)
         finally:

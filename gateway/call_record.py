@@ -8,21 +8,21 @@ actually heard saying, with interruptions) and the transport's events (turn metr
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from common.audio import Format
 from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
+from gateway.input_limits import WrappedTransport
 from gateway.session.events import (
     CallEnded,
     CallTransport,
     EndReason,
-    InboundEvent,
     OutboundEvent,
     TurnTimings,
 )
 from gateway.session.history import ConversationStore, HistoryEntry
+from gateway.turn_failures import TurnFailed
 
 MAX_TURNS = 10_000
 
@@ -32,6 +32,7 @@ class _Turn:
     caller_text: str = ""
     agent_text: str = ""
     interrupted: bool = False
+    failed: bool = False
     timings: TurnTimings | None = None
 
 
@@ -47,6 +48,11 @@ class CallRecordBuilder:
         self.started = datetime.now(UTC)
         self._t0 = time.monotonic()
         self._turns: dict[int, _Turn] = {}
+        # Durable records (gateway/records): called when a turn's timings arrive and when the
+        # agent's words are stored, so the record is written as the call goes; ``revision``
+        # counts snapshots.
+        self.on_turn: Callable[[], None] | None = None
+        self.revision = 0
 
     def _turn(self, index: int) -> _Turn | None:
         if index not in self._turns and len(self._turns) >= MAX_TURNS:
@@ -62,6 +68,8 @@ class CallRecordBuilder:
         else:
             turn.agent_text = f"{turn.agent_text} {entry.text}".strip()
             turn.interrupted = turn.interrupted or entry.interrupted
+            if self.on_turn is not None:  # what the agent was heard saying: worth keeping now
+                self.on_turn()
 
     def event(self, event: OutboundEvent) -> None:
         if isinstance(event, TurnTimings):
@@ -69,6 +77,30 @@ class CallRecordBuilder:
             if turn is not None:
                 turn.timings = event
                 turn.interrupted = turn.interrupted or event.interrupted
+            if self.on_turn is not None:
+                self.on_turn()
+
+    def turn_failed(self, index: int) -> None:
+        """Marks turn ``index`` as failed (the agent apologised instead of answering)."""
+        turn = self._turn(index)
+        if turn is not None:
+            turn.failed = True
+
+    def next_revision(self) -> int:
+        """The revision of the next snapshot of this record (1, 2, ...)."""
+        self.revision += 1
+        return self.revision
+
+    def progress(self) -> pb.Call:
+        """The record so far, for a call still running (status IN_PROGRESS, no end)."""
+        call = pb.Call(
+            agent=f"tenants/{self.tenant_id}/agents/{self.agent_id}" if self.agent_id else "",
+            status=pb.CALL_STATUS_IN_PROGRESS,
+            direction=self.direction,
+        )
+        call.start_time.FromDatetime(self.started)
+        self._add_turns(call)
+        return call
 
     def build(self, ended: CallEnded | None) -> pb.Call:
         failed = ended is None or ended.reason in (EndReason.SERVICE_ERROR, EndReason.INVALID_INPUT)
@@ -80,16 +112,7 @@ class CallRecordBuilder:
         )
         call.start_time.FromDatetime(self.started)
         call.end_time.FromDatetime(datetime.now(UTC))
-        for index in sorted(self._turns):
-            t = self._turns[index]
-            out = call.turns.add(
-                index=index, caller_text=t.caller_text, agent_text=t.agent_text, interrupted=t.interrupted
-            )
-            if t.timings is not None:
-                out.stt_final_ms = t.timings.stt_final_ms or 0.0
-                out.llm_first_token_ms = t.timings.llm_first_token_ms or 0.0
-                out.tts_first_audio_ms = t.timings.tts_first_audio_ms or 0.0
-                out.first_audio_out_ms = t.timings.first_audio_out_ms or 0.0
+        self._add_turns(call)
         if ended is not None:
             u = ended.usage
             call.usage.stt_seconds = u.stt_seconds
@@ -100,25 +123,35 @@ class CallRecordBuilder:
             call.usage.lines.extend(u.lines.lines())  # issue 17: priced by tenant_svc
         return call
 
+    def _add_turns(self, call: pb.Call) -> None:
+        for index in sorted(self._turns):
+            t = self._turns[index]
+            out = call.turns.add(
+                index=index,
+                caller_text=t.caller_text,
+                agent_text=t.agent_text,
+                interrupted=t.interrupted,
+                failed=t.failed,
+            )
+            if t.timings is not None:
+                out.stt_final_ms = t.timings.stt_final_ms or 0.0
+                out.llm_first_token_ms = t.timings.llm_first_token_ms or 0.0
+                out.tts_first_audio_ms = t.timings.tts_first_audio_ms or 0.0
+                out.first_audio_out_ms = t.timings.first_audio_out_ms or 0.0
 
-class RecordingTransport:
+
+class RecordingTransport(WrappedTransport):
     """A CallTransport that shows every outbound event to the builder on its way out."""
 
     def __init__(self, inner: CallTransport, builder: CallRecordBuilder) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._builder = builder
 
-    @property
-    def caller_format(self) -> Format:
-        return self._inner.caller_format
-
-    def inbound(self) -> AsyncIterator[InboundEvent]:
-        return self._inner.inbound()
-
-    def send_audio(self, frame: bytes) -> None:
-        self._inner.send_audio(frame)
-
-    def send_event(self, event: OutboundEvent) -> None:
+    def send_event(self, event: OutboundEvent | TurnFailed) -> None:
+        """Records ``event``, then forwards it (``TurnFailed`` is for the record only)."""
+        if isinstance(event, TurnFailed):
+            self._builder.turn_failed(event.turn)
+            return
         self._builder.event(event)
         self._inner.send_event(event)
 

@@ -18,6 +18,7 @@ from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
 from common.quotas import Lease
 from gateway.agents import Agent
 from gateway.call_record import CallRecordBuilder, RecordingStore, RecordingTransport
+from gateway.input_limits import LimitedInput
 from gateway.session.call import CallSession, SessionSettings
 from gateway.session.events import CallEnded, CallTransport
 from gateway.session.history import ConversationStore
@@ -82,12 +83,15 @@ class CallRunner:
         """The call's session, recorded; its record is written (and the lease released) on exit."""
         core = self.core
         record = CallRecordBuilder(tenant_id, record_agent_id, direction)
+        if core.ledger is not None:
+            core.ledger.track(tenant_id, call_id, record)  # durable: written as the call goes
         core.pacer.start()
         session = CallSession(
             tenant_id=tenant_id,
             call_id=call_id,
             agent=agent,
-            transport=RecordingTransport(transport, record),
+            # DTMF bounded per message and per call, whichever ingress carries it.
+            transport=RecordingTransport(LimitedInput(transport), record),
             clients=core.clients,
             pacer=core.pacer,
             store=RecordingStore(core.store, record),

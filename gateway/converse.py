@@ -30,6 +30,7 @@ from common.gen.voiceai.common.v1 import usage_pb2
 from common.gen.voiceai.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from common.streams import first_config
 from common.tasks import cancel_and_wait
+from gateway.admission import CallCapacity
 from gateway.agents import AgentCatalog, agent_from_proto
 from gateway.call_runner import CallRunner
 from gateway.session.events import (
@@ -238,6 +239,8 @@ class ConverseTransport:
 class CallGatewayServicer(gateway_pb2_grpc.CallGatewayServiceServicer):
     """Converse: validates the call config, then hands the stream to a CallSession."""
 
+    capacity: CallCapacity | None = None  # issue 15: set by GatewayApp (gateway/admission.py)
+
     def __init__(
         self,
         *,
@@ -261,6 +264,8 @@ class CallGatewayServicer(gateway_pb2_grpc.CallGatewayServiceServicer):
     ) -> AsyncIterator[gateway_pb2.ConverseResponse]:
         if self.draining:
             raise Unavailable("this gateway is draining; place the call on another instance")
+        if self.capacity is not None:
+            self.capacity.admit(context_)  # hook: overload sheds (issue 15); freed when the RPC ends
         first, requests = await first_config(request_iterator)
         cfg = first.config
         fmt = validate_format(cfg.caller_audio_format, field="config.caller_audio_format", rates=CALLER_RATES)

@@ -31,6 +31,7 @@ from typing import IO
 from common import healthcheck
 from common.dev_ca import mesh_pki
 from gateway.mesh_state import LocalState, seed_demo_tenant
+from gateway.mesh_supervisor import Supervisor
 from tenant_svc.rest.local import LocalPortal  # the REST front + portal (issue 18)
 
 # (package, log name, port offset from --base-port); started in this order, stopped in reverse.
@@ -159,22 +160,36 @@ class Mesh:
             "VOICEAI_GRACE_PERIOD_S": str(self.grace_s),
         }
         env.pop("VOICEAI_PORT", None)  # each child gets its own --port
+        self._env = env
         for s in self.services:
-            s.popen = subprocess.Popen(
-                [sys.executable, "-m", s.package, "--port", str(s.port)],
-                env=env | (self.pki.env_for(s.name) if self.pki else {}),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                # Own process group: a terminal's Ctrl-C reaches the launcher only, which stops
-                # the services in order (gateway first) instead of all of them at once.
-                process_group=0,
-                # preexec_fn only calls a prctl resolved before forking, and no thread runs yet.
-                preexec_fn=functools.partial(_die_with_parent, os.getpid()),  # noqa: PLW1509
-            )
+            self._fork(s)
         for s in self.services:  # threads only after every fork
-            s.pump = threading.Thread(target=s.pump_log, name=f"log-{s.name}", daemon=True)
-            s.pump.start()
+            self._start_pump(s)
+
+    def _fork(self, s: Service) -> None:
+        s.popen = subprocess.Popen(
+            [sys.executable, "-m", s.package, "--port", str(s.port)],
+            env=self._env | (self.pki.env_for(s.name) if self.pki else {}),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            # Own process group: a terminal's Ctrl-C reaches the launcher only, which stops
+            # the services in order (gateway first) instead of all of them at once.
+            process_group=0,
+            # preexec_fn only calls a prctl resolved before forking, and no thread runs yet.
+            preexec_fn=functools.partial(_die_with_parent, os.getpid()),  # noqa: PLW1509
+        )
+
+    @staticmethod
+    def _start_pump(s: Service) -> None:
+        s.pump = threading.Thread(target=s.pump_log, name=f"log-{s.name}", daemon=True)
+        s.pump.start()
+
+    def respawn(self, s: Service) -> None:
+        """Start ``s`` again after it died (``gateway.mesh_supervisor`` decides when)."""
+        self._wait_pump(s)
+        self._fork(s)  # the launcher's own threads fork here too: the child only execs
+        self._start_pump(s)
 
     def wait_ready(self, timeout_s: float, stop: threading.Event) -> bool:
         """Block until every service is SERVING; False if ``stop`` was set first.
@@ -363,14 +378,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"  place a call:  .venv/bin/voiceai call --gateway {gateway} --say 'What are your opening hours?'"
             )
             say("  Ctrl-C stops the mesh.\n")
+            supervisor = Supervisor(mesh)  # issue 15: a child that dies is restarted, with backoff
             while not stop.event.wait(0.2):
-                dead = mesh.first_exited()
-                if dead is not None:
-                    rc = dead.popen.returncode if dead.popen else None
-                    raise MeshError(
-                        f"{dead.package} exited unexpectedly (code {rc}). Its last lines:\n"
-                        + dead.last_lines()
-                    )
+                supervisor.check()
     except MeshError as e:
         say(f"\n  voiceai-mesh: {e}", sys.stderr)
         code = 1

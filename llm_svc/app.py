@@ -11,6 +11,7 @@ from pydantic import AliasChoices, Field
 from common import registry
 from common.errors import FailedPrecondition
 from common.gen.voiceai.llm.v1 import llm_pb2_grpc
+from common.load import attach_capacity
 from common.providers import KNOWN_PROVIDERS, EnvKeySource, KeySource, load_specs
 from common.redis_conn import RedisSettings, open_redis
 from common.server import ServiceHost, single_service_host
@@ -167,6 +168,7 @@ def build_host(
         servicer,
     )
     host.on_stop.extend(closers)
+    attach_capacity(host)  # issue 15: NOT_SERVING for new work at VOICEAI_MAX_STREAMS
     return host
 
 

@@ -10,6 +10,7 @@ from pydantic import Field
 from common import registry
 from common.consul import ConsulSettings
 from common.gen.voiceai.stt.v1 import stt_pb2_grpc
+from common.load import attach_capacity
 from common.providers import KNOWN_PROVIDERS, EnvKeySource, KeySource, load_specs
 from common.server import ServiceHost, single_service_host, warm_up
 from common.settings import ServiceSettings, environment
@@ -135,6 +136,7 @@ def build_host(settings: Settings, engine: Recognizer | None = None) -> ServiceH
         servicer,
     )
     host.on_stop.append(chain.aclose)
+    attach_capacity(host)  # issue 15: NOT_SERVING for new work at VOICEAI_MAX_STREAMS
     deepgram = provider_of(chain.engines.get("deepgram"))
     if isinstance(deepgram, DeepgramRecognizer):
         host.on_serving.append(deepgram.start_watching)

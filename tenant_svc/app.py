@@ -10,6 +10,7 @@ from common.crypto import KekSettings, TenantKeyring, build_key_provider
 from common.gen.voiceai.telephony.v1 import telephony_service_pb2_grpc
 from common.gen.voiceai.tenant.v1 import (
     api_key_internal_service_pb2_grpc,
+    call_record_internal_service_pb2_grpc,
     data_key_internal_service_pb2_grpc,
     data_protection_service_pb2_grpc,
     provider_key_internal_service_pb2_grpc,
@@ -19,6 +20,7 @@ from common.gen.voiceai.tenant.v1 import (
 from common.plans import PlanBook
 from common.pricing import PricingSettings, book_from_settings
 from common.quotas import QuotaSettings, TenantQuotas
+from common.readiness import Readiness, attach_readiness
 from common.redis_conn import RedisSettings, open_redis
 from common.server import ServiceBinding, ServiceHost
 from common.settings import ServiceSettings
@@ -27,6 +29,7 @@ from tenant_svc.api_key_internal import ApiKeyInternalServicer
 from tenant_svc.changes import ChangeListener
 from tenant_svc.credentials import ApiKeyIssuer, PostgresApiKeys
 from tenant_svc.db.database import DatabaseSettings, open_pool
+from tenant_svc.db.health import postgres_dependency
 from tenant_svc.protection import DataProtection
 from tenant_svc.protection_server import (
     DataKeyInternalServicer,
@@ -34,6 +37,8 @@ from tenant_svc.protection_server import (
     ProviderKeyInternalServicer,
 )
 from tenant_svc.ratelimit import TenantRateLimit
+from tenant_svc.records import SERVICE as RECORDS_SERVICE
+from tenant_svc.records import CallRecordServicer
 from tenant_svc.repository import Repository
 from tenant_svc.retention import RetentionPurger, RetentionSettings
 from tenant_svc.server import TenantServicer
@@ -65,6 +70,7 @@ class TenantHost(ServiceHost):
     """tenant_svc's host; ``telephony`` is its LiveKit side (None when LiveKit is not configured)."""
 
     telephony: Telephony | None = None
+    readiness: Readiness | None = None
 
 
 async def build_host(
@@ -121,6 +127,14 @@ async def build_host(
             ServiceBinding(
                 SERVICE,
                 lambda server: tenant_service_pb2_grpc.add_TenantServiceServicer_to_server(servicer, server),
+            ),
+            ServiceBinding(  # issue 15: durable call records from the gateway (internal only)
+                RECORDS_SERVICE,
+                lambda server: (
+                    call_record_internal_service_pb2_grpc.add_CallRecordInternalServiceServicer_to_server(
+                        CallRecordServicer(repo), server
+                    )
+                ),
             ),
             ServiceBinding(
                 API_KEY_INTERNAL_SERVICE,
@@ -184,6 +198,8 @@ async def build_host(
 
     host.on_serving.append(start_purging)
     host.on_draining.append(purger.stop)
+    # Readiness follows PostgreSQL (issue 15): NOT_SERVING without it, liveness unaffected.
+    host.readiness = attach_readiness(host, [postgres_dependency(pool)])
     host.on_stop.append(pool.close)
     host.on_stop.append(key_provider.aclose)
     if redis is not None:

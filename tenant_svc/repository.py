@@ -137,6 +137,15 @@ def _api_key(row: dict[str, Any]) -> pb.ApiKey:
     return key
 
 
+_CALL_FIELDS = (
+    "tenant_id", "id", "agent_id", "status", "direction", "from_number", "to_number", "start_time",
+    "end_time", "end_reason", "turns", "usage", "turns_sealed",
+)  # fmt: skip
+_CALL_COLUMNS = ", ".join(_CALL_FIELDS)
+_CALL_SLOTS = ", ".join(["%s"] * len(_CALL_FIELDS))
+_CALL_UPDATES = ", ".join(f"{c} = EXCLUDED.{c}" for c in _CALL_FIELDS[2:])
+
+
 def _call(row: dict[str, Any], *, with_turns: bool) -> pb.Call:
     t = row["tenant_id"]
     call = pb.Call(
@@ -179,7 +188,7 @@ async def _translated() -> AsyncIterator[None]:
     except psycopg.errors.ForeignKeyViolation as e:
         raise FailedPrecondition(_fk_message(e)) from e
     except (psycopg.OperationalError, PoolTimeout) as e:
-        raise Unavailable("the tenant database is unavailable; retry shortly") from e
+        raise Unavailable("PostgreSQL (the tenant database) is unavailable; retry shortly") from e
 
 
 def _unique_message(e: psycopg.errors.UniqueViolation) -> str:
@@ -345,30 +354,63 @@ class TenantScope:
         return _api_key(row)
 
     # -- calls ----------------------------------------------------------------------------
-    async def insert_call(self, call_id: str, agent_id: str, call: pb.Call) -> pb.Call:
-        priced = pb.Call()
-        priced.CopyFrom(call)  # the request stays as the caller sent it
-        call = priced
-        await usage_ledger.record_call_usage(self._conn, self.tenant_id, call_id, agent_id, call, self.book)
+    async def _call_values(
+        self, call_id: str, agent_id: str, call: pb.Call
+    ) -> tuple[tuple[Any, ...], list[dict[str, Any]]]:
+        """The ``_CALL_COLUMNS`` values of ``call``, in order, and its turns as stored: sealed
+        (and redacted or dropped per the tenant's policy) when data protection is on."""
         turns = [json_format.MessageToDict(t, preserving_proto_field_name=True) for t in call.turns]
         usage = json_format.MessageToDict(call.usage, preserving_proto_field_name=True)
         sealed: bytes | None = None
-        if self.protection is not None:  # stored sealed (and redacted/dropped per policy)
+        if self.protection is not None:
             turns, sealed = await self.protection.seal_turns(self, call_id, agent_id, turns)
-        row = await self._one(
-            "INSERT INTO calls (tenant_id, id, agent_id, status, direction, from_number, to_number,"
-            " start_time, end_time, end_reason, turns, usage, turns_sealed)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
-            (
-                self.tenant_id, call_id, agent_id, call.status, call.direction, call.from_number,
-                call.to_number,
-                call.start_time.ToDatetime(UTC) if call.HasField("start_time") else None,
-                call.end_time.ToDatetime(UTC) if call.HasField("end_time") else None,
-                call.end_reason, "[]" if sealed else json.dumps(turns), json.dumps(usage), sealed,
-            ),
-            "call",
+        values = (
+            self.tenant_id, call_id, agent_id, call.status, call.direction, call.from_number,
+            call.to_number,
+            call.start_time.ToDatetime(UTC) if call.HasField("start_time") else None,
+            call.end_time.ToDatetime(UTC) if call.HasField("end_time") else None,
+            call.end_reason, "[]" if sealed else json.dumps(turns), json.dumps(usage), sealed,
         )  # fmt: skip
+        return values, turns
+
+    async def _priced(self, call_id: str, agent_id: str, call: pb.Call) -> pb.Call:
+        """A copy of ``call`` priced into the usage ledger (idempotent per call id; the request
+        stays as the caller sent it). Call inside the transaction that writes the record."""
+        priced = pb.Call()
+        priced.CopyFrom(call)
+        await usage_ledger.record_call_usage(self._conn, self.tenant_id, call_id, agent_id, priced, self.book)
+        return priced
+
+    async def insert_call(self, call_id: str, agent_id: str, call: pb.Call) -> pb.Call:
+        call = await self._priced(call_id, agent_id, call)
+        values, turns = await self._call_values(call_id, agent_id, call)
+        row = await self._one(
+            f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({_CALL_SLOTS}) RETURNING *", values, "call"
+        )
         return _call({**row, "turns": turns}, with_turns=True)
+
+    async def upsert_call(
+        self, call_id: str, agent_id: str, call: pb.Call, revision: int
+    ) -> tuple[int, bool]:
+        """Writes ``call`` unless a same or newer revision is stored: (stored revision, applied).
+        The usage ledger follows the revision written, in the same transaction (a stale
+        revision changes neither the record nor the ledger)."""
+        held = await self._rows("SELECT record_revision FROM calls WHERE id = %s FOR UPDATE", (call_id,))
+        if held and int(held[0]["record_revision"]) >= revision:
+            return int(held[0]["record_revision"]), False
+        call = await self._priced(call_id, agent_id, call)
+        values, _ = await self._call_values(call_id, agent_id, call)
+        rows = await self._rows(
+            f"INSERT INTO calls ({_CALL_COLUMNS}, record_revision) VALUES ({_CALL_SLOTS}, %s)"
+            f" ON CONFLICT (tenant_id, id) DO UPDATE SET {_CALL_UPDATES},"
+            " record_revision = EXCLUDED.record_revision"
+            " WHERE calls.record_revision < EXCLUDED.record_revision RETURNING record_revision",
+            (*values, revision),
+        )
+        if rows:
+            return revision, True
+        stored = await self._one("SELECT record_revision FROM calls WHERE id = %s", (call_id,), "call")
+        return int(stored["record_revision"]), False
 
     async def get_call(self, call_id: str) -> pb.Call:
         row = await self._one("SELECT * FROM calls WHERE id = %s", (call_id,), "call")

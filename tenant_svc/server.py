@@ -16,6 +16,7 @@ import grpc.aio
 from google.protobuf import empty_pb2
 
 from common import context
+from common.call_ids import check_call_id
 from common.errors import InvalidArgument, NotFound, PermissionDenied
 from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
 from common.gen.voiceai.tenant.v1 import tenant_service_pb2 as svc
@@ -295,9 +296,7 @@ class TenantServicer(svc_grpc.TenantServiceServicer):
     @rate_limited
     async def CreateCall(self, request: svc.CreateCallRequest, _: Ctx) -> pb.Call:
         tid = _scope(v.tenant_of(request.parent, "parent"))
-        cid = v.new_id(request.call_id.lower(), "call_id", "")
-        if not cid:
-            raise InvalidArgument("call_id is required")
+        cid = check_call_id(request.call_id, "call_id")
         aid = ""
         if request.call.agent:
             ref_tenant, aid = v.child_id(request.call.agent, "agents", "call.agent")

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from common import registry
 from common.gen.voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
+from common.load import attach_capacity
 from common.providers import EnvKeySource, KeySource, load_specs
 from common.server import ServiceHost, single_service_host, warm_up
 from common.settings import ServiceSettings, environment
@@ -122,6 +123,7 @@ def build_host(settings: Settings, engine: Synthesizer | None = None) -> Service
         build_servicer(settings, engine),
     )
     host.on_stop.append(engine.aclose)
+    attach_capacity(host)  # issue 15: NOT_SERVING for new work at VOICEAI_MAX_STREAMS
     return host
 
 

@@ -155,6 +155,8 @@ TENANT_SERVICE_RULES = {_TENANT + method: rule for method, rule in _TENANT_METHO
 # internal credential; ``AccessPolicy.check`` refuses any other credential kind for them.
 INTERNAL_SERVICE_RULES: dict[str, Rule] = {
     "/voiceai.tenant.v1.ApiKeyInternalService/LookupApiKey": _MANAGE,
+    # Durable call-record writes (issue 15): the gateway's internal credential, never rate limited.
+    "/voiceai.tenant.v1.CallRecordInternalService/UpsertCallRecord": _CALL,
 }
 # Placing a phone call is a call on the tenant's behalf (agents and admins), like Converse.
 TELEPHONY_SERVICE_RULES: dict[str, Rule] = {

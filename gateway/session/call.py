@@ -48,6 +48,7 @@ from gateway.session.turn_taking import TurnTaking
 from gateway.usage_quota import CallBudget, end_after_turn
 
 __all__ = ["CallSession", "SessionSettings", "heard_text"]
+from gateway.turn_failures import DEFAULT_LIMIT, TurnFailures
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class SessionSettings:
     stt_quiet_chunk_ms: int = 500  # batches once the line has been quiet for a while
     max_call_s: float = 3600.0
     stt_reopen_attempts: int = 2
+    failed_turns_limit: int = DEFAULT_LIMIT  # issue 15: consecutive failed turns end the call
 
 
 class CallSession:
@@ -113,6 +115,8 @@ class CallSession:
             profile, self.floor, self.runtime.timers(), self.input.clock, self.input.vad, self._start_reply
         )
         self.barge_in = BargeIn(profile, self.floor, self.turns.caller, self.runtime.timers(), self._cut_off)
+        # Consecutive failed turns end the call with a closing line (SERVICE_ERROR).
+        self.failures = TurnFailures(transport.send_event, self.settings.failed_turns_limit)
         self.never_silent = NeverSilent(
             agent=agent,
             fmt=self.fmt,
@@ -121,6 +125,7 @@ class CallSession:
             floor=self.floor,
             runtime=self.runtime,
             timers=self.runtime.timers(),
+            failures=self.failures,
         )
 
     @property
@@ -289,6 +294,10 @@ class CallSession:
         self.never_silent.stand_down()
         text = active.spoken.text.strip() or " ".join(s.text for s in active.spoken.segments).strip()
         self._finish(active, text, interrupted=False)
+        if self.failures.ends_after(active.turn):  # a dead dependency ends the call honestly
+            self.runtime.end(EndReason.SERVICE_ERROR, self.failures.reason)
+            return
+        self.failures.succeeded(active.turn)
         # A hard monthly usage limit crossed: the call ends here, after the turn, never mid-word.
         if (over := end_after_turn(self.usage_budget, self.usage.lines)) is not None:
             self.runtime.end(EndReason.QUOTA, over)

@@ -23,6 +23,7 @@ from gateway.session.reply import PhraseCache, SpokenText
 from gateway.session.runtime import CallRuntime, Timers
 from gateway.session.services import MeshClients, describe_rpc_error
 from gateway.session.timing import FILLERS
+from gateway.turn_failures import TurnFailures
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,10 @@ class NeverSilent:
         floor: Floor,
         runtime: CallRuntime,
         timers: Timers,
+        failures: TurnFailures | None = None,
     ) -> None:
         self._agent = agent
+        self._failures = failures  # consecutive failed turns: the last apology is a closing line
         self._profile = agent.turn_taking
         self._fmt = fmt
         self._clients = clients
@@ -76,7 +79,8 @@ class NeverSilent:
             return
         self._floor.playout.clear()
         active.spoken = SpokenText()
-        self.speak_phrase(self._profile.apology_phrase, active.turn, reuse=active)
+        closing = self._failures.failed(active.turn) if self._failures is not None else None
+        self.speak_phrase(closing or self._profile.apology_phrase, active.turn, reuse=active)
 
     def speak_phrase(self, text: str, turn: int, reuse: ActiveReply | None = None) -> ActiveReply:
         """Speak a fixed phrase (greeting, apology, an announcement) as the agent's current reply."""

@@ -13,6 +13,7 @@ import grpc.aio
 
 from common.discovery import ChannelPool, Resolver
 from common.errors import Unavailable
+from gateway.admission import require_capacity
 
 SERVICE_TITLES = {"stt": "speech-to-text", "llm": "language-model", "tts": "text-to-speech"}
 
@@ -45,6 +46,7 @@ class MeshClients:
                     f"{title} service at {inst.endpoint.address} is unavailable (no connection"
                     f" within {timeout:.0f} s); the call cannot start"
                 ) from e
+            await require_capacity(inst.channel, pool.service, title)  # hook: overload sheds (issue 15)
 
         await asyncio.gather(one(self.stt), one(self.llm), one(self.tts))
 

@@ -52,6 +52,10 @@ class DatabaseSettings(BaseSettings):
     # Seconds a request waits for a pooled connection before UNAVAILABLE.
     pool_timeout_s: float = 5.0
     connect_timeout_s: float = 5.0
+    # How long the pool's background reconnect keeps backing off before it gives up and lets the
+    # next request start a fresh attempt: psycopg_pool's backoff doubles without a cap (it
+    # reached 16-50 s in an outage), so recovery after PostgreSQL returns is bounded by this.
+    pool_reconnect_timeout_s: float = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +199,10 @@ async def open_pool(settings: DatabaseSettings) -> AsyncConnectionPool:
         timeout=settings.pool_timeout_s,
         kwargs={"connect_timeout": max(1, int(settings.connect_timeout_s))},
         configure=_configure,
+        # A pooled connection is checked before it is handed out: one that died with the server
+        # is replaced instead of failing the request.
+        check=AsyncConnectionPool.check_connection,
+        reconnect_timeout=settings.pool_reconnect_timeout_s,
         open=False,
         name="tenant_svc",
     )

@@ -29,6 +29,7 @@ from tests.bench import (
     gateway,
     livekit_audio,
     providers,
+    records,  # issue 15
     services,
     state,
     tenancy,
@@ -49,6 +50,7 @@ SECTIONS = (
     "encryption",
     "rest",
     "usage",
+    "records",
 )
 
 
@@ -94,6 +96,8 @@ def main() -> None:
         rest_front.main([])
     if wanted("usage"):
         usage_bench.main([])
+    if wanted("records"):  # issue 15: record write cost on call end, outbox drain rate
+        records.main([])
 
 
 if __name__ == "__main__":

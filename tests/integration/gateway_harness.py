@@ -11,6 +11,7 @@ from common.gen.voiceai.gateway.v1 import gateway_pb2
 from common.gen.voiceai.llm.v1 import llm_pb2_grpc
 from common.gen.voiceai.stt.v1 import stt_pb2_grpc
 from common.gen.voiceai.tts.v1 import tts_pb2_grpc
+from common.load import CapacitySettings, attach_capacity
 from common.redis_conn import RedisSettings
 from common.server import ServiceBinding, ServiceHost
 from common.settings import DiscoverySettings, ServiceSettings
@@ -32,23 +33,9 @@ class Mesh:
         return self.stt.streams.open + self.llm.streams.open + self.tts.streams.open
 
 
-@contextlib.asynccontextmanager
-async def scripted_mesh(
-    stt: ScriptedStt,
-    llm: ScriptedLlm | None = None,
-    tts: ToneTts | None = None,
-    *,
-    agents: list[Agent] | None = None,
-    outbox_limit: int = 500,
-    services_up: bool = True,
-    tenant_address: str = "",
-    redis_url: str = "",
-) -> AsyncIterator[Mesh]:
-    """``tenant_address``/``redis_url``: run with tenancy (agents from tenant_svc, quotas, call
-    records, Redis history) instead of the built-in catalog."""
-    llm = llm or ScriptedLlm()
-    tts = tts or ToneTts()
-    doubles = ServiceHost(
+def scripted_services(stt: ScriptedStt, llm: ScriptedLlm, tts: ToneTts) -> ServiceHost:
+    """One host serving the STT, LLM and TTS doubles (not started)."""
+    return ServiceHost(
         ServiceSettings(),
         [
             ServiceBinding(
@@ -65,6 +52,27 @@ async def scripted_mesh(
             ),
         ],
     )
+
+
+@contextlib.asynccontextmanager
+async def scripted_mesh(
+    stt: ScriptedStt,
+    llm: ScriptedLlm | None = None,
+    tts: ToneTts | None = None,
+    *,
+    agents: list[Agent] | None = None,
+    outbox_limit: int = 500,
+    services_up: bool = True,
+    tenant_address: str = "",
+    redis_url: str = "",
+    max_streams: int = 0,
+) -> AsyncIterator[Mesh]:
+    """``tenant_address``/``redis_url``: run with tenancy (agents from tenant_svc, quotas, call
+    records, Redis history) instead of the built-in catalog."""
+    llm = llm or ScriptedLlm()
+    tts = tts or ToneTts()
+    doubles = scripted_services(stt, llm, tts)
+    attach_capacity(doubles, CapacitySettings(max_streams=max_streams))  # 0: no limit
     port = await doubles.start()
     addr = f"127.0.0.1:{port}"
     if not services_up:

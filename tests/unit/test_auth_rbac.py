@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 import pytest
 
+import common.gen
 from common.auth import DEFAULT_POLICY, AccessPolicy, Permission, Principal, aip_rules
 from common.auth.rbac import CALL_METHODS
 from common.errors import PermissionDenied
@@ -33,6 +37,18 @@ MODULES = (
 # data protection (#14): BYOK, retention, data keys; the internal provider-key path
 MODULES += (data_protection_service_pb2, provider_key_internal_service_pb2, data_key_internal_service_pb2)
 MODULES += (usage_service_pb2,)
+# Every generated *_pb2 module with services, found by walking common/gen, so a new .proto file
+# cannot add an RPC without a rule (issue 15: CallRecordInternalService).
+MODULES = tuple(
+    {
+        *MODULES,
+        *(
+            importlib.import_module(info.name)
+            for info in pkgutil.walk_packages(common.gen.__path__, "common.gen.")
+            if info.name.endswith("_pb2")
+        ),
+    }
+)
 
 
 def who(*roles: str) -> Principal:

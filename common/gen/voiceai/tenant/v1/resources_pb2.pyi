@@ -27,6 +27,7 @@ class CallStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CALL_STATUS_IN_PROGRESS: _ClassVar[CallStatus]
     CALL_STATUS_COMPLETED: _ClassVar[CallStatus]
     CALL_STATUS_FAILED: _ClassVar[CallStatus]
+    CALL_STATUS_INTERRUPTED: _ClassVar[CallStatus]
 
 class CallDirection(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -41,6 +42,7 @@ CALL_STATUS_UNSPECIFIED: CallStatus
 CALL_STATUS_IN_PROGRESS: CallStatus
 CALL_STATUS_COMPLETED: CallStatus
 CALL_STATUS_FAILED: CallStatus
+CALL_STATUS_INTERRUPTED: CallStatus
 CALL_DIRECTION_UNSPECIFIED: CallDirection
 CALL_DIRECTION_INBOUND: CallDirection
 CALL_DIRECTION_OUTBOUND: CallDirection
@@ -164,7 +166,7 @@ class Call(_message.Message):
     def __init__(self, name: _Optional[str] = ..., agent: _Optional[str] = ..., status: _Optional[_Union[CallStatus, str]] = ..., direction: _Optional[_Union[CallDirection, str]] = ..., from_number: _Optional[str] = ..., to_number: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_reason: _Optional[str] = ..., turns: _Optional[_Iterable[_Union[CallTurn, _Mapping]]] = ..., usage: _Optional[_Union[_usage_pb2.Usage, _Mapping]] = ...) -> None: ...
 
 class CallTurn(_message.Message):
-    __slots__ = ("index", "caller_text", "agent_text", "interrupted", "stt_final_ms", "llm_first_token_ms", "tts_first_audio_ms", "first_audio_out_ms")
+    __slots__ = ("index", "caller_text", "agent_text", "interrupted", "stt_final_ms", "llm_first_token_ms", "tts_first_audio_ms", "first_audio_out_ms", "failed")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     CALLER_TEXT_FIELD_NUMBER: _ClassVar[int]
     AGENT_TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -173,6 +175,7 @@ class CallTurn(_message.Message):
     LLM_FIRST_TOKEN_MS_FIELD_NUMBER: _ClassVar[int]
     TTS_FIRST_AUDIO_MS_FIELD_NUMBER: _ClassVar[int]
     FIRST_AUDIO_OUT_MS_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
     index: int
     caller_text: str
     agent_text: str
@@ -181,7 +184,8 @@ class CallTurn(_message.Message):
     llm_first_token_ms: float
     tts_first_audio_ms: float
     first_audio_out_ms: float
-    def __init__(self, index: _Optional[int] = ..., caller_text: _Optional[str] = ..., agent_text: _Optional[str] = ..., interrupted: _Optional[bool] = ..., stt_final_ms: _Optional[float] = ..., llm_first_token_ms: _Optional[float] = ..., tts_first_audio_ms: _Optional[float] = ..., first_audio_out_ms: _Optional[float] = ...) -> None: ...
+    failed: bool
+    def __init__(self, index: _Optional[int] = ..., caller_text: _Optional[str] = ..., agent_text: _Optional[str] = ..., interrupted: _Optional[bool] = ..., stt_final_ms: _Optional[float] = ..., llm_first_token_ms: _Optional[float] = ..., tts_first_audio_ms: _Optional[float] = ..., first_audio_out_ms: _Optional[float] = ..., failed: _Optional[bool] = ...) -> None: ...
 
 class AuditLogEntry(_message.Message):
     __slots__ = ("name", "actor", "action", "resource", "changed_fields", "create_time")
