@@ -16,6 +16,7 @@ from common.providers import KNOWN_PROVIDERS, EnvKeySource, KeySource, load_spec
 from common.redis_conn import RedisSettings, open_redis
 from common.server import ServiceHost, single_service_host
 from common.settings import ServiceSettings, environment
+from common.tenant_keys import tenant_key_store
 from llm_svc.chain import ProviderChain
 from llm_svc.context_budget import ContextBudgets
 from llm_svc.providers import CLOUD, REGISTRY
@@ -143,9 +144,12 @@ def build_host(
     redis: RedisSettings | None = None,
 ) -> ServiceHost:
     """``engine`` (default: the configured local engine) is the chain's "local" provider."""
-    chain, cloud = make_chain(settings, engine or make_engine(settings), environ)
+    keys = tenant_key_store(EnvKeySource(environment() if environ is None else environ))  # BYOK first
+    chain, cloud = make_chain(settings, engine or make_engine(settings), environ, keys=keys)
     served: ChatModel = chain
     closers = [c.aclose for c in cloud]
+    if keys is not None:
+        closers.append(keys.aclose)
     if settings.llm_reply_cache:
         redis_settings = redis or RedisSettings()
         # The tag: a changed default model or chain must not serve answers the old one gave.

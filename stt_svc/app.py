@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Literal
 
 from pydantic import Field
@@ -14,6 +14,7 @@ from common.load import attach_capacity
 from common.providers import KNOWN_PROVIDERS, EnvKeySource, KeySource, load_specs
 from common.server import ServiceHost, single_service_host, warm_up
 from common.settings import ServiceSettings, environment
+from common.tenant_keys import tenant_key_store
 from stt_svc.chain import ChainRecognizer
 from stt_svc.metering import MeteredRecognizer, provider_of
 from stt_svc.providers import CLOUD, REGISTRY
@@ -124,10 +125,14 @@ def make_chain(
 
 def build_host(settings: Settings, engine: Recognizer | None = None) -> ServiceHost:
     """``engine`` is the local provider (built from the settings when not given)."""
+    chain_closers: list[Callable[[], Awaitable[None]]] = []
     if isinstance(engine, ChainRecognizer):
         chain = engine
     else:
-        chain = make_chain(settings, engine or make_engine(settings))
+        keys = tenant_key_store(EnvKeySource(environment()))  # BYOK first (None: no tenant_svc)
+        chain = make_chain(settings, engine or make_engine(settings), keys=keys)
+        if keys is not None:
+            chain_closers.append(keys.aclose)
     servicer = SpeechToTextServicer(chain, settings.stt_endpointing_ms)
     host = single_service_host(
         settings,
@@ -136,6 +141,7 @@ def build_host(settings: Settings, engine: Recognizer | None = None) -> ServiceH
         servicer,
     )
     host.on_stop.append(chain.aclose)
+    host.on_stop.extend(chain_closers)
     attach_capacity(host)  # issue 15: NOT_SERVING for new work at VOICEAI_MAX_STREAMS
     deepgram = provider_of(chain.engines.get("deepgram"))
     if isinstance(deepgram, DeepgramRecognizer):

@@ -14,6 +14,7 @@ from common.load import attach_capacity
 from common.providers import EnvKeySource, KeySource, load_specs
 from common.server import ServiceHost, single_service_host, warm_up
 from common.settings import ServiceSettings, environment
+from common.tenant_keys import tenant_key_store
 from tts_svc.chain import ChainSynthesizer
 from tts_svc.providers import CLOUD, REGISTRY
 from tts_svc.providers.base import Synthesizer
@@ -114,8 +115,10 @@ def build_servicer(settings: Settings, engine: Synthesizer) -> TextToSpeechServi
 def build_host(settings: Settings, engine: Synthesizer | None = None) -> ServiceHost:
     """The tts_svc host over ``engine`` (default: the configured one)."""
     engine = engine or make_engine(settings)
+    keys = None
     if not isinstance(engine, ChainSynthesizer):
-        engine = make_chain(settings, engine)
+        keys = tenant_key_store(EnvKeySource(environment()))  # BYOK first (None: no tenant_svc)
+        engine = make_chain(settings, engine, keys=keys)
     host = single_service_host(
         settings,
         "voiceai.tts.v1.TextToSpeechService",
@@ -123,6 +126,8 @@ def build_host(settings: Settings, engine: Synthesizer | None = None) -> Service
         build_servicer(settings, engine),
     )
     host.on_stop.append(engine.aclose)
+    if keys is not None:
+        host.on_stop.append(keys.aclose)
     attach_capacity(host)  # issue 15: NOT_SERVING for new work at VOICEAI_MAX_STREAMS
     return host
 

@@ -49,6 +49,12 @@ GATEWAY_TENANT_METHODS = frozenset(
     _TENANT_API + m for m in ("GetAgent", "GetTenant", "CreateCall", "LookupPhoneNumber")
 ) | {"/voiceai.tenant.v1.UsageService/GetUsage"}  # a call's usage budget at admission (#17)
 
+# Internal methods a speech service calls for the call it serves, forwarding the gateway's token
+# for that call (audience = the calling service): the peer says who calls, the token for whom.
+SERVICE_FORWARDED_METHODS: dict[str, frozenset[str]] = {
+    "/voiceai.tenant.v1.ProviderKeyInternalService/ResolveProviderKey": INTERNAL_SERVICES,
+}
+
 # The proto package of each service, to name a host's identity from what it serves.
 _PACKAGES = {
     "voiceai.gateway.": GATEWAY,
@@ -104,7 +110,14 @@ class HopRules:
                     f"{target} is internal: it accepts only the gateway's internal tokens, and"
                     f" this RPC carries {what}; place calls through the gateway's Converse instead"
                 )
-            self._check_audience(principal)
+            forwarded = SERVICE_FORWARDED_METHODS.get(method)
+            if forwarded is None:
+                self._check_audience(principal)
+            elif principal.audience not in {audience(s) for s in forwarded}:
+                raise PermissionDenied(
+                    f"{method.rsplit('/', 1)[-1]} takes the token a speech service was given for its"
+                    " call (forwarded), not one minted for another service"
+                )
             if self.internal and principal.call_id != call_id:
                 raise PermissionDenied(
                     "this internal token is bound to another call than the one named in 'x-call-id'"
@@ -131,6 +144,7 @@ class HopRules:
             return
         gateway_only = internal_token or is_internal_service_method(method)
         allowed = INTERNAL_SERVICE_PEERS if gateway_only else ALLOWED_PEERS.get(self.service)
+        allowed = SERVICE_FORWARDED_METHODS.get(method, allowed)
         if allowed is None:
             return
         if peer is None:

@@ -106,7 +106,7 @@ async def test_history_entries_are_bound_to_their_call_and_die_with_the_tenants_
     pool = ChannelPool("tenant", StaticResolver({"tenant": [api.address]}))
     clock = [0.0]
     sealer = HistorySealer(pool, ttl_s=30.0, clock=lambda: clock[0])
-    md = dict(internal_md(api, tenant))
+    md = dict(internal_md(api, tenant, "tenant"))
     context.bind(context.RequestContext(tenant_id=tenant, call_id="c1", authorization=md["authorization"]))
     try:
         sealed = await sealer.seal(tenant, "c1", b"the pelican")

@@ -192,9 +192,12 @@ async def test_data_key_rotation_re_encrypts_old_records_as_they_are_read(
     assert code == grpc.StatusCode.PERMISSION_DENIED
 
 
-def internal_md(api: TenantApi, tenant: str) -> tuple[tuple[str, str], ...]:
+def internal_md(api: TenantApi, tenant: str, service: str = "llm") -> tuple[tuple[str, str], ...]:
+    """The internal token the gateway minted for ``service`` in a call of ``tenant`` (a speech
+    service forwards it to tenant_svc's ProviderKeyInternalService; "tenant" is the gateway's
+    own audience for its internal services)."""
     issuer = InternalTokenIssuer(dev_signing_key(api.key_dir))
-    token = issuer.mint(Principal("gateway-call", tenant, frozenset({"agent"}), "jwt"), "tenant")
+    token = issuer.mint(Principal("gateway-call", tenant, frozenset({"agent"}), "jwt"), service)
     return (("authorization", f"Bearer {token}"), ("x-tenant-id", tenant))
 
 
