@@ -14,6 +14,7 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from common.auth import AuthSettings, build_auth
+from common.crypto import KekSettings, TenantKeyring, build_key_provider
 from common.errors import NotFound
 from common.gen.voiceai.gateway.v1 import gateway_pb2
 from common.gen.voiceai.tenant.v1 import call_record_internal_service_pb2 as rec
@@ -23,6 +24,7 @@ from common.gen.voiceai.tenant.v1 import tenant_service_pb2 as svc
 from gateway.records import gateway_credential
 from gateway.turn_failures import CLOSING_LINE
 from tenant_svc.db.database import DatabaseSettings
+from tenant_svc.protection import DataProtection
 from tenant_svc.repository import Repository
 from tests.caller import ConverseCaller
 from tests.credentials import KEY_DIR, bearer
@@ -38,9 +40,11 @@ async def api(database_settings: DatabaseSettings, redis_url: str) -> AsyncItera
 
 
 async def stored(pool: AsyncConnectionPool, tenant: str, call_id: str) -> pb.Call | None:
-    """The record as PostgreSQL holds it (read under the tenant's RLS, not through the API)."""
+    """The record as PostgreSQL holds it (read under the tenant's RLS, not through the API),
+    its sealed transcript opened with the session's key ring as tenant_svc would."""
+    protection = DataProtection(TenantKeyring(await build_key_provider(KekSettings())))
     try:
-        async with Repository(pool).tenant(tenant) as t:
+        async with Repository(pool, protection).tenant(tenant) as t:
             return await t.get_call(call_id)
     except NotFound:
         return None
@@ -152,7 +156,7 @@ async def test_only_the_internal_credential_writes_records_and_replays_change_no
                 request(1, 1), metadata=(("x-tenant-id", tenant), bearer(tenant, roles))
             )
         assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
-        assert "internal credential" in (info.value.details() or "")
+        assert "internal" in (info.value.details() or "")
     issuer = build_auth(
         AuthSettings(mode="dev", dev_key_dir=str(KEY_DIR)), issue_internal_tokens=True
     ).internal_issuer

@@ -18,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from common.auth import dev_signing_key
 from common.auth.internal import InternalTokenIssuer
+from common.auth.keys import DEV_INTERNAL_KEY_NAME
 from common.auth.principal import Principal
 from common.crypto import KekSettings, TenantKeyring, build_key_provider
 from common.crypto.envelope import key_version
@@ -196,7 +197,7 @@ def internal_md(api: TenantApi, tenant: str, service: str = "llm") -> tuple[tupl
     """The internal token the gateway minted for ``service`` in a call of ``tenant`` (a speech
     service forwards it to tenant_svc's ProviderKeyInternalService; "tenant" is the gateway's
     own audience for its internal services)."""
-    issuer = InternalTokenIssuer(dev_signing_key(api.key_dir))
+    issuer = InternalTokenIssuer(dev_signing_key(api.key_dir, DEV_INTERNAL_KEY_NAME))
     token = issuer.mint(Principal("gateway-call", tenant, frozenset({"agent"}), "jwt"), service)
     return (("authorization", f"Bearer {token}"), ("x-tenant-id", tenant))
 

@@ -26,6 +26,7 @@ class _Ledger:
     def __init__(self) -> None:
         self.admitted: list[str] = []
         self.finished: list[tuple[object, str, pb.Call]] = []
+        self.tracked: list[str] = []
 
     async def admit(self, tenant_id: str, call_id: str) -> object:
         self.admitted.append(call_id)
@@ -33,6 +34,12 @@ class _Ledger:
 
     def finish(self, lease: object, tenant_id: str, call_id: str, call: pb.Call) -> None:
         self.finished.append((lease, call_id, call))
+
+    def track(self, tenant_id: str, call_id: str, record: object) -> None:
+        self.tracked.append(call_id)
+
+    async def usage_budget(self, tenant_id: str) -> None:
+        return None
 
 
 class _Transport:
