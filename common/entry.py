@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Awaitable, Callable
 
-from common import logs
+from common import logs, telemetry
 from common.consul import register_with_consul
 from common.server import ServiceHost, run
 from common.settings import ServiceSettings
@@ -27,6 +27,7 @@ def serve_main(
     elif settings.port == 0:
         settings.port = default_port
     logs.configure(name.replace("_svc", ""), settings.log_level, settings.log_format)
+    telemetry.setup(name.replace("_svc", ""))
 
     async def main() -> None:
         host = await build(settings)

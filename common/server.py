@@ -24,7 +24,9 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from common import telemetry
 from common.interceptors import ContextServerInterceptor
+from common.rpc_metrics import RedServerInterceptor
 from common.settings import ServiceSettings
 
 if TYPE_CHECKING:
@@ -99,6 +101,9 @@ class ServiceHost:
         checks = [auth.server_interceptor()] if auth is not None else []
         self._server = grpc.aio.server(
             interceptors=[
+                # Outermost: spans and RED series see every RPC, refusals included (issue 16).
+                *telemetry.server_interceptors(),
+                RedServerInterceptor(),
                 ContextServerInterceptor(require_call_id=require_call_id, tenantless=tenantless),
                 *checks,
                 *interceptors,

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 
-from common import logs
+from common import logs, telemetry
 from common.consul import register_with_consul
 from common.server import run
 from gateway.app import DEFAULT_PORT, Settings, build_app
@@ -24,6 +24,7 @@ def main() -> None:
     elif settings.port == 0:
         settings.port = DEFAULT_PORT
     logs.configure("gateway", settings.log_level, settings.log_format)
+    telemetry.setup("gateway")
 
     async def serve() -> None:
         app = build_app(settings)
