@@ -33,6 +33,7 @@ from typing import Generic, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from common import telemetry
 from common.errors import EngineError, FailedPrecondition, InvalidArgument, ResourceExhausted
 
 log = logging.getLogger(__name__)
@@ -343,6 +344,7 @@ def record_fallback(service: str, failed: str, to: str, error: BaseException) ->
     """Count and log one switch (the error text is the provider's, never tenant data)."""
     kind = failure_kind(error)
     FALLBACKS.labels(service, failed, to, kind).inc()
+    telemetry.span_event("voiceai.provider_fallback", service=service, failed=failed, to=to, reason=kind)
     log.warning("%s provider %s failed (%s: %s); falling back to %s", service, failed, kind, error, to)
 
 

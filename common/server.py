@@ -155,11 +155,14 @@ class ServiceHost:
         return self.port
 
     def _start_metrics(self) -> None:
-        if self.settings.metrics_port < 0:
+        port = self.settings.metrics_port
+        if self.settings.metrics_port_offset:
+            port = self.port + self.settings.metrics_port_offset
+        if port < 0:
             return
         from prometheus_client import start_http_server
 
-        server, _thread = start_http_server(self.settings.metrics_port, addr=self.settings.host)
+        server, _thread = start_http_server(port, addr=self.settings.host)
         self._metrics_server = server
         self.metrics_port = server.server_port
 

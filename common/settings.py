@@ -19,6 +19,9 @@ class ServiceSettings(BaseSettings):
     port: int = 0
     # Prometheus /metrics on this port; 0 picks a free port, -1 disables it.
     metrics_port: int = -1
+    # When set, /metrics listens on the gRPC port plus this offset (one setting for a whole local
+    # mesh, whose processes get different gRPC ports: make observe).
+    metrics_port_offset: int = 0
     # How long open streams may run after SIGTERM before they are cancelled.
     grace_period_s: float = 30.0
     # On drain, report NOT_SERVING this long before refusing new RPCs, so load balancers and

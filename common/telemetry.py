@@ -16,6 +16,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import IO, Any
 
 from opentelemetry.sdk.trace import SpanProcessor
@@ -45,7 +46,8 @@ class TelemetrySettings(BaseSettings):
     otel_service_name: str = ""
     # Share of calls kept when nothing in them failed (calls with an error are always kept).
     otel_traces_sampler_arg: float = 1.0
-    # One JSON span per line, for a person without a tracing backend (make observe).
+    # One JSON span per line, for a person without a tracing backend (make observe); "{service}"
+    # in the path becomes the process's service name (one file per process).
     voiceai_trace_file: str = ""
 
     def exporters_wanted(self) -> list[str]:
@@ -152,7 +154,7 @@ def _span_line(span: Any) -> str:
     return str(span.to_json(indent=None)) + "\n"
 
 
-def _exporters(settings: TelemetrySettings, wanted: Sequence[str]) -> list[Any]:
+def _exporters(settings: TelemetrySettings, wanted: Sequence[str], service: str) -> list[Any]:
     out: list[Any] = []
     for name in wanted:
         if name == "otlp":
@@ -174,7 +176,9 @@ def _exporters(settings: TelemetrySettings, wanted: Sequence[str]) -> list[Any]:
         elif name == "file":
             from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-            stream: IO[str] = open(settings.voiceai_trace_file, "a", encoding="utf-8")  # noqa: SIM115
+            path = Path(settings.voiceai_trace_file.replace("{service}", service))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            stream: IO[str] = path.open("a", encoding="utf-8")
             out.append(ConsoleSpanExporter(out=stream, formatter=_span_line))
         else:
             log.warning("unknown OTEL_TRACES_EXPORTER %r ignored (otlp, console or none)", name)
@@ -203,7 +207,7 @@ def setup(
 
     resource = Resource.create({"service.name": settings.otel_service_name or f"voiceai-{service}"})
     provider = TracerProvider(sampler=ParentBased(ALWAYS_ON), resource=resource)
-    for exporter in _exporters(settings, wanted):
+    for exporter in _exporters(settings, wanted, service):
         provider.add_span_processor(TailKeep(BatchSpanProcessor(exporter), settings.otel_traces_sampler_arg))
     for processor in processors:
         provider.add_span_processor(TailKeep(processor, settings.otel_traces_sampler_arg))
@@ -270,3 +274,22 @@ def reset_for_tests() -> None:
     _state.provider = None
     context.set_traceparent_source(None)
     logs.set_trace_ids_source(None)
+
+
+def span_event(name: str, **attributes: str | int | float | bool) -> None:
+    """An event on the active span (a provider fallback on the stream's server span); nothing
+    when tracing is off."""
+    if _state.provider is None:
+        return
+    from opentelemetry import trace
+
+    trace.get_current_span().add_event(name, attributes)
+
+
+def span_attributes(attributes: dict[str, str | int | float | bool]) -> None:
+    """Attributes on the active span (model, provider, tokens); nothing when tracing is off."""
+    if _state.provider is None:
+        return
+    from opentelemetry import trace
+
+    trace.get_current_span().set_attributes(attributes)

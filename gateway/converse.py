@@ -32,6 +32,7 @@ from common.streams import first_config
 from common.tasks import cancel_and_wait
 from gateway.agents import AgentCatalog, agent_from_proto
 from gateway.call_record import CallRecordBuilder, RecordingStore, RecordingTransport
+from gateway.call_trace import CallTrace
 from gateway.session.call import CallSession, SessionSettings
 from gateway.session.events import (
     AgentSpeech,
@@ -291,6 +292,10 @@ class CallGatewayServicer(gateway_pb2_grpc.CallGatewayServiceServicer):
         self._pacer.start()
 
         transport = ConverseTransport(requests, fmt, self._outbox_limit, context_.read)
+        # Tracing hook (issue 16): before the session, whose tasks and playout inherit the span.
+        call_span = CallTrace.begin(
+            tenant_id=tenant_id, call_id=call_id, agent_id=agent.agent_id, ingress="converse"
+        )
         session = CallSession(
             tenant_id=tenant_id,
             call_id=call_id,
@@ -343,6 +348,8 @@ class CallGatewayServicer(gateway_pb2_grpc.CallGatewayServiceServicer):
         finally:
             ACTIVE_CALLS.dec()
             CALLS.labels(reason).inc()
+            if call_span is not None:
+                call_span.end(reason, turns=session.turn)
             await cancel_and_wait(task)
             transport.on_overflow = _ignore  # the closure refers to the transport: break the cycle
             if task.done() and not task.cancelled():

@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Sequence
 
 import grpc.aio
 
+from common import telemetry
+from common.engine_metrics import LLM_FIRST_TOKEN, llm_reply
 from common.errors import EngineError, InvalidArgument
 from common.gen.voiceai.common.v1 import usage_pb2
 from common.gen.voiceai.llm.v1 import llm_pb2, llm_pb2_grpc
@@ -199,9 +201,13 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServiceServicer):
         chat = to_request(request, self._default_max_tokens)
         started = time.perf_counter()
         events = self._engine.stream(chat)
+        first = True
         try:
             async for event in events:
                 if isinstance(event, TokenDelta):
+                    if first:  # metrics hook (issue 16)
+                        first = False
+                        LLM_FIRST_TOKEN.labels(self._engine.name).observe(time.perf_counter() - started)
                     yield llm_pb2.StreamChatResponse(delta=llm_pb2.TokenDelta(text=event.text))
                     continue
                 if isinstance(event, ToolCallDelta):
@@ -212,6 +218,19 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServiceServicer):
                     )
                     continue
                 yield _done(event)
+                llm_reply(
+                    event.engine, str(event.finish_reason), event.prompt_tokens, event.completion_tokens
+                )
+                telemetry.span_attributes(
+                    {
+                        "voiceai.llm.engine": event.engine,
+                        "voiceai.llm.model": chat.model or "",
+                        "voiceai.llm.prompt_tokens": event.prompt_tokens,
+                        "voiceai.llm.completion_tokens": event.completion_tokens,
+                        "voiceai.llm.cached": event.cached,
+                        "voiceai.llm.fell_back": event.fell_back,
+                    }
+                )
                 log.info(
                     "chat done: engine=%s finish=%s cached=%s prompt_tokens=%d completion_tokens=%d in %.0f ms",
                     event.engine,

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import grpc.aio
 
 from common.audio import LINEAR16, MULAW, Decoder, validate_format
+from common.engine_metrics import STT_AUDIO_SECONDS, final_metrics
 from common.errors import InvalidArgument, VoiceAIError
 from common.gen.voiceai.stt.v1 import stt_pb2, stt_pb2_grpc
 from common.streams import RequestPump, first_config, refuse
@@ -135,10 +136,13 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServiceServicer):
             requests, handle, on_half_close=stream.end_input, on_failure=stream.aclose, name="stt-read"
         )
         finals = 0
+        engine = self._engine.name
         try:
             try:
                 async for event in stream.events():
-                    finals += isinstance(event, Final)
+                    if isinstance(event, Final):  # metrics hook (issue 16)
+                        finals += 1
+                        final_metrics(engine, (fmt.ms_for_bytes(received) - event.end_ms) / 1000.0)
                     yield to_proto(event)
             except Exception as e:  # the engine failed: same way out as bad input
                 await pump.fail(e)
@@ -149,6 +153,7 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServiceServicer):
             # Runs on client cancellation too: nothing of this stream outlives the RPC.
             await pump.aclose()
             await stream.aclose()
+            STT_AUDIO_SECONDS.labels(engine).inc(fmt.ms_for_bytes(received) / 1000.0)
             log.info(
                 "recognition stream closed: %s, %.1f s of audio, %d finals",
                 fmt.describe(),

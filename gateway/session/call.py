@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from common.audio import silence
 from common.errors import InvalidArgument, Unavailable
 from common.tasks import cancel_and_wait
+from gateway import call_trace
 from gateway.agents import Agent
 from gateway.session import endpointing
 from gateway.session.caller_input import CallerInput
@@ -291,6 +292,7 @@ class CallSession(NeverSilent):
         await self.store.append(self.tenant_id, self.call_id, HistoryEntry("user", text, active.turn))
         history = await self.store.history(self.tenant_id, self.call_id)
         assert active.timer is not None
+        call_trace.turn_started(active.turn, active.timer.speech_end)
         try:
             async with asyncio.timeout(self.profile.turn_timeout_ms / 1000.0):
                 await speak_with_failover(
@@ -309,6 +311,7 @@ class CallSession(NeverSilent):
         except Exception as e:  # any failure of the turn: apologise, the call goes on
             why = "the turn timed out" if isinstance(e, TimeoutError) else describe_failure(e)
             log.warning("turn %d failed (%s); apologising", active.turn, why)
+            call_trace.turn_failed(active.turn, why)
             self._apologize(active)
 
     # ------------------------------------------------------------------ playout callbacks
@@ -337,7 +340,9 @@ class CallSession(NeverSilent):
             self._spawn(self.store.append(self.tenant_id, self.call_id, entry), "history")
         if active.timer is not None:
             active.timer.timings.interrupted = interrupted
-            self.transport.send_event(active.timer.finish())
+            timings = active.timer.finish()
+            call_trace.turn_finished(timings)
+            self.transport.send_event(timings)
         active.played.set()
 
     # ------------------------------------------------------------------ barge-in

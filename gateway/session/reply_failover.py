@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 
 from common.audio import Format
+from gateway import call_trace
 from gateway.agents import Agent
 from gateway.session.events import Usage
 from gateway.session.history import HistoryEntry
@@ -51,6 +52,7 @@ async def speak_with_failover(
     timer.timings.llm_first_token_ms = None
     timer.timings.tts_first_audio_ms = None
     FAILOVERS.labels(failed.service).inc()
+    call_trace.event("voiceai.instance_failover", turn, service=failed.service, instance=failed.address)
     log.warning(
         "%s failover: turn %d's %s stream failed on %s before the caller heard it (%s: %s);"
         " retrying the turn on another instance",

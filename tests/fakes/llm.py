@@ -6,6 +6,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 
+from common.errors import EngineError
 from llm_svc.providers.base import ChatEvent, ChatRequest, Completion, TokenDelta
 
 REPLY = ("Sure thing. ", "I can ", "help ", "with ", "that.")
@@ -16,9 +17,13 @@ class ZeroCostChatModel:
 
     def __init__(self) -> None:
         self._first_token_s = int(os.environ.get("VOICEAI_FAKE_LLM_FIRST_TOKEN_MS", "100")) / 1000.0
+        # Fail the reply to the caller's Nth turn of a call (0 = never): a failed turn for tests.
+        self._fail_turn = int(os.environ.get("VOICEAI_FAKE_LLM_FAIL_TURN", "0"))
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
         await asyncio.sleep(self._first_token_s)
+        if self._fail_turn and sum(m.role == "user" for m in request.messages) == self._fail_turn:
+            raise EngineError(f"{self.name}: failing turn {self._fail_turn} as configured")
         for token in REPLY:
             yield TokenDelta(token)
         yield Completion("stop", len(request.messages), len(REPLY), self.name)
