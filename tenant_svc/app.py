@@ -13,6 +13,7 @@ from common.quotas import QuotaSettings, TenantQuotas
 from common.redis_conn import RedisSettings, open_redis
 from common.server import ServiceBinding, ServiceHost
 from common.settings import ServiceSettings
+from common.store_metrics import POOLS
 from tenant_svc.changes import ChangeListener
 from tenant_svc.credentials import ApiKeyIssuer, PostgresApiKeys
 from tenant_svc.db.database import DatabaseSettings, open_pool
@@ -114,6 +115,8 @@ async def build_host(
         host.on_draining.append(telephony.reconciler.stop)
         host.on_stop.append(telephony.aclose)
     host.on_stop.append(pool.close)
+    POOLS.watch(pool)  # pool gauges on /metrics (issue 16)
+    host.on_stop.append(lambda: _forget(pool))
     if redis is not None:
         host.on_stop.append(redis.aclose)
     return host
@@ -121,3 +124,7 @@ async def build_host(
 
 async def build_ready(settings: Settings) -> ServiceHost:
     return await build_host(settings)
+
+
+async def _forget(pool: object) -> None:
+    POOLS.forget(pool)

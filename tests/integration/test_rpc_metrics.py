@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import urllib.request
+from pathlib import Path
 
 import grpc
 import grpc.aio
 import pytest
+from prometheus_client import REGISTRY
 
 from common.gen.voiceai.llm.v1 import llm_pb2, llm_pb2_grpc
+from common.gen.voiceai.tenant.v1 import tenant_service_pb2 as svc
 from llm_svc.app import Settings, build_host
+from tenant_svc.db.database import DatabaseSettings
 from tests.conftest import md, running
+from tests.integration.tenant_harness import tenant_api
 
 SERVICE, METHOD = "voiceai.llm.v1.LanguageModelService", "StreamChat"
 
@@ -80,3 +85,25 @@ async def test_red_series_count_good_and_failed_rpcs_by_code() -> None:
         for key in after
         if key.startswith("voiceai_rpc")
     )
+
+
+async def test_tenant_svc_times_its_sql_and_reports_its_pool(
+    database_settings: DatabaseSettings, tmp_path: Path, redis_url: str
+) -> None:
+    def sql_count(operation: str) -> float:
+        labels = {"store": "postgresql", "operation": operation, "outcome": "ok"}
+        return REGISTRY.get_sample_value("voiceai_store_operation_seconds_count", labels) or 0.0
+
+    before = sql_count("SELECT"), sql_count("INSERT")
+    async with tenant_api(database_settings, tmp_path, redis_url) as api:
+        tenant = await api.new_tenant()
+        await api.new_agent(tenant)
+        await api.stub.GetTenant(
+            svc.GetTenantRequest(name=f"tenants/{tenant}"), metadata=api.md(tenant, "viewer")
+        )
+        assert sql_count("SELECT") > before[0] and sql_count("INSERT") >= before[1] + 2
+        assert (REGISTRY.get_sample_value("voiceai_db_pool_max_connections") or 0) >= 1
+        assert (REGISTRY.get_sample_value("voiceai_db_pool_connections") or 0) >= 1
+        assert (REGISTRY.get_sample_value("voiceai_db_pool_requests_total") or 0) >= 3
+    # The closed pool is no longer reported.
+    assert REGISTRY.get_sample_value("voiceai_db_pool_max_connections") == 0
