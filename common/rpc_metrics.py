@@ -45,6 +45,11 @@ IN_FLIGHT = Gauge(
     ["grpc_service", "grpc_method"],
 )
 
+SERVING = Gauge("voiceai_serving", "1 while this process reports SERVING (ready for new work), else 0")
+DRAIN_STARTED = Gauge(
+    "voiceai_drain_started_timestamp_seconds", "When this process began draining (0 = not draining)"
+)
+
 _KINDS = {
     (False, False): ("unary", grpc.unary_unary_rpc_method_handler),
     (False, True): ("server_stream", grpc.unary_stream_rpc_method_handler),

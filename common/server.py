@@ -26,7 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from common import telemetry
 from common.interceptors import ContextServerInterceptor
-from common.rpc_metrics import RedServerInterceptor
+from common.rpc_metrics import DRAIN_STARTED, SERVING, RedServerInterceptor
 from common.settings import ServiceSettings
 
 if TYPE_CHECKING:
@@ -171,6 +171,7 @@ class ServiceHost:
             health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         await self.health.set("", status)
+        SERVING.set(1 if serving else 0)
         for name in self.service_names:
             await self.health.set(name, status)
 
@@ -180,6 +181,7 @@ class ServiceHost:
             await self._stopped.wait()
             return
         self.draining = True
+        DRAIN_STARTED.set_to_current_time()
         grace = self.settings.grace_period_s if grace is None else grace
         log.info("draining: NOT_SERVING, open streams get %.0f s to finish", grace)
         await self.set_serving(False)
