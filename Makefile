@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup proto proto-check lint test test-fast run demo call bench clean
+.PHONY: setup proto proto-check lint test test-fast run demo call bench clean observe
 
 setup: $(STAMP)
 
@@ -42,7 +42,13 @@ test-fast: $(STAMP)
 
 ## The whole mesh in the foreground (Ctrl-C stops it cleanly).
 run: $(STAMP)
+	@$(PY) -m common.telemetry
 	$(PY) -m gateway.mesh
+
+## The mesh with a real Prometheus (rules loaded) on :9090 and trace files under var/traces
+## (python -m gateway.trace_view prints each call's span tree). Debian: apt-get install prometheus.
+observe: $(STAMP)
+	$(PY) -m gateway.observe
 
 ## The main job: start the mesh, place a real multi-turn call through it, print what happened.
 demo: $(STAMP)

@@ -293,3 +293,27 @@ def span_attributes(attributes: dict[str, str | int | float | bool]) -> None:
     from opentelemetry import trace
 
     trace.get_current_span().set_attributes(attributes)
+
+
+def describe(settings: TelemetrySettings | None = None) -> str:
+    """Where this environment sends traces and metrics, for ``make run``'s banner."""
+    settings = settings or TelemetrySettings()
+    wanted = settings.exporters_wanted()
+    if not wanted:
+        traces = "off (set OTEL_EXPORTER_OTLP_ENDPOINT, or VOICEAI_TRACE_FILE=var/traces/{service}.jsonl)"
+    else:
+        where = {
+            "otlp": f"OTLP to {settings.otel_exporter_otlp_traces_endpoint or settings.otel_exporter_otlp_endpoint or 'the default endpoint'}",
+            "console": "stdout",
+            "file": settings.voiceai_trace_file,
+        }
+        traces = ", ".join(where.get(name, name) for name in wanted)
+    return (
+        f"  traces:  {traces}\n"
+        "  metrics: each process's /metrics when VOICEAI_METRICS_PORT or VOICEAI_METRICS_PORT_OFFSET is set\n"
+        "  make observe: the mesh with a real Prometheus, the alert rules and trace files"
+    )
+
+
+if __name__ == "__main__":
+    print(describe())

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from gateway import trace_view
 from gateway.call_trace import STAGES
 from gateway.cli import CallOptions, Utterance, place_call
 from tests.credentials import bearer
@@ -109,6 +110,15 @@ async def test_a_call_is_one_trace_across_the_mesh_with_its_turns_stages_and_bar
             assert abs(_ns(stages[0]["start_time"]) - _ns(turn["start_time"])) < 2_000_000
     interrupted = [t for t in turns if t["attributes"]["voiceai.interrupted"]]
     assert interrupted and any(e["name"] == "voiceai.barge_in" for e in interrupted[0]["events"])
+
+    # What a person reads: the call's tree, turns under the call, the llm stream under its turn.
+    lines = trace_view.render(trace_view.load(tmp_path / "traces")[trace_id])
+    depth = {
+        name: next(len(t) - len(t.lstrip()) for t in (x.split("ms  ", 2)[2] for x in lines) if name in t)
+        for name in ("gateway.call", "gateway.turn", "llm: /voiceai.llm")
+    }
+    assert depth["gateway.call"] < depth["gateway.turn"] < depth["llm: /voiceai.llm"]
+    assert sum("gateway.turn" in line for line in lines) == 2 and any("[barge_in]" in line for line in lines)
 
 
 async def test_a_call_with_a_failed_turn_is_kept_at_a_zero_sampling_ratio(tmp_path: Path) -> None:
