@@ -1,5 +1,6 @@
-"""Latency of the stores on a request's path (PostgreSQL statements, Redis commands), as a
-histogram per store and operation and, when tracing is on, a client span each.
+"""Latency of the stores on a request's path (PostgreSQL statements, Redis commands, a Consul
+lookup a caller waits on), as a histogram per store and operation and, when tracing is on, a
+client span each.
 
 Operations are fixed names ("quota_acquire", "SELECT"): bounded labels, never a key, a tenant or
 a statement's parameters.
