@@ -35,6 +35,7 @@ import numpy as np
 
 from tests.bench import procs
 from tests.bench.loadgen import CallPlan
+from tests.bench.otlp_receiver import OtlpReceiver
 from tests.credentials import bearer  # fixes the dev signing key every mesh process verifies with
 
 END_OF_TURN_SILENCE_MS = 500
@@ -263,8 +264,43 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--probe", action="store_true", help="report event-loop lag and GC pauses of every mesh process"
     )
+    parser.add_argument(
+        "--telemetry",
+        action="store_true",
+        help="run every level twice: tracing off, then on (always-on sampling, OTLP to a local receiver)"
+        " with /metrics served",
+    )
     args = parser.parse_args(argv)
-    env = fake_env()
+    if args.telemetry:
+        receiver = OtlpReceiver()
+        try:
+            for mode, extra in (
+                ("off", {}),
+                (
+                    "on",
+                    {
+                        "OTEL_TRACES_EXPORTER": "otlp",
+                        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                        "OTEL_TRACES_SAMPLER_ARG": "1",
+                        "VOICEAI_METRICS_PORT": "0",
+                    },
+                ),
+            ):
+                print(f"\n### tracing {mode}")
+                run_mesh(args, extra)
+            print(
+                f"  (the receiver got {receiver.service.spans} spans in {receiver.service.exports} exports)"
+            )
+        finally:
+            receiver.stop()
+        return
+    run_mesh(args, {})
+
+
+def run_mesh(args: argparse.Namespace, extra_env: dict[str, str]) -> None:
+    """Start the mesh with ``extra_env`` and run every level of ``args.calls`` through it."""
+    env = {**fake_env(), **extra_env}
     probe_dir = tempfile.mkdtemp(prefix="voiceai-probe-") if args.probe else None
     hook_dir = args.profile or probe_dir
     hooks = ",".join(h for h, on in (("profile", args.profile), ("probe", args.probe)) if on)
