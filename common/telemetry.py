@@ -231,6 +231,8 @@ def shutdown() -> None:
 
 def tracer(name: str) -> Any:
     """The tracer for ``name`` (a no-op tracer when tracing is off)."""
+    if _state.provider is not None:
+        return _state.provider.get_tracer(name)
     from opentelemetry import trace
 
     return trace.get_tracer(name)

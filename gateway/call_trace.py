@@ -16,6 +16,7 @@ hook is one context-variable read.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -177,6 +178,16 @@ class CallTrace:
             if timings.interrupted:
                 span.add_event("voiceai.barge_in", {"voiceai.turn": turn})
         span.end()
+
+
+def room_attributes(room: str, sip: bool, participant: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """The ingress of a LiveKit call and its ids for the root span: the room, and for a SIP
+    caller LiveKit SIP's call id and trunk id (never the phone numbers)."""
+    attributes = {"voiceai.livekit.room": room}
+    for key, name in (("sip.callID", "voiceai.sip.call_id"), ("sip.trunkID", "voiceai.sip.trunk_id")):
+        if participant.get(key):
+            attributes[name] = participant[key]
+    return ("sip" if sip else "livekit_room"), attributes
 
 
 def current() -> CallTrace | None:

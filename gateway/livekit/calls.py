@@ -26,6 +26,7 @@ from common.quotas import Lease
 from common.tasks import cancel_and_wait
 from gateway.agents import Agent
 from gateway.call_record import CallRecordBuilder, RecordingStore, RecordingTransport
+from gateway.call_trace import CallTrace, room_attributes
 from gateway.livekit.routing import REFUSED, Caller, CallRouter, Refused, Route
 from gateway.livekit.settings import LiveKitSettings
 from gateway.livekit.sip_control import SipControl, TransferFailed
@@ -174,6 +175,7 @@ class RoomCalls:
             transport.run_playback(), name=f"playback:{call_id[:8]}"
         )
         reason = "error"
+        call_span: CallTrace | None = None
         try:
             try:
                 route = await self._services.router.route(caller, call_id)
@@ -184,9 +186,20 @@ class RoomCalls:
                 await self._say_refusal(transport, call_id)
                 return reason
             controls.agent = route.agent
+            # Tracing hook (issue 16): before the session, whose tasks and playout inherit the span.
+            ingress, ids = room_attributes(room, caller.sip, caller.attributes)
+            call_span = CallTrace.begin(
+                tenant_id=route.tenant_id,
+                call_id=call_id,
+                agent_id=route.agent.agent_id,
+                ingress=ingress,
+                attributes=ids,
+            )
             reason = await self._converse(route, transport, controls, call_id, lease)
             return reason
         finally:
+            if call_span is not None:
+                call_span.end(reason)
             self.active -= 1
             ACTIVE_CALLS.dec()
             CALLS.labels(reason).inc()

@@ -266,29 +266,30 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--telemetry",
-        action="store_true",
-        help="run every level twice: tracing off, then on (always-on sampling, OTLP to a local receiver)"
-        " with /metrics served",
+        nargs="?",
+        const="off,on",
+        default="",
+        metavar="ORDER",
+        help="run every level with tracing off and on (always-on sampling, OTLP to a local receiver,"
+        " /metrics served), in ORDER (default off,on; on,off shows what the order adds)",
     )
     args = parser.parse_args(argv)
     if args.telemetry:
         receiver = OtlpReceiver()
         try:
-            for mode, extra in (
-                ("off", {}),
-                (
-                    "on",
-                    {
-                        "OTEL_TRACES_EXPORTER": "otlp",
-                        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-                        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-                        "OTEL_TRACES_SAMPLER_ARG": "1",
-                        "VOICEAI_METRICS_PORT": "0",
-                    },
-                ),
-            ):
+            modes = {
+                "off": {},
+                "on": {
+                    "OTEL_TRACES_EXPORTER": "otlp",
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                    "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                    "OTEL_TRACES_SAMPLER_ARG": "1",
+                    "VOICEAI_METRICS_PORT": "0",
+                },
+            }
+            for mode in args.telemetry.split(","):
                 print(f"\n### tracing {mode}")
-                run_mesh(args, extra)
+                run_mesh(args, modes[mode.strip()])
             print(
                 f"  (the receiver got {receiver.service.spans} spans in {receiver.service.exports} exports)"
             )
