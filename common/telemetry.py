@@ -138,6 +138,15 @@ class TailKeep(SpanProcessor):
         return bool(self._downstream.force_flush(timeout_millis))
 
 
+class _DetachNoise(logging.Filter):
+    """grpc.aio finalizes a streaming handler's generator that a client abandoned in a task of
+    its own, where the server span's context token cannot be reset: opentelemetry logs that as
+    an error with a traceback, although the span still ends. Not an error of ours: dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Failed to detach context"
+
+
 class _State:
     provider: Any = None
 
@@ -212,6 +221,7 @@ def setup(
     for processor in processors:
         provider.add_span_processor(TailKeep(processor, settings.otel_traces_sampler_arg))
     trace.set_tracer_provider(provider)
+    logging.getLogger("opentelemetry.context").addFilter(_DetachNoise())
     _state.provider = provider
     context.set_traceparent_source(current_traceparent)
     logs.set_trace_ids_source(current_trace_ids)

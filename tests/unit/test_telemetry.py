@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -9,7 +11,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from opentelemetry.trace import Status, StatusCode
 
-from common.telemetry import TailKeep, TelemetrySettings
+from common.telemetry import TailKeep, TelemetrySettings, _DetachNoise
 
 
 def test_off_unless_the_environment_asks() -> None:
@@ -75,3 +77,13 @@ def test_a_span_ending_after_its_local_root_follows_the_decision() -> None:
     root.end()
     late.end()
     assert [s.name for s in exporter.get_finished_spans()] == ["gateway.call", "gateway.cleanup"]
+
+
+def test_only_the_detach_noise_of_abandoned_stream_handlers_is_dropped() -> None:
+    noise = _DetachNoise()
+
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("opentelemetry.context", logging.ERROR, __file__, 1, msg, (), None)
+
+    assert noise.filter(record("Failed to detach context")) is False
+    assert noise.filter(record("Failed to attach context")) is True
