@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup proto proto-check lint test test-fast run demo call bench clean observe
+.PHONY: setup proto proto-check lint test test-fast run demo call bench clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,7 @@ run: $(STAMP)
 	@$(PY) -m common.telemetry
 	$(PY) -m gateway.mesh
 
+.PHONY: observe
 ## The mesh with a real Prometheus (rules loaded) on :9090 and trace files under var/traces
 ## (python -m gateway.trace_view prints each call's span tree). Debian: apt-get install prometheus.
 observe: $(STAMP)
