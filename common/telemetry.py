@@ -68,11 +68,14 @@ class TelemetrySettings(BaseSettings):
 
 
 class TailKeep(SpanProcessor):
-    """A span processor that holds each trace's spans until its local root ends, then passes
-    them on if the trace is kept (ratio on the trace id, or an error anywhere in it)."""
+    """A span processor that passes on the spans of traces the ratio keeps at once, and holds
+    the others' until their local root ends, then passes them on if any of them erred.
+
+    Held spans are bounded (traces, spans per trace): a long call outside the ratio keeps its
+    first spans and the error that made it worth keeping."""
 
     MAX_TRACES = 4096
-    MAX_SPANS_PER_TRACE = 4096
+    MAX_SPANS_PER_TRACE = 1024
 
     def __init__(self, downstream: Any, ratio: float) -> None:
         from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
@@ -92,10 +95,13 @@ class TailKeep(SpanProcessor):
         return (trace_id & 0xFFFFFFFFFFFFFFFF) < self._bound
 
     def on_end(self, span: Any) -> None:
-        """Buffer ``span``; at its trace's local root, decide and flush."""
+        """Pass ``span`` on, or hold it; at its trace's local root, decide and flush."""
         from opentelemetry.trace import StatusCode
 
         trace_id = span.context.trace_id
+        if self._ratio_keeps(trace_id):  # kept whatever happens: nothing to wait for
+            self._downstream.on_end(span)
+            return
         errored = span.status.status_code is StatusCode.ERROR
         local_root = span.parent is None or span.parent.is_remote
         with self._lock:
@@ -112,13 +118,13 @@ class TailKeep(SpanProcessor):
                         self._errored.discard(old)
                         self.dropped += len(lost)
                     spans = self._pending[trace_id] = []
-                if len(spans) < self.MAX_SPANS_PER_TRACE:
+                if len(spans) < self.MAX_SPANS_PER_TRACE or errored or local_root:
                     spans.append(span)
                 else:
                     self.dropped += 1
                 if not local_root:
                     return
-                keep = trace_id in self._errored or self._ratio_keeps(trace_id)
+                keep = trace_id in self._errored
                 self._errored.discard(trace_id)
                 flush = self._pending.pop(trace_id) if keep else []
                 if not keep:

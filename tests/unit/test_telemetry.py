@@ -87,3 +87,21 @@ def test_only_the_detach_noise_of_abandoned_stream_handlers_is_dropped() -> None
 
     assert noise.filter(record("Failed to detach context")) is False
     assert noise.filter(record("Failed to attach context")) is True
+
+
+def test_a_long_unsampled_call_keeps_its_first_spans_and_its_error() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    keep = TailKeep(SimpleSpanProcessor(exporter), 0.0)
+    keep.MAX_SPANS_PER_TRACE = 5
+    provider.add_span_processor(keep)
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("gateway.call"):
+        for i in range(10):
+            with tracer.start_as_current_span(f"gateway.turn{i}"):
+                pass
+        with tracer.start_as_current_span("gateway.turn-failed") as failed:
+            failed.set_status(Status(StatusCode.ERROR, "the turn failed"))
+    names = [s.name for s in exporter.get_finished_spans()]
+    assert names == [f"gateway.turn{i}" for i in range(5)] + ["gateway.turn-failed", "gateway.call"]
+    assert keep.dropped == 5
