@@ -26,6 +26,9 @@ from tests.integration.test_cli_mesh import launcher, read_until
 pytestmark = pytest.mark.slow  # five Python processes and real-time audio
 
 TONE = (6000 * np.sin(2 * np.pi * 300 * np.arange(8000) / 16000)).astype("<i2").tobytes()
+# The barge-in: a second of speech from 100 ms into the agent's ~1 s reply, so playout pauses
+# (min_interruption_ms) while the agent is still speaking, however late the final comes.
+LONG_TONE = TONE * 2
 
 
 def _ns(stamp: str) -> int:
@@ -66,7 +69,7 @@ async def _mesh_call(
 async def test_a_call_is_one_trace_across_the_mesh_with_its_turns_stages_and_barge_in(tmp_path: Path) -> None:
     spans = await _mesh_call(
         tmp_path,
-        [Utterance(pcm=TONE), Utterance(pcm=TONE, barge_in_after_ms=150)],
+        [Utterance(pcm=TONE), Utterance(pcm=LONG_TONE, barge_in_after_ms=100)],
         {"OTEL_TRACES_SAMPLER_ARG": "1"},
     )
     calls = [s for s in spans["gateway"] if s["name"] == "gateway.call"]
