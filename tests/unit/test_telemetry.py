@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 
 from opentelemetry import trace
@@ -11,6 +13,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from opentelemetry.trace import Status, StatusCode
 
+from common import context, logs, telemetry
 from common.telemetry import TailKeep, TelemetrySettings, _DetachNoise
 
 
@@ -105,3 +108,36 @@ def test_a_long_unsampled_call_keeps_its_first_spans_and_its_error() -> None:
     names = [s.name for s in exporter.get_finished_spans()]
     assert names == [f"gateway.turn{i}" for i in range(5)] + ["gateway.turn-failed", "gateway.call"]
     assert keep.dropped == 5
+
+
+def test_json_log_lines_inside_a_span_carry_its_ids_and_the_next_hop_its_traceparent() -> None:
+    provider = TracerProvider()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(logs._ContextFilter())
+    handler.setFormatter(logs.JsonFormatter())
+    log = logging.getLogger("test.telemetry.ids")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    logs.set_trace_ids_source(telemetry.current_trace_ids)
+    context.set_traceparent_source(telemetry.current_traceparent)
+    try:
+        log.info("outside")
+        with provider.get_tracer("test").start_as_current_span("gateway.turn") as span:
+            log.info("inside")
+            md = dict(context.RequestContext("t1", "c1").metadata())
+        ids = span.get_span_context()
+    finally:
+        logs.set_trace_ids_source(None)
+        context.set_traceparent_source(None)
+        log.removeHandler(handler)
+    outside, inside = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert "trace_id" not in outside
+    assert inside["trace_id"] == f"{ids.trace_id:032x}" and inside["span_id"] == f"{ids.span_id:016x}"
+    assert md["traceparent"] == f"00-{ids.trace_id:032x}-{ids.span_id:016x}-{int(ids.trace_flags):02x}"
+    assert int(ids.trace_flags) & 1  # sampled: the next hop records it too
+    # Off (no source installed): the context's own traceparent, as received, is forwarded.
+    assert (
+        dict(context.RequestContext("t1", "c1", traceparent="00-ab-cd-01").metadata())["traceparent"]
+        == "00-ab-cd-01"
+    )
