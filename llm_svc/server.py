@@ -201,13 +201,12 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServiceServicer):
         chat = to_request(request, self._default_max_tokens)
         started = time.perf_counter()
         events = self._engine.stream(chat)
-        first = True
+        first_token_s = -1.0  # metrics hook (issue 16): observed at done, under the engine that served
         try:
             async for event in events:
                 if isinstance(event, TokenDelta):
-                    if first:  # metrics hook (issue 16)
-                        first = False
-                        LLM_FIRST_TOKEN.labels(self._engine.name).observe(time.perf_counter() - started)
+                    if first_token_s < 0:
+                        first_token_s = time.perf_counter() - started
                     yield llm_pb2.StreamChatResponse(delta=llm_pb2.TokenDelta(text=event.text))
                     continue
                 if isinstance(event, ToolCallDelta):
@@ -221,6 +220,8 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServiceServicer):
                 llm_reply(
                     event.engine, str(event.finish_reason), event.prompt_tokens, event.completion_tokens
                 )
+                if first_token_s >= 0:
+                    LLM_FIRST_TOKEN.labels(event.engine).observe(first_token_s)
                 telemetry.span_attributes(
                     {
                         "voiceai.llm.engine": event.engine,

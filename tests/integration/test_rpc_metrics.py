@@ -77,6 +77,17 @@ async def test_red_series_count_good_and_failed_rpcs_by_code() -> None:
     assert after[first] - before.get(first, 0.0) == 1  # only the good stream answered
     in_flight = f'voiceai_rpc_server_in_flight{{grpc_method="{METHOD}",grpc_service="{SERVICE}"}}'
     assert after[in_flight] == 0
+    # Per-engine series, under the engine that answered: one reply, its tokens, its first token.
+    engine = 'engine="offline-responder"'
+    assert (
+        after[f'voiceai_llm_replies_total{{{engine},finish="stop"}}']
+        - before.get(f'voiceai_llm_replies_total{{{engine},finish="stop"}}', 0.0)
+        == 1
+    )
+    out = f'voiceai_llm_tokens_total{{direction="out",{engine}}}'
+    assert after[out] - before.get(out, 0.0) == replies[-1].done.usage.llm_completion_tokens > 0
+    first_token = f"voiceai_llm_first_token_seconds_count{{{engine}}}"
+    assert after[first_token] - before.get(first_token, 0.0) == 1
     # Health checks are not work: no series for them.
     assert not any("grpc.health" in key for key in after)
     # Bounded labels: no tenant or call id anywhere in the exposition.
