@@ -1,13 +1,13 @@
 """Tracing for every process: OpenTelemetry SDK, OTLP or file export, one trace per call.
 
-Off unless the standard ``OTEL_*`` variables ask for it (``OTEL_TRACES_EXPORTER=otlp`` or an
-``OTEL_EXPORTER_OTLP[_TRACES]_ENDPOINT``) or ``VOICEAI_TRACE_FILE`` names a file: then nothing
-is installed and the hooks below stay ``None``, so an RPC pays one attribute check.
+On when the standard ``OTEL_*`` variables ask for it (``OTEL_TRACES_EXPORTER=otlp`` or an
+``OTEL_EXPORTER_OTLP[_TRACES]_ENDPOINT``) or ``VOICEAI_TRACE_FILE`` names a file. Off (the
+default), nothing is installed and the hooks stay ``None``: an RPC pays one attribute check.
 
-When on, every span is recorded (parent-based, always on) and the keep-or-drop decision is
-taken when the process's local root span of a trace ends (``TailKeep``): a trace is exported
-when its id falls under ``OTEL_TRACES_SAMPLER_ARG`` (a ratio, deterministic on the trace id, so
-every process keeps the same calls) or when any of its spans in this process ended in error.
+When on, every span is recorded (parent-based, always on) and ``TailKeep`` decides what is
+exported: a trace whose id falls under ``OTEL_TRACES_SAMPLER_ARG`` (a ratio, deterministic on
+the trace id, so every process keeps the same calls) as it goes; any other trace when its
+local root span in this process ends, if one of its spans there ended in error.
 """
 
 from __future__ import annotations
@@ -285,13 +285,6 @@ def server_interceptors() -> list[Any]:
         return not str(details.method).startswith(UNTRACED_PREFIXES)
 
     return [aio_server_interceptor(tracer_provider=_state.provider, filter_=traced)]
-
-
-def reset_for_tests() -> None:
-    """Forget the installed provider (tests install an in-memory one per test module)."""
-    _state.provider = None
-    context.set_traceparent_source(None)
-    logs.set_trace_ids_source(None)
 
 
 def span_event(name: str, **attributes: str | int | float | bool) -> None:
