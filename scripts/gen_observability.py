@@ -37,11 +37,13 @@ SERVER_FAULTS = "UNKNOWN|INTERNAL|UNAVAILABLE|DEADLINE_EXCEEDED|DATA_LOSS|UNIMPL
 @dataclass(frozen=True)
 class Query:
     """One panel query; ``always`` = it has data on any mesh that took a call (the others count
-    events, such as fallbacks, that a healthy call may never produce)."""
+    events, such as fallbacks, that a healthy call may never produce); ``exported_by`` names
+    the module defining its metric when the local mesh does not run it (the LiveKit worker)."""
 
     expr: str
     legend: str
     always: bool = True
+    exported_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,19 @@ def _stage_quantiles() -> tuple[Query, ...]:
 
 
 FLEET: tuple[PanelSpec, ...] = (
-    PanelSpec("Active calls", "short", (_q("sum(voiceai_gateway_active_calls)", "calls"),)),
+    PanelSpec(
+        "Active calls",
+        "short",
+        (
+            _q("sum(voiceai_gateway_active_calls)", "Converse calls"),
+            Query(
+                "sum(voiceai_livekit_active_calls)",
+                "LiveKit calls",
+                always=False,
+                exported_by="gateway.livekit.calls",
+            ),
+        ),
+    ),
     PanelSpec("Turn latency by stage (p50 / p95 / p99)", "ms", _stage_quantiles()),
     PanelSpec(
         "Requests by service",
