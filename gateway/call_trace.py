@@ -15,6 +15,7 @@ hook is one context-variable read.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -228,3 +229,47 @@ def span_since(name: str, started: float, **attributes: str | int | float | bool
     call = _current.get()
     if call is not None:
         call.span_since(name, started, **attributes)
+
+
+# ------------------------------------------------------------------ client spans (by hand)
+# The gateway's streams to stt/llm/tts carry their context as explicit metadata, without client
+# interceptors (hot path): their CLIENT spans are made here, and the traceparent sent names them.
+def client_span(name: str, address: str) -> Any:
+    """Start a CLIENT span for a stream to ``address`` under the active span (the turn, or the
+    call); None when the call is not traced."""
+    call = _current.get()
+    if call is None:
+        return None
+    from opentelemetry.trace import SpanKind
+
+    host, _, port = address.rpartition(":")
+    return call._tracer.start_span(
+        name,
+        kind=SpanKind.CLIENT,
+        attributes={"rpc.system": "grpc", "server.address": host, "server.port": int(port or 0)},
+    )
+
+
+def with_traceparent(
+    metadata: tuple[tuple[str, str], ...] | None, span: Any
+) -> tuple[tuple[str, str], ...] | None:
+    """``metadata`` whose ``traceparent`` names ``span`` (unchanged when ``span`` is None)."""
+    if span is None or metadata is None:
+        return metadata
+    ids = span.get_span_context()
+    traceparent = f"00-{ids.trace_id:032x}-{ids.span_id:016x}-{int(ids.trace_flags):02x}"
+    return (*((k, v) for k, v in metadata if k != "traceparent"), ("traceparent", traceparent))
+
+
+def end_client(span: Any, error: BaseException | None = None) -> None:
+    """End a client span; an RPC error marks it ERROR with its status (a cancel does not)."""
+    if span is None:
+        return
+    if error is not None and not isinstance(error, asyncio.CancelledError):
+        from opentelemetry.trace import Status, StatusCode
+
+        code = getattr(error, "code", None)
+        status = code().name if callable(code) else type(error).__name__
+        span.set_attribute("rpc.grpc.status_code", status)
+        span.set_status(Status(StatusCode.ERROR, status))
+    span.end()

@@ -24,6 +24,7 @@ from common.errors import Unavailable
 from common.gen.voiceai.llm.v1 import llm_pb2, llm_pb2_grpc
 from common.gen.voiceai.stt.v1 import stt_pb2, stt_pb2_grpc
 from common.gen.voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
+from gateway import call_trace
 from gateway.session.instances import TrackedCall
 
 SERVICE_TITLES = {"stt": "speech-to-text", "llm": "language-model", "tts": "text-to-speech"}
@@ -105,6 +106,7 @@ class SttStream:
         self._ctx: Any = None
         self._call: grpc.aio.StreamStreamCall | None = None
         self.address = ""  # the instance it runs on, once open
+        self._span: Any = None  # its client span when the call is traced
 
     async def open(
         self,
@@ -118,8 +120,9 @@ class SttStream:
         self._ctx = self._pool.lease()
         lease = await self._ctx.__aenter__()
         self.address = lease.address
+        self._span = call_trace.client_span("stt.StreamingRecognize", lease.address)  # tracing hook
         self._call = stt_pb2_grpc.SpeechToTextServiceStub(lease.channel).StreamingRecognize(
-            metadata=_metadata()
+            metadata=call_trace.with_traceparent(_metadata(), self._span)
         )
         config = stt_pb2.RecognitionConfig(
             language_code=language,
@@ -163,6 +166,8 @@ class SttStream:
         if self._call is not None:
             self._call.cancel()
             self._call = None
+        span, self._span = self._span, None
+        call_trace.end_client(span)
         if self._ctx is not None:
             ctx, self._ctx = self._ctx, None
             await ctx.__aexit__(None, None, None)
@@ -172,27 +177,41 @@ class SttStream:
 async def llm_stream(pool: ChannelPool, request: llm_pb2.StreamChatRequest) -> AsyncIterator[TrackedCall]:
     """A StreamChat call, cancelled on exit however the block ends."""
     async with pool.lease() as lease:
-        call = llm_pb2_grpc.LanguageModelServiceStub(lease.channel).StreamChat(request, metadata=_metadata())
+        span = call_trace.client_span("llm.StreamChat", lease.address)  # tracing hook (issue 16)
+        metadata = call_trace.with_traceparent(_metadata(), span)
+        call = llm_pb2_grpc.LanguageModelServiceStub(lease.channel).StreamChat(request, metadata=metadata)
+        error: BaseException | None = None
         try:
             yield TrackedCall(call, pool.service, lease.address)
+        except BaseException as e:
+            error = e
+            raise
         finally:
             call.cancel()
+            call_trace.end_client(span, error)
 
 
 @contextlib.asynccontextmanager
 async def tts_stream(pool: ChannelPool, config: tts_pb2.SynthesisConfig) -> AsyncIterator[TrackedCall]:
     """A StreamingSynthesize call with its config sent, cancelled on exit."""
     async with pool.lease() as lease:
+        span = call_trace.client_span("tts.StreamingSynthesize", lease.address)  # tracing hook (issue 16)
+        metadata = call_trace.with_traceparent(_metadata(), span)
         call = TrackedCall(
-            tts_pb2_grpc.TextToSpeechServiceStub(lease.channel).StreamingSynthesize(metadata=_metadata()),
+            tts_pb2_grpc.TextToSpeechServiceStub(lease.channel).StreamingSynthesize(metadata=metadata),
             pool.service,
             lease.address,
         )
+        error: BaseException | None = None
         try:
             await call.write(tts_pb2.StreamingSynthesizeRequest(config=config))
             yield call
+        except BaseException as e:
+            error = e
+            raise
         finally:
             call.cancel()
+            call_trace.end_client(span, error)
 
 
 def text_request(text: str) -> tts_pb2.StreamingSynthesizeRequest:

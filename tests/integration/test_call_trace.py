@@ -83,7 +83,14 @@ async def test_a_call_is_one_trace_across_the_mesh_with_its_turns_stages_and_bar
     # The services' server spans hang under the call (its turn, for llm and tts).
     mine = {s["context"]["span_id"]: s for s in spans["gateway"] if s["context"]["trace_id"] == trace_id}
     llm = [s for s in spans["llm"] if s["context"]["trace_id"] == trace_id]
-    assert llm and all(mine[s["parent_id"]]["name"] == "gateway.turn" for s in llm)
+    assert llm and all(mine[s["parent_id"]]["name"] == "llm.StreamChat" for s in llm)
+    # ... under the gateway's client span for the stream, which is the turn's child.
+    clients = [mine[s["parent_id"]] for s in llm]
+    assert all(
+        c["kind"] == "SpanKind.CLIENT" and mine[c["parent_id"]]["name"] == "gateway.turn" for c in clients
+    )
+    stt = [s for s in spans["stt"] if s["context"]["trace_id"] == trace_id]
+    assert [mine[s["parent_id"]]["name"] for s in stt] == ["stt.StreamingRecognize"]
     assert all(s["attributes"]["voiceai.llm.completion_tokens"] == 5 for s in llm)
 
     turns = sorted(
