@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import grpc
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -100,3 +101,36 @@ async def test_a_failed_turn_marks_its_span_and_the_call(exporter: InMemorySpanE
     assert [e.name for e in by_name["gateway.turn"].events] == ["voiceai.apology"]
     assert by_name["gateway.call"].status.status_code.name == "ERROR"
     assert by_name["gateway.call"].attributes["voiceai.agent_id"] == "inline"  # type: ignore[index]
+
+
+async def test_client_spans_name_the_traceparent_sent_and_an_rpc_error_but_not_a_cancel(
+    exporter: InMemorySpanExporter,
+) -> None:
+    class Failed(Exception):
+        def code(self) -> grpc.StatusCode:
+            return grpc.StatusCode.UNAVAILABLE
+
+    async def call() -> None:
+        assert call_trace.client_span("llm.StreamChat", "127.0.0.1:1") is None  # not a traced call
+        trace = CallTrace.begin(tenant_id="t1", call_id="c3", agent_id="a", ingress="converse")
+        assert trace is not None
+        failed = call_trace.client_span("llm.StreamChat", "10.0.0.7:50062")
+        md = call_trace.with_traceparent((("x-tenant-id", "t1"), ("traceparent", "00-old-old-01")), failed)
+        ids = failed.get_span_context()
+        assert md == (
+            ("x-tenant-id", "t1"),
+            ("traceparent", f"00-{ids.trace_id:032x}-{ids.span_id:016x}-{int(ids.trace_flags):02x}"),
+        )
+        call_trace.end_client(failed, Failed())
+        call_trace.end_client(
+            call_trace.client_span("tts.StreamingSynthesize", "10.0.0.8:50063"), asyncio.CancelledError()
+        )
+        trace.end("caller_hangup")
+
+    await asyncio.get_running_loop().create_task(call())
+    by_name = {s.name: s for s in exporter.get_finished_spans()}
+    llm, tts = by_name["llm.StreamChat"], by_name["tts.StreamingSynthesize"]
+    assert llm.status.status_code.name == "ERROR" and llm.attributes["rpc.grpc.status_code"] == "UNAVAILABLE"  # type: ignore[index]
+    assert llm.attributes["server.address"] == "10.0.0.7" and llm.attributes["server.port"] == 50062  # type: ignore[index]
+    assert tts.status.status_code.name == "UNSET"
+    assert llm.parent is not None and llm.parent.span_id == by_name["gateway.call"].context.span_id
