@@ -1,4 +1,5 @@
-"""Dashboards and alert rules as code: one source for everything under deploy/observability/.
+"""Dashboards and alert rules as code: one source for everything under deploy/observability/
+(the panels here, the alert rules in ``observability_alerts.py`` beside this file).
 
 ``python scripts/gen_observability.py`` writes
 - ``deploy/observability/dashboards/*.json``: Grafana dashboards built with grafana-foundation-sdk
