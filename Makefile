@@ -54,7 +54,14 @@ test-fast: $(STAMP)
 
 ## The whole mesh in the foreground (Ctrl-C stops it cleanly), with the REST front and portal.
 run: $(STAMP)
+	@$(PY) -m common.telemetry
 	$(PY) -m gateway.mesh --portal
+
+.PHONY: observe
+## The mesh with a real Prometheus (rules loaded) on :9090 and trace files under var/traces
+## (python -m gateway.trace_view prints each call's span tree). Debian: apt-get install prometheus.
+observe: $(STAMP)
+	$(PY) -m gateway.observe
 
 ## The main job: start the mesh, place a real multi-turn call through it, print what happened.
 demo: $(STAMP)

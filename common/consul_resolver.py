@@ -22,6 +22,7 @@ from common.consul import ConsulSettings, consul_client, off_loop
 from common.discovery import Endpoint, Resolver, StaticResolver
 from common.errors import Unavailable
 from common.settings import DiscoverySettings
+from common.store_metrics import timed
 from common.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,9 @@ class ConsulResolver:
     async def resolve(self, service: str) -> Sequence[Endpoint]:
         watch = self._watch(service)
         if not watch.answered.is_set():
-            with contextlib.suppress(TimeoutError):
+            # A caller waits on Consul only here (later answers come from the watch): a span in
+            # the caller's trace and a latency sample (issue 16).
+            with contextlib.suppress(TimeoutError), timed("consul", "first_lookup"):
                 await asyncio.wait_for(watch.answered.wait(), self.settings.first_fetch_timeout_s)
         return watch.endpoints
 

@@ -52,9 +52,25 @@ class RequestContext:
         )
         if authorization:
             md.append((AUTHORIZATION_HEADER, authorization))
-        if self.traceparent:
-            md.append((TRACEPARENT_HEADER, self.traceparent))
+        source = _hooks.traceparent
+        traceparent = (source() if source is not None else "") or self.traceparent
+        if traceparent:
+            md.append((TRACEPARENT_HEADER, traceparent))
         return tuple(md)
+
+
+# Installed by common.telemetry when tracing is on: the active span's traceparent, so the next
+# hop continues the call's trace (None when off: nothing to compute per RPC).
+class _Hooks:
+    traceparent: Callable[[], str] | None = None
+
+
+_hooks = _Hooks()
+
+
+def set_traceparent_source(source: Callable[[], str] | None) -> None:
+    """Where ``metadata()`` reads the active span's traceparent (``common.telemetry``)."""
+    _hooks.traceparent = source
 
 
 _current: ContextVar[RequestContext | None] = ContextVar("voiceai_request", default=None)

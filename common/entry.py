@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Awaitable, Callable
 
-from common import logs
+from common import logs, telemetry
 from common.consul import register_with_consul
 from common.server import ServiceHost, run
 from common.settings import ServiceSettings
@@ -38,6 +38,7 @@ def serve_main(
         settings.port = default_port
     logs.configure(name.replace("_svc", ""), settings.log_level, settings.log_format)
     check_tls_or_exit(parser)
+    telemetry.setup(name.replace("_svc", ""))
 
     async def main() -> None:
         host = await build(settings)

@@ -9,10 +9,24 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 
 from common import context
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+# Installed by common.telemetry when tracing is on: (trace_id, span_id) of the active span.
+class _Hooks:
+    trace_ids: Callable[[], tuple[str, str] | None] | None = None
+
+
+_hooks = _Hooks()
+
+
+def set_trace_ids_source(source: Callable[[], tuple[str, str] | None] | None) -> None:
+    """Where log lines read the active span's ids (``common.telemetry``)."""
+    _hooks.trace_ids = source
 
 
 class _ContextFilter(logging.Filter):
@@ -20,6 +34,9 @@ class _ContextFilter(logging.Filter):
         ctx = context.current()
         record.tenant_id = ctx.tenant_id if ctx else "-"
         record.call_id = ctx.call_id if ctx else "-"
+        source = _hooks.trace_ids
+        if source is not None and (ids := source()) is not None:
+            record.trace_id, record.span_id = ids
         return True
 
 

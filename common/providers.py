@@ -34,6 +34,7 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from common import telemetry
 from common.errors import EngineError, FailedPrecondition, InvalidArgument, ResourceExhausted
 from common.settings import environment
 
@@ -432,6 +433,7 @@ def record_fallback(service: str, failed: str, to: str, error: BaseException) ->
     """Count and log one switch (the error text is the provider's, never tenant data)."""
     kind = failure_kind(error)
     FALLBACKS.labels(service, failed, to, kind).inc()
+    telemetry.span_event("voiceai.provider_fallback", service=service, failed=failed, to=to, reason=kind)
     log.warning("%s provider %s failed (%s: %s); falling back to %s", service, failed, kind, error, to)
 
 

@@ -39,6 +39,7 @@ from redis.exceptions import RedisError
 from common.errors import ResourceExhausted, VoiceAIError
 from common.plans import PlanBook
 from common.redis_conn import tenant_key, translate
+from common.store_metrics import timed
 from common.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -223,9 +224,10 @@ class ConcurrencyLimiter:
     ) -> tuple[bool, int, bool]:
         key = self.key(tenant_id)
         try:
-            admitted, held, existed = await self._script(
-                keys=[key], args=[lease_id, limit, int(ttl_s * 1000)]
-            )
+            with timed("redis", operation):  # metrics + span (issue 16)
+                admitted, held, existed = await self._script(
+                    keys=[key], args=[lease_id, limit, int(ttl_s * 1000)]
+                )
         except RedisError as error:
             raise translate(error, operation) from error
         return bool(admitted), int(held), bool(existed)
@@ -296,7 +298,10 @@ class RateLimiter:
         """Count one request. Raises ``Unavailable`` only when Redis is down and policy is closed."""
         key = self.key(tenant_id, bucket)
         try:
-            allowed, retry_ms, remaining = await self._script(keys=[key], args=[60_000 / per_minute, burst])
+            with timed("redis", "quota_rate"):
+                allowed, retry_ms, remaining = await self._script(
+                    keys=[key], args=[60_000 / per_minute, burst]
+                )
         except RedisError as error:
             failure = translate(error, "quota_rate")
             if self._policy == "closed":

@@ -24,10 +24,12 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from common import telemetry
 from common.auth.hops import ALLOWED_PEERS, HopRules, service_of
 from common.interceptors import ContextServerInterceptor
 from common.limits import LimitsServerInterceptor
 from common.load import LoadCounter
+from common.rpc_metrics import DRAIN_STARTED, SERVING, RedServerInterceptor
 from common.settings import ServiceSettings
 from common.tls import CertificateFiles, TlsConfig, process_tls, server_credentials
 
@@ -116,6 +118,9 @@ class ServiceHost:
         self.load = LoadCounter()  # RPCs in flight (common.load: readiness follows capacity)
         self._server = grpc.aio.server(
             interceptors=[
+                # Outermost: spans and RED series see every RPC, refusals included (issue 16).
+                *telemetry.server_interceptors(),
+                RedServerInterceptor(),
                 ContextServerInterceptor(
                     require_call_id=require_call_id, tenantless=tenantless, load=self.load
                 ),
@@ -201,11 +206,14 @@ class ServiceHost:
         await self._health_server.start()
 
     def _start_metrics(self) -> None:
-        if self.settings.metrics_port < 0:
+        port = self.settings.metrics_port
+        if self.settings.metrics_port_offset:
+            port = self.port + self.settings.metrics_port_offset
+        if port < 0:
             return
         from prometheus_client import start_http_server
 
-        server, _thread = start_http_server(self.settings.metrics_port, addr=self.settings.host)
+        server, _thread = start_http_server(port, addr=self.settings.host)
         self._metrics_server = server
         self.metrics_port = server.server_port
 
@@ -214,6 +222,7 @@ class ServiceHost:
             health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         await self.health.set("", status)
+        SERVING.set(1 if serving else 0)
         for name in self.service_names:
             await self.health.set(name, status)
 
@@ -223,6 +232,7 @@ class ServiceHost:
             await self._stopped.wait()
             return
         self.draining = True
+        DRAIN_STARTED.set_to_current_time()
         grace = self.settings.grace_period_s if grace is None else grace
         log.info("draining: NOT_SERVING, open streams get %.0f s to finish", grace)
         await self.set_serving(False)

@@ -24,6 +24,9 @@ class ServiceSettings(BaseSettings):
     metrics_port: int = -1
     # SO_REUSEPORT on the gRPC port: several processes of one service share it (gateway --workers).
     reuse_port: bool = False
+    # When set, /metrics listens on the gRPC port plus this offset (one setting for a whole local
+    # mesh, whose processes get different gRPC ports: make observe).
+    metrics_port_offset: int = 0
     # How long open streams may run after SIGTERM before they are cancelled.
     grace_period_s: float = 30.0
     # On drain, report NOT_SERVING this long before refusing new RPCs, so load balancers and

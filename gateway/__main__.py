@@ -11,7 +11,7 @@ import asyncio
 import logging
 import sys
 
-from common import logs
+from common import logs, telemetry
 from common.consul import register_with_consul
 from common.entry import check_tls_or_exit
 from common.server import run
@@ -46,6 +46,7 @@ def main() -> None:
         settings.metrics_port = -1  # the supervisor serves the group's metrics
     logs.configure("gateway", settings.log_level, settings.log_format)
     check_tls_or_exit(parser)
+    telemetry.setup("gateway")
     workers = args.workers or settings.workers or default_workers()
     if role is None and workers > 1:
         supervisor = Supervisor(settings, workers, [sys.executable, "-m", "gateway"])

@@ -18,6 +18,7 @@ from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
 from common.quotas import Lease
 from gateway.agents import Agent
 from gateway.call_record import CallRecordBuilder, RecordingStore, RecordingTransport
+from gateway.call_trace import CallTrace
 from gateway.input_limits import LimitedInput
 from gateway.session.call import CallSession, SessionSettings
 from gateway.session.events import CallEnded, CallTransport
@@ -79,6 +80,8 @@ class CallRunner:
         direction: pb.CallDirection = pb.CALL_DIRECTION_INBOUND,
         usage_budget: CallBudget | None = None,
         numbers: tuple[str, str] = ("", ""),
+        ingress: str = "converse",
+        trace_attributes: dict[str, str] | None = None,
     ) -> AsyncIterator[RunningCall]:
         """The call's session, recorded; its record is written (and the lease released) on exit."""
         core = self.core
@@ -86,6 +89,14 @@ class CallRunner:
         if core.ledger is not None:
             core.ledger.track(tenant_id, call_id, record)  # durable: written as the call goes
         core.pacer.start()
+        # The call's trace: begun before the session, whose tasks and playout inherit the span.
+        call_span = CallTrace.begin(
+            tenant_id=tenant_id,
+            call_id=call_id,
+            agent_id=agent.agent_id,
+            ingress=ingress,
+            attributes=trace_attributes,
+        )
         session = CallSession(
             tenant_id=tenant_id,
             call_id=call_id,
@@ -103,6 +114,9 @@ class CallRunner:
         try:
             yield running
         finally:
+            if call_span is not None:
+                ended = running.ended
+                call_span.end(ended.reason.name.lower() if ended else "error", turns=session.turn)
             if core.ledger is not None:
                 call = record.build(running.ended)
                 # A phone call's (from, to) numbers: its telephony minutes are priced from them.

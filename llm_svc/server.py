@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Sequence
 
 import grpc.aio
 
+from common import telemetry
+from common.engine_metrics import LLM_FIRST_TOKEN, llm_reply
 from common.errors import EngineError, InvalidArgument
 from common.gen.voiceai.llm.v1 import llm_pb2, llm_pb2_grpc
 from common.providers import KNOWN_PROVIDERS
@@ -214,9 +216,12 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServiceServicer):
             chat = fitted.request
         started = time.perf_counter()
         events = self._engine.stream(chat)
+        first_token_s = -1.0  # metrics hook (issue 16): observed at done, under the engine that served
         try:
             async for event in events:
                 if isinstance(event, TokenDelta):
+                    if first_token_s < 0:
+                        first_token_s = time.perf_counter() - started
                     yield llm_pb2.StreamChatResponse(delta=llm_pb2.TokenDelta(text=event.text))
                     continue
                 if isinstance(event, ToolCallDelta):
@@ -227,6 +232,21 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServiceServicer):
                     )
                     continue
                 yield _done(event)
+                llm_reply(
+                    event.engine, str(event.finish_reason), event.prompt_tokens, event.completion_tokens
+                )
+                if first_token_s >= 0:
+                    LLM_FIRST_TOKEN.labels(event.engine).observe(first_token_s)
+                telemetry.span_attributes(
+                    {
+                        "voiceai.llm.engine": event.engine,
+                        "voiceai.llm.model": chat.model or "",
+                        "voiceai.llm.prompt_tokens": event.prompt_tokens,
+                        "voiceai.llm.completion_tokens": event.completion_tokens,
+                        "voiceai.llm.cached": event.cached,
+                        "voiceai.llm.fell_back": event.fell_back,
+                    }
+                )
                 log.info(
                     "chat done: engine=%s finish=%s cached=%s prompt_tokens=%d completion_tokens=%d in %.0f ms",
                     event.engine,

@@ -9,6 +9,7 @@ from dataclasses import replace
 import grpc.aio
 
 from common.audio import LINEAR16, MULAW, Decoder, validate_format
+from common.engine_metrics import STT_AUDIO_SECONDS, final_metrics
 from common.errors import InvalidArgument, VoiceAIError
 from common.gen.voiceai.stt.v1 import stt_pb2, stt_pb2_grpc
 from common.streams import RequestPump, first_config, refuse
@@ -140,10 +141,13 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServiceServicer):
             requests, handle, on_half_close=stream.end_input, on_failure=stream.aclose, name="stt-read"
         )
         finals = 0
+        engine = self._engine.name
         try:
             try:
                 async for event in stream.events():
-                    finals += isinstance(event, Final)
+                    if isinstance(event, Final):  # metrics hook (issue 16)
+                        finals += 1
+                        final_metrics(engine, (fmt.ms_for_bytes(received) - event.end_ms) / 1000.0)
                     yield to_proto(event)
                     if isinstance(event, UtteranceEnd) and (used := meter.take()) is not None:
                         yield stt_pb2.StreamingRecognizeResponse(usage=used)
@@ -158,6 +162,7 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServiceServicer):
             # Runs on client cancellation too: nothing of this stream outlives the RPC.
             await pump.aclose()
             await stream.aclose()
+            STT_AUDIO_SECONDS.labels(engine).inc(fmt.ms_for_bytes(received) / 1000.0)
             log.info(
                 "recognition stream closed: %s, %.1f s of audio, %d finals",
                 fmt.describe(),

@@ -24,6 +24,7 @@ from common.readiness import Readiness, attach_readiness
 from common.redis_conn import RedisSettings, open_redis
 from common.server import ServiceBinding, ServiceHost
 from common.settings import ServiceSettings
+from common.store_metrics import POOLS
 from tenant_svc.api_key_internal import SERVICE as API_KEY_INTERNAL_SERVICE
 from tenant_svc.api_key_internal import ApiKeyInternalServicer
 from tenant_svc.changes import ChangeListener
@@ -202,6 +203,8 @@ async def build_host(
     host.readiness = attach_readiness(host, [postgres_dependency(pool)])
     host.on_stop.append(pool.close)
     host.on_stop.append(key_provider.aclose)
+    POOLS.watch(pool)  # pool gauges on /metrics (issue 16)
+    host.on_stop.append(lambda: _forget(pool))
     if redis is not None:
         host.on_stop.append(redis.aclose)
     return host
@@ -210,3 +213,7 @@ async def build_host(
 async def build_ready(settings: Settings) -> ServiceHost:
     """The host for ``python -m tenant_svc``."""
     return await build_host(settings)
+
+
+async def _forget(pool: object) -> None:
+    POOLS.forget(pool)

@@ -23,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from common.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
 from common.pricing import DEFAULT_BOOK, Price, PriceBook
+from common.store_metrics import sql_operation, timed
 from tenant_svc import usage_ledger
 
 if TYPE_CHECKING:
@@ -226,8 +227,9 @@ class TenantScope:
 
     async def _rows(self, query: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         async with self._conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query.encode(), params)
-            return await cur.fetchall() if cur.description else []
+            with timed("postgresql", sql_operation(query), query):  # metrics + span (issue 16)
+                await cur.execute(query.encode(), params)
+                return await cur.fetchall() if cur.description else []
 
     async def _one(self, query: str, params: Sequence[Any], what: str) -> dict[str, Any]:
         rows = await self._rows(query, params)

@@ -6,12 +6,14 @@ live in ``tts_svc.stream``; conversion to the client's format in ``tts_svc.audio
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import grpc.aio
 
 from common import context
 from common.audio import ALAW, LINEAR16, MULAW, validate_format
+from common.engine_metrics import TTS_CHARACTERS, TTS_FIRST_AUDIO
 from common.errors import InvalidArgument, ResourceExhausted, VoiceAIError
 from common.gen.voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
 from common.streams import RequestPump, first_config, refuse
@@ -84,7 +86,12 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
         stream = SynthesisStream(self._engine, options)
         out = AudioOut(self._engine.sample_rate, fmt)
 
+        first_text_at = 0.0  # metrics hook (issue 16): first audio is timed from the first text
+
         async def apply(req: tts_pb2.StreamingSynthesizeRequest) -> None:
+            nonlocal first_text_at
+            if first_text_at == 0.0 and req.text:
+                first_text_at = time.perf_counter()
             self._apply(req, stream)
 
         async def half_closed() -> None:
@@ -99,11 +106,17 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
             try:
                 async for event in stream:
                     if isinstance(event, AudioSegment):
+                        if first_text_at > 0.0:  # once per stream
+                            TTS_FIRST_AUDIO.labels(self._engine.name).observe(
+                                time.perf_counter() - first_text_at
+                            )
+                            first_text_at = -1.0
                         for chunk in out.segment(
                             event.pcm, event.text, event.rate, event.provider, event.model
                         ):
                             yield R(audio=chunk)
                     else:
+                        TTS_CHARACTERS.labels(self._engine.name).inc(event.characters)
                         yield R(flush_done=tts_pb2.FlushDone(characters=event.characters))
             except Exception as e:  # the engine failed: same way out as bad input
                 await pump.fail(e)

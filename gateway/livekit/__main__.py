@@ -11,7 +11,7 @@ import asyncio
 import signal
 import sys
 
-from common import logs
+from common import logs, telemetry
 from common.consul import register_with_consul
 from common.entry import check_tls_or_exit
 from common.server import run
@@ -34,6 +34,7 @@ def main() -> None:
     settings.port = args.port if args.port is not None else (settings.port or DEFAULT_PORT)
     logs.configure("gateway", settings.log_level, settings.log_format)
     check_tls_or_exit(parser)
+    telemetry.setup("gateway")
 
     async def serve() -> None:
         gateway = LiveKitGateway(build_app(settings), creds, LiveKitSettings())

@@ -27,6 +27,7 @@ from common.quotas import Lease
 from common.tasks import cancel_and_wait
 from gateway.agents import Agent
 from gateway.call_runner import CallCore, CallRunner
+from gateway.call_trace import room_attributes
 from gateway.livekit.routing import REFUSED, Caller, CallRouter, Refused, Route
 from gateway.livekit.settings import LiveKitSettings
 from gateway.livekit.sip_control import SipControl, TransferFailed
@@ -178,7 +179,10 @@ class RoomCalls:
                 await self._say_refusal(transport, call_id)
                 return reason
             controls.agent = route.agent
-            reason = await self._converse(route, transport, controls, call_id, lease, budget)
+            ingress, trace_ids = room_attributes(room, caller.sip, caller.attributes)  # for its trace
+            reason = await self._converse(
+                route, transport, controls, call_id, lease, budget, (ingress, trace_ids)
+            )
             return reason
         finally:
             self.active -= 1
@@ -204,6 +208,7 @@ class RoomCalls:
         call_id: str,
         lease: Lease | None,
         budget: CallBudget | None = None,
+        trace: tuple[str, dict[str, str]] = ("livekit", {}),
     ) -> str:
         direction = pb.CALL_DIRECTION_OUTBOUND if route.outbound else pb.CALL_DIRECTION_INBOUND
         async with self._runner.call(
@@ -216,6 +221,8 @@ class RoomCalls:
             direction=direction,
             usage_budget=budget,
             numbers=(route.from_number, route.to_number),
+            ingress=trace[0],
+            trace_attributes=trace[1],
         ) as running:
             session = running.session
             controls.attach(session)

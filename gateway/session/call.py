@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from common.audio import silence
 from common.errors import Unavailable, VoiceAIError
 from common.tasks import cancel_and_wait
+from gateway import call_trace
 from gateway.agents import Agent
 from gateway.session.barge_in import BargeIn
 from gateway.session.caller_input import CallerInput
@@ -257,6 +258,7 @@ class CallSession:
         await self.store.append(self.tenant_id, self.call_id, HistoryEntry("user", text, active.turn))
         history = await self.store.history(self.tenant_id, self.call_id)
         assert active.timer is not None
+        call_trace.turn_started(active.turn, active.timer.speech_end)  # inside the reply task
         reply = ReplyTurn(
             self.clients,
             self.agent,
@@ -276,6 +278,7 @@ class CallSession:
         except Exception as e:  # any failure of the turn: apologise, the call goes on
             why = "the turn timed out" if isinstance(e, TimeoutError) else describe_failure(e)
             log.warning("turn %d failed (%s); apologising", active.turn, why)
+            call_trace.turn_failed(active.turn, why)
             self.never_silent.apologize(active)
 
     # ------------------------------------------------------------------ playout callbacks
@@ -311,7 +314,9 @@ class CallSession:
             self.runtime.spawn(self.store.append(self.tenant_id, self.call_id, entry), "history")
         if active.timer is not None:
             active.timer.timings.interrupted = interrupted
-            self.transport.send_event(active.timer.finish())
+            timings = active.timer.finish()
+            call_trace.turn_finished(timings)
+            self.transport.send_event(timings)
         active.played.set()
 
     def _cut_off(self) -> None:

@@ -29,6 +29,7 @@ from common.discovery import ChannelPool
 from common.errors import Unavailable, VoiceAIError
 from common.gen.voiceai.common.v1 import usage_pb2
 from common.replay import ReplayBuffer
+from gateway import call_trace
 from gateway.session.instances import FAILOVERS, is_instance_failure
 from gateway.session.services import describe_rpc_error
 from gateway.session.streams import Final, Interim, SpeechStarted, SttEvent, SttStream, UtteranceEnd
@@ -162,6 +163,9 @@ class Recognition:
                 log.warning("re-opening the recognition stream failed: %s", describe_rpc_error("stt", e))
         self._live = self._stream
         FAILOVERS.labels("stt").inc()
+        call_trace.span_since(
+            "gateway.stt_failover", started, failed_instance=failed, instance=self._stream.address
+        )
         log.warning(
             "stt failover: %s; recognition re-opened on %s (was %s), %.0f ms of caller audio"
             " replayed in %.0f ms%s",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+from gateway import call_trace
 from gateway.session.instances import FAILOVERS, failed_instance, is_instance_failure
 from gateway.session.reply import ReplyTurn, speak_reply
 
@@ -36,6 +37,7 @@ async def speak_with_failover(reply: ReplyTurn) -> None:
     reply.timer.timings.llm_first_token_ms = None
     reply.timer.timings.tts_first_audio_ms = None
     FAILOVERS.labels(failed.service).inc()
+    call_trace.event("voiceai.instance_failover", reply.turn, service=failed.service, instance=failed.address)
     log.warning(
         "%s failover: turn %d's %s stream failed on %s before the caller heard it (%s: %s);"
         " retrying the turn on another instance",

@@ -38,6 +38,7 @@ from common.dev_ca import DevPki, ensure_dev_pki
 from common.tls import TlsConfig, TlsSettings, edge_channel
 from tests.bench import procs
 from tests.bench.loadgen import CallPlan
+from tests.bench.otlp_receiver import OtlpReceiver
 from tests.credentials import bearer  # fixes the dev signing key every mesh process verifies with
 
 END_OF_TURN_SILENCE_MS = 500
@@ -281,9 +282,10 @@ def bench_mesh(
     pki: DevPki | None,
     probe_dir: str | None,
     windows: list[tuple[int, float, float]],
+    extra_env: dict[str, str] | None = None,
 ) -> None:
     """Start the mesh (mTLS with ``pki``, else plaintext), run every load level, stop it."""
-    env = fake_env()
+    env = {**fake_env(), **(extra_env or {})}
     hook_dir = args.profile or probe_dir
     hooks = ",".join(h for h, on in (("profile", args.profile), ("probe", args.probe)) if on)
     # The bench process dials as the REST front would (health checks, the leak check); the
@@ -363,13 +365,49 @@ def main(argv: list[str] | None = None) -> None:
         default="off",
         help="mTLS on every hop (a dev CA per run): off, on, or both in one run (plaintext first)",
     )
+    parser.add_argument(
+        "--telemetry",
+        nargs="?",
+        const="off,on",
+        default="",
+        metavar="ORDER",
+        help="run every level with tracing off and on (always-on sampling, OTLP to a local receiver,"
+        " /metrics served), in ORDER (default off,on; on,off shows what the order adds)",
+    )
     args = parser.parse_args(argv)
+    if args.telemetry:
+        receiver = OtlpReceiver()
+        try:
+            modes = {
+                "off": {},
+                "on": {
+                    "OTEL_TRACES_EXPORTER": "otlp",
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                    "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                    "OTEL_TRACES_SAMPLER_ARG": "1",
+                    "VOICEAI_METRICS_PORT": "0",
+                },
+            }
+            for mode in args.telemetry.split(","):
+                print(f"\n### tracing {mode}")
+                run_mesh(args, modes[mode.strip()])
+            print(
+                f"  (the receiver got {receiver.service.spans} spans in {receiver.service.exports} exports)"
+            )
+        finally:
+            receiver.stop()
+        return
+    run_mesh(args, {})
+
+
+def run_mesh(args: argparse.Namespace, extra_env: dict[str, str]) -> None:
+    """Run every level of ``args.calls`` through a mesh with ``extra_env`` (per TLS mode asked)."""
     probe_dir = tempfile.mkdtemp(prefix="voiceai-probe-") if args.probe else None
     windows: list[tuple[int, float, float]] = []
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.tls]
     for tls in modes:
         pki = ensure_dev_pki(Path(tempfile.mkdtemp(prefix="voiceai-bench-tls-"))) if tls else None
-        bench_mesh(args, pki, probe_dir, windows)
+        bench_mesh(args, pki, probe_dir, windows, extra_env)
     if probe_dir is not None:
         print_probes(probe_dir, windows)
     print(

@@ -9,6 +9,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 
+from common.errors import EngineError
 from llm_svc.providers.base import ChatEvent, ChatRequest, Completion, TokenDelta
 
 REPLY = ("Sure thing. ", "I can ", "help ", "with ", "that.")
@@ -21,9 +22,13 @@ class ZeroCostChatModel:
         self._first_token_s = int(os.environ.get("VOICEAI_FAKE_LLM_FIRST_TOKEN_MS", "100")) / 1000.0
         text = os.environ.get("VOICEAI_FAKE_LLM_REPLY", "")
         self._reply = tuple(w + " " for w in text.split()) if text.strip() else REPLY
+        # Fail the reply to the caller's Nth turn of a call (0 = never): a failed turn for tests.
+        self._fail_turn = int(os.environ.get("VOICEAI_FAKE_LLM_FAIL_TURN", "0"))
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
         await asyncio.sleep(self._first_token_s)
+        if self._fail_turn and sum(m.role == "user" for m in request.messages) == self._fail_turn:
+            raise EngineError(f"{self.name}: failing turn {self._fail_turn} as configured")
         for token in self._reply:
             yield TokenDelta(token)
         yield Completion("stop", len(request.messages), len(self._reply), self.name)

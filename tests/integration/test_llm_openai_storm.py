@@ -11,6 +11,12 @@ import gc
 import socket
 import tracemalloc
 
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from common import telemetry
 from common.errors import ResourceExhausted
 from common.providers import EnvKeySource, resolve_key
 from llm_svc.chain import ProviderChain
@@ -124,3 +130,31 @@ async def test_an_unreachable_server_is_retried_then_the_chain_falls_back() -> N
         await openai_chat.aclose()
     done = events[-1]
     assert isinstance(done, Completion) and done.engine == "offline-responder" and done.fell_back
+
+
+async def test_a_fallback_is_an_event_on_the_stream_span(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With tracing on, the switch to the next provider shows on the span the request runs in."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(telemetry._state, "provider", provider)
+    async with OpenAIDouble(always=Fault(status=500), max_recorded=0) as api:
+        options = OpenAIOptions(base_url=api.base_url, max_attempts=1, backoff_s=0.001, jitter_s=0.001)
+        openai_chat = OpenAIChat(options, environ={"OPENAI_API_KEY": "sk-fallback"})
+        chain = ProviderChain({"openai": openai_chat, "local": OfflineResponder()}, ["openai", "local"])
+        try:
+            with provider.get_tracer("test").start_as_current_span(
+                "/voiceai.llm.v1.LanguageModelService/StreamChat"
+            ):
+                events = [e async for e in chain.stream(REQUEST)]
+        finally:
+            await openai_chat.aclose()
+    assert isinstance(events[-1], Completion) and events[-1].fell_back
+    (span,) = exporter.get_finished_spans()
+    (event,) = [e for e in span.events if e.name == "voiceai.provider_fallback"]
+    assert dict(event.attributes or {}) == {
+        "service": "llm",
+        "failed": "openai",
+        "to": "local",
+        "reason": "server_error",
+    }

@@ -160,11 +160,17 @@ def env_value(container: dict[str, Any], name: str) -> str | None:
 # LiveKit's own config files (server and SIP), not Kubernetes manifests: test_livekit_deploy.py
 # checks them.
 LIVEKIT_CONFIGS = DEPLOY / "livekit"
+# Prometheus rule files and Grafana dashboards, not Kubernetes manifests (tests/unit/test_observability.py).
+OBSERVABILITY = DEPLOY / "observability"
 
 
 def all_yaml_files() -> list[Path]:
     return sorted(
-        p for p in DEPLOY.rglob("*") if p.suffix in (".yaml", ".yml") and LIVEKIT_CONFIGS not in p.parents
+        p
+        for p in DEPLOY.rglob("*")
+        if p.suffix in (".yaml", ".yml")
+        and LIVEKIT_CONFIGS not in p.parents
+        and OBSERVABILITY not in p.parents
     )
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from common.discovery import ChannelPool
 from common.gen.voiceai.common.v1 import usage_pb2
 from common.gen.voiceai.llm.v1 import llm_pb2, llm_pb2_grpc
+from gateway import call_trace
 from gateway.agents import Agent
 from gateway.session.history import HistoryEntry
 from gateway.session.instances import TrackedCall
@@ -82,10 +83,16 @@ class LlmStream:
 async def open_llm_stream(pool: ChannelPool, request: llm_pb2.StreamChatRequest) -> AsyncIterator[LlmStream]:
     """A StreamChat call on the least-loaded instance, cancelled on exit however the block ends."""
     async with pool.lease() as lease:
+        span = call_trace.client_span("llm.StreamChat", lease.address)
         call = llm_pb2_grpc.LanguageModelServiceStub(lease.channel).StreamChat(
-            request, metadata=call_metadata("llm")
+            request, metadata=call_trace.with_traceparent(call_metadata("llm"), span)
         )
+        error: BaseException | None = None
         try:
             yield LlmStream(TrackedCall(call, pool.service, lease.address))
+        except BaseException as e:
+            error = e
+            raise
         finally:
             call.cancel()
+            call_trace.end_client(span, error)

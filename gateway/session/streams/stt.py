@@ -17,6 +17,7 @@ from common.audio import Format
 from common.discovery import ChannelPool
 from common.gen.voiceai.common.v1 import usage_pb2
 from common.gen.voiceai.stt.v1 import stt_pb2, stt_pb2_grpc
+from gateway import call_trace
 from gateway.session.streams._context import call_metadata
 
 
@@ -61,6 +62,7 @@ class SttStream:
         self._ctx: Any = None
         self._call: grpc.aio.StreamStreamCall | None = None
         self.address = ""  # the instance it runs on, once open
+        self._span: Any = None  # its client span when the call is traced
         # stt_svc's usage reports (audio sent per provider/model/key), for the call's usage fold.
         self.on_usage: Callable[[usage_pb2.Usage], None] | None = None
 
@@ -77,8 +79,9 @@ class SttStream:
         self._ctx = self._pool.lease()
         lease = await self._ctx.__aenter__()
         self.address = lease.address
+        self._span = call_trace.client_span("stt.StreamingRecognize", lease.address)
         self._call = stt_pb2_grpc.SpeechToTextServiceStub(lease.channel).StreamingRecognize(
-            metadata=call_metadata("stt")
+            metadata=call_trace.with_traceparent(call_metadata("stt"), self._span)
         )
         config = stt_pb2.RecognitionConfig(
             language_code=language,
@@ -129,6 +132,8 @@ class SttStream:
         if self._call is not None:
             self._call.cancel()
             self._call = None
+        span, self._span = self._span, None
+        call_trace.end_client(span)
         if self._ctx is not None:
             ctx, self._ctx = self._ctx, None
             await ctx.__aexit__(None, None, None)

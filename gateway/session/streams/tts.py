@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from common.audio import Format
 from common.discovery import ChannelPool
 from common.gen.voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
+from gateway import call_trace
 from gateway.agents import Agent
 from gateway.session.instances import TrackedCall
 from gateway.session.streams._context import call_metadata
@@ -82,15 +83,21 @@ class TtsStream:
 async def open_tts_stream(pool: ChannelPool, config: tts_pb2.SynthesisConfig) -> AsyncIterator[TtsStream]:
     """A StreamingSynthesize call with ``config`` sent, cancelled on exit."""
     async with pool.lease() as lease:
+        span = call_trace.client_span("tts.StreamingSynthesize", lease.address)
         call = TrackedCall(
             tts_pb2_grpc.TextToSpeechServiceStub(lease.channel).StreamingSynthesize(
-                metadata=call_metadata("tts")
+                metadata=call_trace.with_traceparent(call_metadata("tts"), span)
             ),
             pool.service,
             lease.address,
         )
+        error: BaseException | None = None
         try:
             await call.write(tts_pb2.StreamingSynthesizeRequest(config=config))
             yield TtsStream(call)
+        except BaseException as e:
+            error = e
+            raise
         finally:
             call.cancel()
+            call_trace.end_client(span, error)
