@@ -88,3 +88,7 @@ def configure(service: str, level: str = "INFO", fmt: str = "console") -> None:
     root.setLevel(level.upper())
     for noisy in ("faster_whisper", "piper", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Never DEBUG for grpc's own loggers: its Cython callbacks log while holding grpc locks, and a
+    # collection in another thread that is inside a handler (holding its lock) can finalize grpc
+    # objects that need those locks: a lock-order deadlock seen with VOICEAI_LOG_LEVEL=DEBUG.
+    logging.getLogger("grpc").setLevel(max(logging.INFO, root.level))

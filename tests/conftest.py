@@ -4,6 +4,7 @@ Redis (``REDIS_URL`` if set, else an embedded redis-server for the session)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +19,11 @@ import tests.kek  # noqa: F401  # the session's KEK (VOICEAI_KEK_FILE)  # isort:
 from common.redis_conn import RedisSettings, open_redis
 from common.redis_embedded import EmbeddedRedis
 from common.server import ServiceHost
+
+# grpc's own loggers never at DEBUG, even when a test turns the root logger to DEBUG: grpc's
+# Cython callbacks log while holding grpc locks, and a collection in another thread inside a log
+# handler can then deadlock the two (seen with the consul registration threads).
+logging.getLogger("grpc").setLevel(logging.WARNING)
 
 TENANT = "tenant-test"
 
