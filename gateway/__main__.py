@@ -43,6 +43,7 @@ def main() -> None:
         role = WorkerRole(args.worker_index, args.worker_of, args.ready_fd)
         role.die_with_supervisor()
         settings.reuse_port = True
+        settings.worker_index = args.worker_index  # its own record outbox, replayed by its replacement
         settings.metrics_port = -1  # the supervisor serves the group's metrics
     logs.configure("gateway", settings.log_level, settings.log_format)
     check_tls_or_exit(parser)

@@ -43,6 +43,8 @@ class Settings(ServiceSettings):
     gc_full_collection_every: int = 100
     # Gateway processes sharing the port (gateway.workers); 0 = the cores this process may use.
     workers: int = 0
+    # This process's index in its worker group (set by the supervisor; -1: not a worker).
+    worker_index: int = -1
     # Consecutive failed turns after which the agent says a closing line and ends the call with
     # SERVICE_ERROR (0 = apologise forever).
     failed_turns_limit: int = 2
@@ -131,7 +133,9 @@ class GatewayApp:
         if self._watch is not None:
             self._watch.watch("stt", "llm", "tts", "tenant")
         # Durable call records (gateway/records): outbox opened, crash leftovers replayed.
-        await self.tenancy.start(self.settings.port, gateway_credential(self._auth.internal_issuer))
+        await self.tenancy.start(
+            self.settings.port, gateway_credential(self._auth.internal_issuer), self.settings.worker_index
+        )
         return await self.host.start()
 
     async def drain(self, grace: float | None = None) -> None:

@@ -375,7 +375,7 @@ class Tenancy:
         built.redis = redis
         return built
 
-    async def start(self, port: int, credential: Callable[[str], str] | None) -> None:
+    async def start(self, port: int, credential: Callable[[str], str] | None, worker: int = -1) -> None:
         """Starts durable record delivery (when tenant_svc is configured); see gateway/records."""
         if self.ledger is None:
             return
@@ -387,7 +387,7 @@ class Tenancy:
             self._closers.append(_async(scratch.cleanup))
             path = Path(scratch.name) / "outbox.sqlite3"
         else:
-            path = default_outbox_path(settings.outbox_path, port)
+            path = default_outbox_path(settings.outbox_path, port, worker=worker)
         found = await self.ledger.start_records(path, credential, settings)
         if found:
             log.warning(

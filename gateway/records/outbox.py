@@ -226,11 +226,15 @@ class RecordOutbox:
             self._lock = None
 
 
-def default_outbox_path(configured: str, port: int, root: Path | None = None) -> Path:
-    """Where this process's outbox lives: the configured path, or ``var/records/gateway-<port>``."""
+def default_outbox_path(configured: str, port: int, root: Path | None = None, worker: int = -1) -> Path:
+    """Where this process's outbox lives: the configured path, or ``var/records/gateway-<port>``;
+    worker ``n`` of a group sharing the port (``gateway --workers``) gets ``...-w<n>``, so each
+    has its own file and its replacement, with the same index, replays what it left."""
     if configured:
-        return Path(configured.replace("{port}", str(port)).replace("{pid}", str(os.getpid())))
-    return (root or Path("var")) / "records" / f"gateway-{port}.sqlite3"
+        path = Path(configured.replace("{port}", str(port)).replace("{pid}", str(os.getpid())))
+    else:
+        path = (root or Path("var")) / "records" / f"gateway-{port}.sqlite3"
+    return path.with_name(f"{path.stem}-w{worker}{path.suffix}") if worker >= 0 else path
 
 
 __all__ = ["OutboxFull", "OutboxLocked", "RecordOutbox", "Snapshot", "default_outbox_path"]

@@ -55,13 +55,14 @@ def gateway_process(
         "VOICEAI_RECORD_OUTBOX_PATH": str(outbox),
         "VOICEAI_AUTH_DEV_KEY_DIR": str(KEY_DIR),
         "VOICEAI_GRACE_PERIOD_S": "1",
+        "VOICEAI_WORKERS": "1",  # one process: the test kills it mid-call
     }
     env.pop("DATABASE_URL", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=None,  # its start-up errors reach the test's output
     )
     try:
         wait_serving(f"127.0.0.1:{port}", 60, alive=lambda: proc.poll() is None)

@@ -17,6 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.auth import AuthSettings
+from common.crypto import KekSettings, TenantKeyring, build_key_provider
 from common.gen.voiceai.tenant.v1 import resources_pb2 as pb
 from common.gen.voiceai.tenant.v1 import tenant_service_pb2 as svc
 from common.readiness import LIVENESS
@@ -24,6 +25,7 @@ from common.redis_conn import RedisSettings
 from common.redis_embedded import EmbeddedRedis
 from tenant_svc.app import Settings, build_host
 from tenant_svc.db.database import DatabaseSettings, embedded_server, open_pool
+from tenant_svc.protection import DataProtection
 from tenant_svc.repository import Repository
 from tests.caller import ConverseCaller
 from tests.credentials import KEY_DIR, bearer
@@ -194,7 +196,10 @@ async def test_postgres_stopped_during_calls_loses_no_record(
                 await asyncio.to_thread(pg_start, server)
                 t0 = time.monotonic()
                 reader = await open_pool(database)
-                repo = Repository(reader)
+                # Opened as tenant_svc would: the transcripts are sealed at rest.
+                repo = Repository(
+                    reader, DataProtection(TenantKeyring(await build_key_provider(KekSettings())))
+                )
                 while True:
                     async with repo.tenant(tenant) as t:
                         rows = await t.list_calls(2**62, 100)

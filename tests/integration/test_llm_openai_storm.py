@@ -140,7 +140,7 @@ async def test_a_fallback_is_an_event_on_the_stream_span(monkeypatch: pytest.Mon
     monkeypatch.setattr(telemetry._state, "provider", provider)
     async with OpenAIDouble(always=Fault(status=500), max_recorded=0) as api:
         options = OpenAIOptions(base_url=api.base_url, max_attempts=1, backoff_s=0.001, jitter_s=0.001)
-        openai_chat = OpenAIChat(options, environ={"OPENAI_API_KEY": "sk-fallback"})
+        openai_chat = OpenAIChat(options, keys=EnvKeySource({"OPENAI_API_KEY": "sk-fallback"}))
         chain = ProviderChain({"openai": openai_chat, "local": OfflineResponder()}, ["openai", "local"])
         try:
             with provider.get_tracer("test").start_as_current_span(

@@ -26,7 +26,6 @@ from common.settings import DiscoverySettings, ServiceSettings
 from common.tls import ChannelFactory
 from gateway.agents import BuiltinAgentCatalog
 from gateway.app import GatewayApp, Settings
-from tenant_svc.db.database import DatabaseSettings
 from tests.caller import ConverseCaller
 from tests.doubles.mesh_services import ScriptedLlm, ScriptedStt, ToneTts, tone
 from tests.integration.gateway_harness import inline_config
@@ -79,7 +78,6 @@ async def tls_mesh(
         catalog=BuiltinAgentCatalog(),
         discovery=DiscoverySettings(tenant_addresses=""),
         redis_settings=RedisSettings(url=""),
-        database=DatabaseSettings(url=""),
     )
     assert app.host.tls.mutual and not app.host.require_client_cert  # the edge asks for none
     port = await app.start()

@@ -288,6 +288,106 @@ async def _outbound(c: Ctx) -> None:
 
 Sample = Callable[[Ctx], Awaitable[None]]
 _T = "/voiceai.tenant.v1.TenantService/"
+
+# ------------------------------------------------------------ data protection (issue 14)
+_DP = "/voiceai.tenant.v1.DataProtectionService/"
+_US = "/voiceai.tenant.v1.UsageService/"
+_SECRET = "sk-rest-sample-0123456789ABCD"
+
+
+async def _create_provider_key(c: Ctx) -> None:
+    async with c.http("admin") as h:
+        got = ok(
+            await h.post(
+                f"{c.parent}/providerKeys", params={"providerKeyId": "openai"}, json={"apiKey": _SECRET}
+            )
+        )
+    assert got["name"] == f"tenants/{c.tenant}/providerKeys/openai" and got["last4"] == "ABCD"
+    assert "apiKey" not in got and _SECRET not in str(got)  # secrets go in, never out
+
+
+async def _list_provider_keys(c: Ctx) -> None:
+    await _create_provider_key(c)
+    async with c.http("admin") as h:
+        got = ok(await h.get(f"{c.parent}/providerKeys"))
+    assert [k["last4"] for k in got["providerKeys"]] == ["ABCD"] and _SECRET not in str(got)
+
+
+async def _delete_provider_key(c: Ctx) -> None:
+    await _create_provider_key(c)
+    async with c.http("admin") as h:
+        assert ok(await h.delete(f"{c.parent}/providerKeys/openai")) == {}
+        assert ok(await h.get(f"{c.parent}/providerKeys")).get("providerKeys", []) == []
+
+
+async def _get_retention(c: Ctx) -> None:
+    async with c.http("admin") as h:
+        got = ok(await h.get(f"{c.parent}/retentionPolicy"))
+    assert got["name"] == f"tenants/{c.tenant}/retentionPolicy"
+
+
+async def _update_retention(c: Ctx) -> None:
+    async with c.http("admin") as h:
+        got = ok(
+            await h.patch(
+                f"{c.parent}/retentionPolicy",
+                params={"updateMask": "callRecordDays"},
+                json={"callRecordDays": 30},
+            )
+        )
+        assert got["callRecordDays"] == 30
+        assert ok(await h.get(f"{c.parent}/retentionPolicy"))["callRecordDays"] == 30
+
+
+async def _rotate_data_key(c: Ctx) -> None:
+    async with c.http("admin") as h:
+        got = ok(await h.post(f"{c.parent}:rotateDataKey", json={}))
+    assert got["version"] >= 1
+
+
+async def _shred_data_keys(c: Ctx) -> None:
+    async with c.http("platform", tenant=None) as h:
+        got = ok(await h.post(f"{c.parent}:shredDataKeys", json={}))
+    assert got.get("destroyedKeys", 0) >= 0
+    async with c.http("admin") as h:  # a tenant admin may not shred (platform operators only)
+        assert (await h.post(f"{c.parent}:shredDataKeys", json={})).status_code == 403
+
+
+# ------------------------------------------------------------ usage ledger (issue 17)
+async def _get_usage(c: Ctx) -> None:
+    async with c.http("viewer") as h:
+        got = ok(await h.get(f"{c.parent}/usage", params={"groupBy": "USAGE_GROUP_BY_AGENT"}))
+    assert int(got.get("calls", "0")) == 0 and int(got.get("costMicros", "0")) == 0  # int64 as strings
+
+
+async def _list_usage(c: Ctx) -> None:
+    async with c.http("viewer") as h:
+        got = ok(
+            await h.get(f"{c.parent}/usage:list", params={"groupBy": "USAGE_GROUP_BY_DAY", "pageSize": 10})
+        )
+    assert got.get("rows", []) == []
+
+
+async def _export_usage(c: Ctx) -> None:
+    async with c.http("viewer") as h:
+        got = ok(await h.get(f"{c.parent}/usage:export", params={"format": "USAGE_EXPORT_FORMAT_CSV"}))
+    assert got["contentType"].startswith("text/csv")
+
+
+async def _update_contract_prices(c: Ctx) -> None:
+    price = {"component": "tts", "provider": "elevenlabs", "unit": "character", "usd": "0.05", "per": 1000}
+    async with c.http("platform", tenant=None) as h:
+        got = ok(await h.put(f"{c.parent}/contractPrices", json={"prices": [price]}))
+    assert float(got["prices"][0]["usd"]) == 0.05  # a decimal string, as stored
+
+
+async def _get_contract_prices(c: Ctx) -> None:
+    await _update_contract_prices(c)
+    async with c.http("viewer") as h:
+        got = ok(await h.get(f"{c.parent}/contractPrices"))
+    assert [p["provider"] for p in got["prices"]] == ["elevenlabs"]
+
+
 SAMPLES: dict[str, Sample] = {
     _T + "CreateTenant": _create_tenant,
     _T + "GetTenant": _get_tenant,
@@ -314,6 +414,18 @@ SAMPLES: dict[str, Sample] = {
     _T + "ListAuditLogEntries": _list_audit,
     _T + "LookupPhoneNumber": _lookup,
     "/voiceai.telephony.v1.TelephonyService/CreateOutboundCall": _outbound,
+    _DP + "CreateProviderKey": _create_provider_key,
+    _DP + "ListProviderKeys": _list_provider_keys,
+    _DP + "DeleteProviderKey": _delete_provider_key,
+    _DP + "GetRetentionPolicy": _get_retention,
+    _DP + "UpdateRetentionPolicy": _update_retention,
+    _DP + "RotateDataKey": _rotate_data_key,
+    _DP + "ShredDataKeys": _shred_data_keys,
+    _US + "GetUsage": _get_usage,
+    _US + "ListUsage": _list_usage,
+    _US + "ExportUsage": _export_usage,
+    _US + "GetContractPrices": _get_contract_prices,
+    _US + "UpdateContractPrices": _update_contract_prices,
 }
 ANNOTATED = sorted({r.full_method for r in RouteTable.from_descriptors().routes})
 
