@@ -296,9 +296,11 @@ def bench_mesh(
         {"VOICEAI_TLS": "tls", "VOICEAI_TLS_CA_FILE": str(pki.ca_cert)} if pki else {"VOICEAI_TLS": "off"}
     )
 
-    def start(name: str, module: str, env: dict[str, str]):  # type: ignore[no-untyped-def]
+    def start(name: str, module: str, env: dict[str, str], args: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
         own = pki.env_for(name) if pki else {"VOICEAI_TLS": "off"}
-        return procs.start(name, module, {**env, **own}, profile_dir=hook_dir, hooks=hooks, tls=client_tls)
+        return procs.start(
+            name, module, {**env, **own}, profile_dir=hook_dir, hooks=hooks, tls=client_tls, args=args
+        )
 
     with (
         start("stt", "stt_svc", env) as stt,
@@ -312,9 +314,7 @@ def bench_mesh(
             "VOICEAI_TTS_ADDRESSES": tts.address,
         }
         # One gateway process: its CPU, RSS and loop thread are what this table reports.
-        with procs.start(
-            "gateway", "gateway", gw_env, profile_dir=hook_dir, hooks=hooks, args=("--workers", "1")
-        ) as gw:
+        with start("gateway", "gateway", gw_env, args=("--workers", "1")) as gw:
             mesh = [stt, llm, tts, gw]
             arrivals = (
                 "synchronized: all turns at once"
